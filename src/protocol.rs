@@ -1,0 +1,236 @@
+//! The JSON lines spoken between `claw run-group` (host) and `claw-agent` (container).
+//!
+//! Host → agent on stdin: one [`HostLine::Start`], then any number of [`HostLine::Message`],
+//! then [`HostLine::Close`] (or EOF). Agent → host on stdout: [`AgentLine`]s only; anything else
+//! on stdout is a protocol error, and logs go to stderr. Nothing in here may ever carry a secret:
+//! the API key stays in the host's proxy.
+
+use serde::{Deserialize, Serialize};
+
+/// Path of the proxy socket inside the container.
+pub const PROXY_SOCKET: &str = "/run/claw/proxy.sock";
+
+/// Model and provider settings the host resolves from config for one run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    /// `anthropic` or `openai` (any OpenAI-compatible chat-completions endpoint).
+    pub provider: String,
+    /// Model name passed upstream, e.g. `claude-sonnet-4-5` or `gpt-4o-mini`.
+    pub model: String,
+    /// Output token cap per model turn.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+    /// Context window used to decide when to compact the transcript (tokens).
+    #[serde(default = "default_context_window")]
+    pub context_window: u32,
+}
+
+fn default_max_tokens() -> u32 {
+    4096
+}
+fn default_context_window() -> u32 {
+    200_000
+}
+
+/// Limits the agent enforces on itself (the host enforces its own independently).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLimits {
+    /// Model turns per user message before the loop gives up.
+    pub max_steps: u32,
+    /// Seconds a `bash` tool call may run.
+    pub bash_timeout_secs: u64,
+    /// Bytes of tool output returned to the model before truncation.
+    pub tool_output_cap: usize,
+}
+
+impl Default for AgentLimits {
+    fn default() -> Self {
+        AgentLimits { max_steps: 40, bash_timeout_secs: 120, tool_output_cap: 30_000 }
+    }
+}
+
+/// What the host writes to the agent's stdin.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HostLine {
+    /// First line of every run.
+    Start(Start),
+    /// A follow-up prompt (new chat messages) for the running conversation.
+    Message { text: String },
+    /// Finish the current turn, then exit.
+    Close,
+}
+
+/// The opening line: everything the agent needs to know about this run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Start {
+    pub prompt: String,
+    pub group_folder: String,
+    pub chat_id: String,
+    pub is_main: bool,
+    /// True when this run was started by a scheduled task rather than by chat messages.
+    pub is_task: bool,
+    #[serde(default)]
+    pub task_id: Option<i64>,
+    /// Session to resume; `None` starts a fresh transcript.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    pub assistant_name: String,
+    /// The chat's channel (`cli`, `telegram`, `whatsapp`, `signal`, …) so formatting rules fit.
+    pub channel: String,
+    pub model: ModelSettings,
+    #[serde(default)]
+    pub limits: AgentLimits,
+}
+
+/// What the agent writes to its stdout.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentLine {
+    /// Text for the chat (the host strips `<internal>` spans before sending).
+    Result { text: String },
+    /// Session id to store and resume next time.
+    Session { id: String },
+    /// A tool is being used; for logs and typing indicators.
+    Progress {
+        tool: String,
+        #[serde(default)]
+        detail: String,
+    },
+    /// The turn finished; the agent waits for more input.
+    Idle {
+        #[serde(default)]
+        usage: Option<Usage>,
+    },
+    /// Something failed; `fatal` means the agent is about to exit non-zero.
+    Error {
+        message: String,
+        #[serde(default)]
+        fatal: bool,
+    },
+}
+
+/// Token accounting for one turn (summed over its model calls).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl HostLine {
+    /// One JSON line, newline-terminated.
+    pub fn to_line(&self) -> String {
+        let mut s = serde_json::to_string(self).expect("protocol types always serialise");
+        s.push('\n');
+        s
+    }
+}
+
+impl AgentLine {
+    /// One JSON line, newline-terminated.
+    pub fn to_line(&self) -> String {
+        let mut s = serde_json::to_string(self).expect("protocol types always serialise");
+        s.push('\n');
+        s
+    }
+}
+
+/// Subfolders of `/workspace/ipc` (host: `ipc/FOLDER/`). The file's folder is its only identity.
+pub const IPC_MESSAGES_DIR: &str = "messages";
+/// Task and admin requests.
+pub const IPC_TASKS_DIR: &str = "tasks";
+/// Replies the host writes for task requests, named after the request file's stem.
+pub const IPC_REPLIES_DIR: &str = "replies";
+/// Snapshot of the tasks this group may see (all tasks for main), written by the host.
+pub const IPC_TASKS_SNAPSHOT: &str = "current_tasks.json";
+/// Snapshot of known chats (main only), written by the host.
+pub const IPC_CHATS_SNAPSHOT: &str = "available_chats.json";
+
+/// A request an agent writes as one JSON file under `messages/` or `tasks/`.
+///
+/// The request id is the file's stem, so a reply can be matched without trusting a field.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum IpcRequest {
+    /// Send text to a chat; `chat` defaults to the group's own chat.
+    SendMessage {
+        text: String,
+        #[serde(default)]
+        chat: Option<String>,
+    },
+    /// Create a scheduled task; `folder` (main only) targets another group.
+    ScheduleTask {
+        prompt: String,
+        schedule_type: String,
+        schedule_value: String,
+        #[serde(default)]
+        context_mode: Option<String>,
+        #[serde(default)]
+        timezone: Option<String>,
+        #[serde(default)]
+        folder: Option<String>,
+    },
+    /// Change a task's prompt or schedule.
+    UpdateTask {
+        task_id: i64,
+        #[serde(default)]
+        prompt: Option<String>,
+        #[serde(default)]
+        schedule_type: Option<String>,
+        #[serde(default)]
+        schedule_value: Option<String>,
+        #[serde(default)]
+        timezone: Option<String>,
+    },
+    PauseTask { task_id: i64 },
+    ResumeTask { task_id: i64 },
+    CancelTask { task_id: i64 },
+    /// Main only: register a known chat as a group.
+    RegisterGroup {
+        chat: String,
+        folder: String,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        trigger: Option<String>,
+        #[serde(default)]
+        requires_trigger: Option<bool>,
+    },
+    /// Main only: rewrite the chats snapshot.
+    RefreshGroups,
+}
+
+/// The host's answer to a task request, at `replies/<request stem>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IpcReply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_lines_round_trip_with_type_tags() {
+        let line = HostLine::Message { text: "hi".into() }.to_line();
+        assert_eq!(line, "{\"type\":\"message\",\"text\":\"hi\"}\n");
+        assert_eq!(serde_json::from_str::<HostLine>(&line).unwrap(), HostLine::Message { text: "hi".into() });
+        assert_eq!(serde_json::from_str::<HostLine>("{\"type\":\"close\"}").unwrap(), HostLine::Close);
+    }
+
+    #[test]
+    fn agent_lines_parse_with_defaults() {
+        let l: AgentLine = serde_json::from_str("{\"type\":\"idle\"}").unwrap();
+        assert_eq!(l, AgentLine::Idle { usage: None });
+        let l: AgentLine = serde_json::from_str("{\"type\":\"progress\",\"tool\":\"bash\"}").unwrap();
+        assert_eq!(l, AgentLine::Progress { tool: "bash".into(), detail: String::new() });
+        assert!(serde_json::from_str::<AgentLine>("{\"type\":\"shout\"}").is_err());
+    }
+}
