@@ -1,0 +1,62 @@
+//! Channels: how outbox rows leave. A channel is chosen by the chat id's prefix (`tg:`, `wa:`,
+//! `sig:`, `cli:`, or any prefix configured with a send command).
+//!
+//! `Sender` is a trait because there are several real implementations (command, telegram, signal).
+
+pub mod command;
+
+use crate::config::Config;
+use crate::secrets::Secrets;
+
+/// The result of trying to send one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Accepted by the channel, with its message id if it gave one.
+    Sent(Option<String>),
+    /// Not sent; retry later (after `retry_after_ms` if the channel said so).
+    Failed {
+        error: String,
+        retry_after_ms: Option<i64>,
+    },
+}
+
+/// Something that can send text to a chat of one channel.
+pub trait Sender {
+    /// Send one message. Must not panic; every failure is an `Outcome::Failed`.
+    fn send(&mut self, outbox_id: i64, chat_id: &str, text: &str) -> Outcome;
+}
+
+/// The configuration name of a chat-id prefix (`tg` → `telegram`).
+pub fn channel_name(prefix: &str) -> &str {
+    match prefix {
+        "tg" => "telegram",
+        "wa" => "whatsapp",
+        "sig" => "signal",
+        other => other,
+    }
+}
+
+/// Why a channel cannot be delivered by `claw deliver`.
+pub fn sender_for(
+    prefix: &str,
+    config: &Config,
+    home: &std::path::Path,
+    _secrets: &Secrets,
+) -> Result<Box<dyn Sender>, String> {
+    let name = channel_name(prefix);
+    if let Some(argv) = config
+        .send_command(name)
+        .or_else(|| config.send_command(prefix))
+    {
+        return Ok(Box::new(command::CommandSender::new(
+            argv.to_vec(),
+            home.to_path_buf(),
+        )));
+    }
+    Err(match name {
+        "cli" => "terminal chats are printed by `claw chat`, not delivered".to_string(),
+        _ => format!(
+            "channel `{name}` has no sender: set `send_command` under [channels.{name}] in claw.toml, or run its bridge"
+        ),
+    })
+}

@@ -1,0 +1,340 @@
+use anyhow::Result;
+
+use super::Ctx;
+use crate::error::{Code, Coded};
+use crate::groups::NewGroup;
+use crate::store::groups::{self as q, ExtraMount};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// Register a chat as a group with its own folder and container.
+    Add(AddArgs),
+    /// List registered groups.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one group's settings.
+    Show {
+        folder: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a group's settings.
+    Set(SetArgs),
+    /// Unregister a group (its folder stays on disk).
+    Rm { folder: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// Chat id with its channel prefix, e.g. `tg:-100123` or `wa:1203…@g.us`.
+    #[arg(long, value_name = "ID")]
+    pub chat: String,
+    /// Folder name: lowercase letters, digits, `-`, `_` (max 64).
+    #[arg(long)]
+    pub folder: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Word that must start a message to wake the agent (default `@AssistantName`).
+    #[arg(long)]
+    pub trigger: Option<String>,
+    /// Every message wakes the agent, not only those starting with the trigger.
+    #[arg(long)]
+    pub no_trigger: bool,
+    /// Make this the main (admin) group; there can be only one.
+    #[arg(long)]
+    pub main: bool,
+    /// Only these sender ids may trigger runs (repeatable); default everyone.
+    #[arg(long = "allow", value_name = "SENDER")]
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SetArgs {
+    pub folder: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub trigger: Option<String>,
+    /// Whether messages must start with the trigger.
+    #[arg(long, value_name = "BOOL")]
+    pub requires_trigger: Option<bool>,
+    /// Add a sender id to the allowlist (repeatable).
+    #[arg(long = "allow", value_name = "SENDER")]
+    pub allow: Vec<String>,
+    /// Let everyone trigger runs again (drop the sender allowlist).
+    #[arg(long)]
+    pub allow_everyone: bool,
+    /// Allow egress to a host (`host`, `host:port`, `*.domain`; repeatable).
+    #[arg(long, value_name = "HOST")]
+    pub egress: Vec<String>,
+    /// Remove a host from the egress allowlist (repeatable).
+    #[arg(long, value_name = "HOST")]
+    pub no_egress: Vec<String>,
+    /// Wall-clock limit for this group's runs.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Model provider for this group (`anthropic` or `openai`).
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Model name for this group.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Mount a host folder at /workspace/extra/NAME: `HOST_PATH:NAME[:rw]` (checked against the allowlist at each run).
+    #[arg(long, value_name = "SPEC")]
+    pub mount: Vec<String>,
+    /// Remove an extra mount by NAME.
+    #[arg(long, value_name = "NAME")]
+    pub unmount: Vec<String>,
+}
+
+pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Add(a) => add(ctx, a),
+        Cmd::List { json } => list(ctx, json),
+        Cmd::Show { folder, json } => show(ctx, &folder, json),
+        Cmd::Set(a) => set(ctx, a),
+        Cmd::Rm { folder } => {
+            let mut store = ctx.store()?;
+            let g = crate::groups::remove(&mut store, &folder)?;
+            println!(
+                "removed group `{}` (chat {}); its files stay in {}",
+                g.folder,
+                g.chat_id,
+                ctx.home.group_dir(&g.folder).display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn add(ctx: &Ctx, a: AddArgs) -> Result<()> {
+    let config = ctx.config()?;
+    let mut store = ctx.store()?;
+    let g = crate::groups::add(
+        &mut store,
+        &ctx.home,
+        &config.default_trigger(),
+        NewGroup {
+            chat_id: a.chat,
+            folder: a.folder,
+            name: a.name,
+            trigger: a.trigger,
+            requires_trigger: !a.no_trigger,
+            is_main: a.main,
+            allowed_senders: if a.allow.is_empty() {
+                None
+            } else {
+                Some(a.allow)
+            },
+        },
+        "cli",
+    )?;
+    println!(
+        "registered {} as group `{}` (trigger {}{})",
+        g.chat_id,
+        g.folder,
+        g.trigger,
+        if g.requires_trigger {
+            ""
+        } else {
+            ", not required"
+        }
+    );
+    Ok(())
+}
+
+fn list(ctx: &Ctx, json: bool) -> Result<()> {
+    let store = ctx.store()?;
+    let groups = q::list(&store.conn)?;
+    if json {
+        return crate::output::json(&groups);
+    }
+    if groups.is_empty() {
+        println!("no groups; register one with `claw group add --chat ID --folder NAME`");
+        return Ok(());
+    }
+    let rows = groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.folder.clone(),
+                g.chat_id.clone(),
+                g.name.clone(),
+                if g.is_main {
+                    "main".into()
+                } else if g.requires_trigger {
+                    g.trigger.clone()
+                } else {
+                    "(every message)".into()
+                },
+                g.allowed_senders
+                    .as_ref()
+                    .map_or("everyone".into(), |s| s.join(", ")),
+            ]
+        })
+        .collect();
+    crate::output::table(&["FOLDER", "CHAT", "NAME", "TRIGGER", "SENDERS"], rows);
+    Ok(())
+}
+
+fn get(store: &crate::store::Store, folder: &str) -> Result<q::Group> {
+    q::get(&store.conn, folder)?.ok_or_else(|| {
+        Coded::err(
+            Code::Usage,
+            format!("no group `{folder}`; see `claw group list`"),
+        )
+    })
+}
+
+fn show(ctx: &Ctx, folder: &str, json: bool) -> Result<()> {
+    let store = ctx.store()?;
+    let g = get(&store, folder)?;
+    if json {
+        return crate::output::json(&g);
+    }
+    println!("folder:           {}", g.folder);
+    println!("chat:             {}", g.chat_id);
+    println!("name:             {}", g.name);
+    println!("main:             {}", g.is_main);
+    println!(
+        "trigger:          {} (required: {})",
+        g.trigger, g.requires_trigger
+    );
+    println!(
+        "senders:          {}",
+        g.allowed_senders
+            .as_ref()
+            .map_or("everyone".into(), |s| s.join(", "))
+    );
+    println!(
+        "egress:           {}",
+        if g.config.egress.is_empty() {
+            "none".into()
+        } else {
+            g.config.egress.join(", ")
+        }
+    );
+    println!(
+        "timeout:          {}",
+        g.config
+            .timeout_secs
+            .map_or("default".into(), |t| format!("{t}s"))
+    );
+    println!(
+        "model:            {} {}",
+        g.config.provider.as_deref().unwrap_or("default"),
+        g.config.model.as_deref().unwrap_or("")
+    );
+    for m in &g.config.extra_mounts {
+        println!(
+            "mount:            {} -> /workspace/extra/{}{}",
+            m.host_path,
+            m.name,
+            if m.readonly {
+                " (ro)"
+            } else {
+                " (rw requested)"
+            }
+        );
+    }
+    println!(
+        "workspace:        {}",
+        ctx.home.group_dir(&g.folder).display()
+    );
+    Ok(())
+}
+
+fn set(ctx: &Ctx, a: SetArgs) -> Result<()> {
+    let mut store = ctx.store()?;
+    let tx = store.write()?;
+    let mut g = q::get(&tx, &a.folder)?.ok_or_else(|| {
+        Coded::err(
+            Code::Usage,
+            format!("no group `{}`; see `claw group list`", a.folder),
+        )
+    })?;
+    if let Some(n) = a.name {
+        g.name = n;
+    }
+    if let Some(t) = a.trigger {
+        crate::groups::validate_trigger(&t).map_err(|e| Coded::err(Code::Usage, e))?;
+        g.trigger = t;
+    }
+    if let Some(r) = a.requires_trigger {
+        g.requires_trigger = r;
+    }
+    if a.allow_everyone {
+        g.allowed_senders = None;
+    }
+    if !a.allow.is_empty() {
+        let list = g.allowed_senders.get_or_insert_with(Vec::new);
+        for s in a.allow {
+            if !list.contains(&s) {
+                list.push(s);
+            }
+        }
+    }
+    for h in a.egress {
+        if h.is_empty() || h.contains('/') || h.chars().any(char::is_whitespace) {
+            return Err(Coded::err(
+                Code::Usage,
+                format!("egress host `{h}` must be `host`, `host:port` or `*.domain`"),
+            ));
+        }
+        if !g.config.egress.contains(&h) {
+            g.config.egress.push(h);
+        }
+    }
+    g.config.egress.retain(|h| !a.no_egress.contains(h));
+    if let Some(t) = a.timeout {
+        g.config.timeout_secs = Some(t);
+    }
+    if let Some(p) = a.provider {
+        if !matches!(p.as_str(), "anthropic" | "openai") {
+            return Err(Coded::err(
+                Code::Usage,
+                format!("provider `{p}` is unknown: use anthropic or openai"),
+            ));
+        }
+        g.config.provider = Some(p);
+    }
+    if let Some(m) = a.model {
+        g.config.model = Some(m);
+    }
+    for spec in a.mount {
+        let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
+        let (host, name, rw) = match parts.as_slice() {
+            ["rw", name, host] => (*host, *name, true),
+            ["ro", name, host] => (*host, *name, false),
+            [name, host] => (*host, *name, false),
+            _ => {
+                return Err(Coded::err(
+                    Code::Usage,
+                    format!("mount `{spec}` must be HOST_PATH:NAME or HOST_PATH:NAME:rw"),
+                ));
+            }
+        };
+        g.config.extra_mounts.retain(|m| m.name != name);
+        g.config.extra_mounts.push(ExtraMount {
+            host_path: host.to_string(),
+            name: name.to_string(),
+            readonly: !rw,
+        });
+    }
+    g.config
+        .extra_mounts
+        .retain(|m| !a.unmount.contains(&m.name));
+    q::update(&tx, &g)?;
+    crate::store::audit::record(
+        &tx,
+        Some(&g.folder),
+        None,
+        "group.updated",
+        serde_json::to_value(&g)?,
+    )?;
+    tx.commit()?;
+    println!("updated group `{}`", g.folder);
+    Ok(())
+}

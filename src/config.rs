@@ -1,0 +1,313 @@
+//! `claw.toml`: the owner's settings. Unknown keys are errors so a typo never silently does nothing.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::error::{Code, Coded};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The assistant's name; `@Name` is the default trigger.
+    pub assistant_name: String,
+    pub runtime: RuntimeConfig,
+    pub limits: Limits,
+    pub model: ModelConfig,
+    pub providers: Providers,
+    /// Channel settings by channel name (`telegram`, `signal`, or any `command` channel).
+    pub channels: BTreeMap<String, ChannelConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// `auto`, `podman`, `docker` or `container` (Apple).
+    pub kind: String,
+    /// The agent image tag.
+    pub image: String,
+    /// Containers running at once across all groups.
+    pub max_concurrent: usize,
+    /// Extra arguments passed to `<runtime> run` before the image (e.g. `--ulimit`).
+    pub extra_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Wall-clock limit for one container run.
+    pub timeout_secs: u64,
+    /// Close the container after this long without new input once the agent is idle.
+    pub idle_secs: u64,
+    pub memory: String,
+    pub cpus: f64,
+    pub pids: u32,
+    /// Inbound message text above this many bytes is rejected.
+    pub max_message_bytes: usize,
+    /// Most pending messages put into one prompt.
+    pub prompt_messages: usize,
+    /// Tries of a failing run before the chat is told it failed.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt.
+    pub retry_base_secs: u64,
+    /// Model turns per message before the agent stops (runaway guard).
+    pub max_steps: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `anthropic` or `openai` (any OpenAI-compatible endpoint).
+    pub provider: String,
+    pub name: String,
+    pub max_tokens: u32,
+    pub context_window: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Providers {
+    pub anthropic: ProviderConfig,
+    pub openai: ProviderConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub base_url: String,
+    /// Name of the variable in secrets.env holding the key.
+    pub key_env: String,
+}
+
+/// One channel's settings. Channel-specific keys live in `extra`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChannelConfig {
+    pub enabled: bool,
+    /// For `command` channels: argv that receives outbox rows as JSON lines on stdin.
+    pub send_command: Vec<String>,
+    /// For `command` channels: argv that prints inbound JSON lines.
+    pub receive_command: Vec<String>,
+    #[serde(flatten)]
+    pub extra: toml::Table,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            assistant_name: "Andy".into(),
+            runtime: RuntimeConfig::default(),
+            limits: Limits::default(),
+            model: ModelConfig::default(),
+            providers: Providers::default(),
+            channels: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            kind: "auto".into(),
+            image: "claw-agent:latest".into(),
+            max_concurrent: 3,
+            extra_args: vec![],
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout_secs: 1800,
+            idle_secs: 30,
+            memory: "1g".into(),
+            cpus: 1.0,
+            pids: 256,
+            max_message_bytes: 64 * 1024,
+            prompt_messages: 50,
+            max_attempts: 4,
+            retry_base_secs: 5,
+            max_steps: 40,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            provider: "anthropic".into(),
+            name: "claude-sonnet-4-5".into(),
+            max_tokens: 4096,
+            context_window: 200_000,
+        }
+    }
+}
+
+impl Default for Providers {
+    fn default() -> Self {
+        Providers {
+            anthropic: ProviderConfig {
+                base_url: "https://api.anthropic.com".into(),
+                key_env: "ANTHROPIC_API_KEY".into(),
+            },
+            openai: ProviderConfig {
+                base_url: "https://api.openai.com".into(),
+                key_env: "OPENAI_API_KEY".into(),
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Read and validate `claw.toml`; errors say which file and line.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Coded::err(
+                Code::NotInitialised,
+                format!(
+                    "cannot read {}: {e}; run `claw init` to create it",
+                    path.display()
+                ),
+            )
+        })?;
+        Config::parse(&text).with_context(|| format!("invalid config {}", path.display()))
+    }
+
+    /// Parse config text, filling defaults, and check values make sense.
+    pub fn parse(text: &str) -> Result<Config> {
+        let mut cfg: Config =
+            toml::from_str(text).map_err(|e| Coded::err(Code::NotInitialised, e.to_string()))?;
+        // Empty provider sections in the file would otherwise wipe the defaults.
+        let defaults = Providers::default();
+        for (p, d) in [
+            (&mut cfg.providers.anthropic, defaults.anthropic),
+            (&mut cfg.providers.openai, defaults.openai),
+        ] {
+            if p.base_url.is_empty() {
+                p.base_url = d.base_url;
+            }
+            if p.key_env.is_empty() {
+                p.key_env = d.key_env;
+            }
+        }
+        if cfg.runtime.max_concurrent == 0 {
+            return Err(Coded::err(
+                Code::NotInitialised,
+                "runtime.max_concurrent must be at least 1",
+            ));
+        }
+        if !matches!(cfg.model.provider.as_str(), "anthropic" | "openai") {
+            return Err(Coded::err(
+                Code::NotInitialised,
+                format!(
+                    "model.provider `{}` is unknown: use `anthropic` or `openai`",
+                    cfg.model.provider
+                ),
+            ));
+        }
+        if !matches!(
+            cfg.runtime.kind.as_str(),
+            "auto" | "podman" | "docker" | "container"
+        ) {
+            return Err(Coded::err(
+                Code::NotInitialised,
+                format!(
+                    "runtime.kind `{}` is unknown: use auto, podman, docker or container",
+                    cfg.runtime.kind
+                ),
+            ));
+        }
+        Ok(cfg)
+    }
+
+    /// The default trigger, `@Name`.
+    pub fn default_trigger(&self) -> String {
+        format!("@{}", self.assistant_name)
+    }
+
+    /// The send command configured for a channel, if any.
+    pub fn send_command(&self, channel: &str) -> Option<&[String]> {
+        self.channels
+            .get(channel)
+            .map(|c| c.send_command.as_slice())
+            .filter(|c| !c.is_empty())
+    }
+}
+
+/// The commented file `claw init` writes.
+pub fn default_file(assistant_name: &str) -> String {
+    format!(
+        r#"# claw configuration. Every key is optional; the values shown are the defaults.
+# Secrets (API keys, bot tokens) belong in secrets.env beside this file, never here.
+
+# The assistant's name. In groups other than main, messages must start with @{assistant_name}.
+assistant_name = "{assistant_name}"
+
+[runtime]
+# auto picks podman, then docker, then Apple `container` on macOS.
+kind = "auto"
+image = "claw-agent:latest"
+# Containers running at once across all groups.
+max_concurrent = 3
+# Extra arguments for `<runtime> run`, e.g. ["--ulimit", "nofile=1024:1024"].
+extra_args = []
+
+[limits]
+timeout_secs = 1800      # wall clock per container run
+idle_secs = 30           # close an idle container after this long
+memory = "1g"
+cpus = 1.0
+pids = 256
+max_message_bytes = 65536
+prompt_messages = 50     # most pending messages in one prompt
+max_attempts = 4         # tries of a failing run before the chat is told
+retry_base_secs = 5      # first retry delay, doubling
+max_steps = 40           # model turns per message
+
+[model]
+provider = "anthropic"   # or "openai" for any OpenAI-compatible endpoint
+name = "claude-sonnet-4-5"
+max_tokens = 4096
+context_window = 200000
+
+[providers.anthropic]
+base_url = "https://api.anthropic.com"
+key_env = "ANTHROPIC_API_KEY"   # the variable in secrets.env
+
+[providers.openai]
+base_url = "https://api.openai.com"   # OpenRouter, Ollama, vLLM, llama.cpp: their base URL
+key_env = "OPENAI_API_KEY"
+
+# A channel whose outbox rows are piped as JSON lines to a script:
+# [channels.whatsapp]
+# enabled = true
+# send_command = ["/path/to/claw/bin/whatsapp-send"]
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_file_parses_to_defaults() {
+        let c = Config::parse(&default_file("Andy")).unwrap();
+        assert_eq!(c.assistant_name, "Andy");
+        assert_eq!(c.runtime.max_concurrent, 3);
+        assert_eq!(c.providers.openai.key_env, "OPENAI_API_KEY");
+        assert_eq!(c.limits.max_message_bytes, 65536);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(Config::parse("assitant_name = \"x\"").is_err());
+        assert!(Config::parse("[runtime]\nmax_concurrent = 0").is_err());
+        assert!(Config::parse("[model]\nprovider = \"gemini\"").is_err());
+        let c = Config::parse("[channels.wa]\nsend_command = [\"x\"]\nfoo = 1").unwrap();
+        assert_eq!(c.send_command("wa"), Some(&["x".to_string()][..]));
+    }
+}

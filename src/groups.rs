@@ -1,0 +1,247 @@
+//! Registering chats as groups: every rule about folder names and the one main group lives here.
+
+use anyhow::{Result, bail};
+
+use crate::error::{Code, Coded};
+use crate::paths::Home;
+use crate::store::groups::{self as q, Group, GroupConfig};
+use crate::store::{Store, audit, messages};
+
+/// Check a group folder name: `^[a-z0-9][a-z0-9_-]{0,63}$`, and not `global`.
+pub fn validate_folder(folder: &str) -> Result<(), String> {
+    let ok_first = folder
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let ok_rest = folder
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if folder.is_empty() || folder.len() > 64 || !ok_first || !ok_rest {
+        return Err(format!(
+            "group folder `{folder}` is not allowed: use 1–64 lowercase letters, digits, `-` or `_`, starting with a letter or digit"
+        ));
+    }
+    if folder == "global" || folder == "errors" {
+        return Err(format!(
+            "group folder `{folder}` is reserved; pick another name"
+        ));
+    }
+    Ok(())
+}
+
+/// Check a chat id: `channel:rest`, printable, no whitespace.
+pub fn validate_chat_id(chat: &str) -> Result<(), String> {
+    let Some((ch, rest)) = chat.split_once(':') else {
+        return Err(format!(
+            "chat id `{chat}` needs a channel prefix, e.g. `tg:-100123` or `cli:local`"
+        ));
+    };
+    if ch.is_empty()
+        || rest.is_empty()
+        || !ch
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    {
+        return Err(format!(
+            "chat id `{chat}` must look like `channel:id` with a lowercase channel prefix"
+        ));
+    }
+    if chat.len() > 256 || chat.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "chat id `{chat}` has whitespace or control characters or is too long"
+        ));
+    }
+    Ok(())
+}
+
+/// What `claw group add` asks for.
+#[derive(Debug, Clone)]
+pub struct NewGroup {
+    pub chat_id: String,
+    pub folder: String,
+    pub name: Option<String>,
+    pub trigger: Option<String>,
+    pub requires_trigger: bool,
+    pub is_main: bool,
+    pub allowed_senders: Option<Vec<String>>,
+}
+
+/// Register a chat as a group and create its folders. `by` names who asked (for the audit).
+pub fn add(
+    store: &mut Store,
+    home: &Home,
+    default_trigger: &str,
+    g: NewGroup,
+    by: &str,
+) -> Result<Group> {
+    validate_folder(&g.folder).map_err(|e| Coded::err(Code::Usage, e))?;
+    validate_chat_id(&g.chat_id).map_err(|e| Coded::err(Code::Usage, e))?;
+    let trigger = g
+        .trigger
+        .clone()
+        .unwrap_or_else(|| default_trigger.to_string());
+    validate_trigger(&trigger).map_err(|e| Coded::err(Code::Usage, e))?;
+    let tx = store.write()?;
+    if q::get(&tx, &g.folder)?.is_some() {
+        return Err(Coded::err(
+            Code::Usage,
+            format!("group folder `{}` is already registered", g.folder),
+        ));
+    }
+    if let Some(other) = q::by_chat(&tx, &g.chat_id)? {
+        return Err(Coded::err(
+            Code::Usage,
+            format!(
+                "chat {} is already registered as group `{}`",
+                g.chat_id, other.folder
+            ),
+        ));
+    }
+    if g.is_main
+        && let Some(m) = q::main(&tx)?
+    {
+        return Err(Coded::err(
+            Code::Usage,
+            format!(
+                "there is already a main group (`{}`); there can be only one",
+                m.folder
+            ),
+        ));
+    }
+    let now = crate::time::now_ms();
+    let chat = messages::chat(&tx, &g.chat_id)?;
+    messages::upsert_chat(
+        &tx,
+        &g.chat_id,
+        g.name.as_deref(),
+        None,
+        chat.as_ref().map_or(now, |c| c.last_activity),
+        None,
+    )?;
+    let name = g
+        .name
+        .clone()
+        .or_else(|| chat.and_then(|c| c.name))
+        .unwrap_or_else(|| g.folder.clone());
+    let group = Group {
+        folder: g.folder.clone(),
+        chat_id: g.chat_id.clone(),
+        name,
+        trigger,
+        requires_trigger: g.requires_trigger,
+        is_main: g.is_main,
+        config: GroupConfig::default(),
+        allowed_senders: g.allowed_senders.clone(),
+        added_at: now,
+    };
+    q::insert(&tx, &group)?;
+    // Earlier messages were never stored (the chat was unknown), so start from the current end.
+    let start = messages::max_seq(&tx, &g.chat_id)?;
+    q::advance_cursor(&tx, &g.folder, start)?;
+    audit::record(
+        &tx,
+        Some(&g.folder),
+        None,
+        "group.registered",
+        serde_json::json!({"chat": g.chat_id, "is_main": g.is_main, "by": by}),
+    )?;
+    tx.commit()?;
+    create_folders(home, &g.folder)?;
+    Ok(group)
+}
+
+/// Create a group's workspace, session and IPC folders (idempotent).
+pub fn create_folders(home: &Home, folder: &str) -> Result<()> {
+    for dir in [
+        home.group_dir(folder),
+        home.session_dir(folder),
+        home.ipc_dir(folder),
+    ] {
+        std::fs::create_dir_all(&dir)?;
+    }
+    for sub in ["messages", "tasks", "replies"] {
+        std::fs::create_dir_all(home.ipc_dir(folder).join(sub))?;
+    }
+    let memory = home.group_dir(folder).join("AGENTS.md");
+    if !memory.exists() {
+        std::fs::write(
+            &memory,
+            format!("# Memory for {folder}\n\nNotes the assistant keeps about this chat.\n"),
+        )?;
+    }
+    Ok(())
+}
+
+/// A trigger must be a single word such as `@Andy`.
+pub fn validate_trigger(t: &str) -> Result<(), String> {
+    if t.is_empty() || t.len() > 64 || t.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "trigger `{t}` must be one word of at most 64 characters, like `@Andy`"
+        ));
+    }
+    Ok(())
+}
+
+/// Remove a group's registration; its folders stay on disk.
+pub fn remove(store: &mut Store, folder: &str) -> Result<Group> {
+    let tx = store.write()?;
+    let Some(g) = q::get(&tx, folder)? else {
+        bail!(Coded {
+            code: Code::Usage,
+            message: format!("no group `{folder}`; see `claw group list`")
+        });
+    };
+    if g.is_main {
+        bail!(Coded {
+            code: Code::Usage,
+            message: "the main group cannot be removed; it is the owner's admin channel".into()
+        });
+    }
+    q::delete(&tx, folder)?;
+    audit::record(
+        &tx,
+        Some(folder),
+        None,
+        "group.removed",
+        serde_json::json!({"chat": g.chat_id}),
+    )?;
+    tx.commit()?;
+    Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_rules() {
+        for ok in ["main", "a", "family-chat", "x_1", "0", &"a".repeat(64)] {
+            assert!(validate_folder(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "../x",
+            "/x",
+            "Main",
+            "global",
+            "-x",
+            "_x",
+            "a b",
+            "a/b",
+            "a.b",
+            &"a".repeat(65),
+            "é",
+        ] {
+            assert!(validate_folder(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn chat_id_rules() {
+        assert!(validate_chat_id("tg:-100123").is_ok());
+        assert!(validate_chat_id("wa:1203@g.us").is_ok());
+        for bad in ["nochannel", ":x", "tg:", "TG:1", "tg:a b", "tg:\n"] {
+            assert!(validate_chat_id(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Storing inbound messages. Every channel ends here, so the rules for what is kept live here:
+//! registered chats get their messages stored once; unknown chats get a `chats` row only.
+
+use anyhow::Result;
+use rusqlite::Transaction;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::io::BufRead;
+
+use crate::store::{Store, messages};
+
+/// One inbound message line (DESIGN.md §9). Unknown fields are ignored so bridges can add their own.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Inbound {
+    pub chat: String,
+    pub id: String,
+    pub sender: String,
+    #[serde(default)]
+    pub sender_name: Option<String>,
+    pub text: String,
+    /// RFC 3339; missing means now.
+    #[serde(default)]
+    pub time: Option<String>,
+    #[serde(default)]
+    pub from_me: bool,
+    #[serde(default)]
+    pub is_bot: bool,
+    #[serde(default)]
+    pub chat_name: Option<String>,
+    #[serde(default)]
+    pub is_group: Option<bool>,
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    #[serde(default)]
+    pub reply_to_sender: Option<String>,
+    #[serde(default)]
+    pub reply_to_text: Option<String>,
+}
+
+/// Counts printed after a batch, plus the reasons for each rejected line.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    pub stored: u64,
+    pub duplicates: u64,
+    pub unregistered: u64,
+    pub rejected: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<Rejection>,
+    /// Unknown chats seen in this batch (for the owner's notice).
+    #[serde(skip)]
+    pub unknown_chats: Vec<String>,
+}
+
+/// Why one line was set aside.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Rejection {
+    pub line: u64,
+    pub reason: String,
+}
+
+impl Summary {
+    /// One human line: `stored 3, duplicates 1, unregistered 1, rejected 0`.
+    pub fn line(&self) -> String {
+        format!(
+            "stored {}, duplicates {}, unregistered {}, rejected {}",
+            self.stored, self.duplicates, self.unregistered, self.rejected
+        )
+    }
+
+    fn reject(&mut self, line: u64, reason: String) {
+        self.rejected += 1;
+        self.errors.push(Rejection { line, reason });
+    }
+}
+
+/// Check one message before storing; the reason says what to fix.
+pub fn validate(m: &Inbound, max_bytes: usize) -> Result<i64, String> {
+    crate::groups::validate_chat_id(&m.chat)?;
+    if m.id.is_empty() || m.id.len() > 256 {
+        return Err("`id` must be 1–256 characters".into());
+    }
+    if m.sender.is_empty() {
+        return Err("`sender` must not be empty".into());
+    }
+    if m.text.len() > max_bytes {
+        return Err(format!(
+            "text is {} bytes, over the {max_bytes}-byte cap (limits.max_message_bytes)",
+            m.text.len()
+        ));
+    }
+    match &m.time {
+        None => Ok(crate::time::now_ms()),
+        Some(t) => crate::time::parse_rfc3339(t)
+            .ok_or_else(|| format!("`time` {t:?} is not an RFC 3339 timestamp")),
+    }
+}
+
+/// Store already-validated messages inside the caller's transaction (so a poller can commit its
+/// offset atomically with them). `registered` is the set of registered chat ids.
+pub fn store_in_tx(
+    tx: &Transaction,
+    items: &[(Inbound, i64)],
+    registered: &HashSet<String>,
+    summary: &mut Summary,
+) -> Result<()> {
+    // One chat upsert per chat per batch keeps ingest fast on busy chats.
+    let mut chats: HashMap<&str, (&Inbound, i64)> = HashMap::new();
+    for (m, at) in items {
+        let e = chats.entry(m.chat.as_str()).or_insert((m, *at));
+        if *at >= e.1 {
+            *e = (m, *at);
+        }
+    }
+    for (chat, (m, at)) in &chats {
+        messages::upsert_chat(
+            tx,
+            chat,
+            m.chat_name.as_deref(),
+            m.is_group,
+            *at,
+            Some(&m.sender),
+        )?;
+        if !registered.contains(*chat) && !summary.unknown_chats.iter().any(|c| c == chat) {
+            summary.unknown_chats.push(chat.to_string());
+        }
+    }
+    for (m, at) in items {
+        if !registered.contains(&m.chat) {
+            summary.unregistered += 1;
+            continue;
+        }
+        let new = messages::NewMessage {
+            chat_id: &m.chat,
+            msg_id: &m.id,
+            sender: &m.sender,
+            sender_name: m.sender_name.as_deref().unwrap_or(""),
+            text: &m.text,
+            sent_at: *at,
+            from_me: m.from_me,
+            is_bot: m.is_bot,
+            reply_to_id: m.reply_to.as_deref(),
+            reply_to_sender: m.reply_to_sender.as_deref(),
+            reply_to_text: m.reply_to_text.as_deref(),
+        };
+        if messages::insert(tx, &new)? {
+            summary.stored += 1;
+        } else {
+            summary.duplicates += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The set of registered chat ids.
+pub fn registered_chats(store: &Store) -> Result<HashSet<String>> {
+    let mut stmt = store.conn.prepare("SELECT chat_id FROM groups")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Lines per transaction: large enough for speed, small enough that a crash loses little work
+/// (a killed ingest simply re-reads; re-ingesting is a no-op).
+const BATCH: usize = 2000;
+
+/// Read JSON lines, store good ones in batches, and report bad ones by line number.
+pub fn ingest_lines(store: &mut Store, input: impl BufRead, max_bytes: usize) -> Result<Summary> {
+    let registered = registered_chats(store)?;
+    let mut summary = Summary::default();
+    let mut batch: Vec<(Inbound, i64)> = Vec::with_capacity(BATCH);
+    let mut line_no = 0u64;
+    // A line longer than the text cap plus generous room for the other fields is rejected unread.
+    let line_cap = max_bytes * 6 + 16 * 1024;
+    let mut reader = input;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = read_line_capped(&mut reader, &mut buf, line_cap)?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        if buf.len() > line_cap {
+            summary.reject(line_no, format!("line is over {line_cap} bytes"));
+            continue;
+        }
+        let text = match std::str::from_utf8(&buf) {
+            Ok(t) => t.trim(),
+            Err(_) => {
+                summary.reject(line_no, "line is not valid UTF-8".into());
+                continue;
+            }
+        };
+        if text.is_empty() {
+            continue;
+        }
+        let m: Inbound = match serde_json::from_str(text) {
+            Ok(m) => m,
+            Err(e) => {
+                summary.reject(line_no, format!("invalid message JSON: {e}"));
+                continue;
+            }
+        };
+        match validate(&m, max_bytes) {
+            Ok(at) => batch.push((m, at)),
+            Err(reason) => summary.reject(line_no, reason),
+        }
+        if batch.len() >= BATCH {
+            flush(store, &mut batch, &registered, &mut summary)?;
+        }
+    }
+    flush(store, &mut batch, &registered, &mut summary)?;
+    Ok(summary)
+}
+
+fn flush(
+    store: &mut Store,
+    batch: &mut Vec<(Inbound, i64)>,
+    registered: &HashSet<String>,
+    summary: &mut Summary,
+) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let tx = store.write()?;
+    store_in_tx(&tx, batch, registered, summary)?;
+    tx.commit()?;
+    batch.clear();
+    Ok(())
+}
+
+/// Read one line into `buf`, but stop storing bytes past `cap` (the rest of the line is skipped).
+/// Returns the number of bytes consumed (0 at EOF).
+fn read_line_capped(r: &mut impl BufRead, buf: &mut Vec<u8>, cap: usize) -> std::io::Result<usize> {
+    let mut consumed = 0;
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(consumed);
+        }
+        let (chunk, done) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (&avail[..=i], true),
+            None => (avail, false),
+        };
+        if buf.len() <= cap {
+            let room = cap + 1 - buf.len();
+            buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
+        let n = chunk.len();
+        r.consume(n);
+        consumed += n;
+        if done {
+            return Ok(consumed);
+        }
+    }
+}
+
+/// Store one message typed at the shell (`claw ingest --chat … --text …`).
+pub fn one_shot(
+    store: &mut Store,
+    chat: &str,
+    text: &str,
+    sender: Option<&str>,
+    max_bytes: usize,
+) -> Result<Summary> {
+    let now = crate::time::now_ms();
+    let m = Inbound {
+        chat: chat.to_string(),
+        id: format!("local-{now}-{}", std::process::id()),
+        sender: sender
+            .map(|s| format!("cli:{s}"))
+            .unwrap_or_else(|| "cli:owner".into()),
+        sender_name: Some(sender.unwrap_or("owner").to_string()),
+        text: text.to_string(),
+        time: None,
+        from_me: sender.is_none(),
+        is_bot: false,
+        chat_name: None,
+        is_group: None,
+        reply_to: None,
+        reply_to_sender: None,
+        reply_to_text: None,
+    };
+    let mut summary = Summary::default();
+    match validate(&m, max_bytes) {
+        Ok(at) => {
+            let registered = registered_chats(store)?;
+            let tx = store.write()?;
+            store_in_tx(&tx, &[(m, at)], &registered, &mut summary)?;
+            tx.commit()?;
+        }
+        Err(reason) => summary.reject(1, reason),
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(text: &str) -> Inbound {
+        serde_json::from_value(
+            serde_json::json!({"chat":"tg:1","id":"1","sender":"tg:2","text":text}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn validate_caps_text_and_checks_time() {
+        assert!(validate(&msg("hi"), 10).is_ok());
+        assert!(
+            validate(&msg("12345678901"), 10)
+                .unwrap_err()
+                .contains("over the 10-byte cap")
+        );
+        let mut m = msg("x");
+        m.time = Some("yesterday".into());
+        assert!(validate(&m, 10).unwrap_err().contains("RFC 3339"));
+        m.time = Some("2026-11-21T10:00:00Z".into());
+        assert_eq!(validate(&m, 10).unwrap(), 1_795_255_200_000);
+    }
+
+    #[test]
+    fn capped_reader_skips_the_rest_of_long_lines() {
+        let mut r = std::io::Cursor::new(b"0123456789\nab\n".to_vec());
+        let mut buf = Vec::new();
+        assert_eq!(read_line_capped(&mut r, &mut buf, 4).unwrap(), 11);
+        assert_eq!(buf.len(), 5);
+        buf.clear();
+        assert_eq!(read_line_capped(&mut r, &mut buf, 4).unwrap(), 3);
+        assert_eq!(buf, b"ab\n");
+    }
+}

@@ -1,0 +1,132 @@
+//! The SQLite store: connection settings, migrations, and the queries every step shares.
+//!
+//! Every connection runs in WAL mode with foreign keys on and a long busy timeout; writes use
+//! IMMEDIATE transactions so two steps never deadlock upgrading a read lock. No transaction is
+//! ever held across a container run or a network call.
+
+pub mod audit;
+pub mod groups;
+pub mod messages;
+pub mod outbox;
+pub mod runs;
+mod schema;
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use std::time::Duration;
+
+use crate::error::{Code, Coded};
+use crate::paths::Home;
+
+/// Number of migrations this binary knows.
+pub const SCHEMA_VERSION: i64 = schema::MIGRATIONS.len() as i64;
+
+/// An open database.
+pub struct Store {
+    pub conn: Connection,
+}
+
+impl Store {
+    /// Open the home's database (it must exist), migrating it if it is older than this binary.
+    pub fn open(home: &Home) -> Result<Store> {
+        if !home.root.is_dir() {
+            return Err(Coded::err(
+                Code::NotInitialised,
+                format!(
+                    "no claw home at {}: run `claw init` first (or pass --home)",
+                    home.root.display()
+                ),
+            ));
+        }
+        if !home.db().is_file() {
+            return Err(Coded::err(
+                Code::NotInitialised,
+                format!("{} has no database: run `claw init`", home.root.display()),
+            ));
+        }
+        Store::open_path(home, OpenFlags::SQLITE_OPEN_READ_WRITE)
+    }
+
+    /// Create (or open) the database, for `claw init`.
+    pub fn create(home: &Home) -> Result<Store> {
+        Store::open_path(
+            home,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )
+    }
+
+    fn open_path(home: &Home, flags: OpenFlags) -> Result<Store> {
+        let path = home.db();
+        let corrupt = |e: rusqlite::Error| {
+            Coded::err(
+                Code::NotInitialised,
+                format!(
+                    "{} is not a usable claw database ({e}); restore it from a backup or move it aside and run `claw init`",
+                    path.display()
+                ),
+            )
+        };
+        let conn = Connection::open_with_flags(&path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(corrupt)?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(corrupt)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(corrupt)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(corrupt)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(corrupt)?;
+        let mut store = Store { conn };
+        store.migrate(home)?;
+        Ok(store)
+    }
+
+    /// The schema version recorded in the file.
+    pub fn version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    fn migrate(&mut self, home: &Home) -> Result<()> {
+        let v = self.version()?;
+        if v > SCHEMA_VERSION {
+            return Err(Coded::err(
+                Code::NotInitialised,
+                format!(
+                    "{} was written by a newer claw (schema {v}, this binary knows {SCHEMA_VERSION}); upgrade claw, the database was not touched",
+                    home.db().display()
+                ),
+            ));
+        }
+        if v == SCHEMA_VERSION {
+            return Ok(());
+        }
+        // Two processes may race to migrate a fresh file: serialise on the global lock and re-check.
+        let _lock = crate::lock::acquire(&home.global_lock())?;
+        let v = self.version()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(v as usize) {
+            tx.execute_batch(sql)
+                .with_context(|| format!("migration {} failed", i + 1))?;
+            tracing::info!(version = i + 1, "applied migration");
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Start an IMMEDIATE write transaction.
+    pub fn write(&mut self) -> Result<Transaction<'_>> {
+        Ok(self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?)
+    }
+}
+
+/// Append-only audit helper usable inside any transaction or connection.
+pub fn now() -> i64 {
+    crate::time::now_ms()
+}

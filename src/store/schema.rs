@@ -1,0 +1,150 @@
+//! Versioned migrations. `PRAGMA user_version` holds the number of migrations applied; a database
+//! with a higher number than this binary knows is refused rather than touched.
+
+/// Migration N (1-based) is `MIGRATIONS[N-1]`. Append only: never edit a released migration.
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE chats (
+    id            TEXT PRIMARY KEY,          -- channel-prefixed: tg:-100123, wa:…@g.us, cli:local
+    channel       TEXT NOT NULL,
+    name          TEXT,
+    is_group      INTEGER NOT NULL DEFAULT 0,
+    first_seen    INTEGER NOT NULL,
+    last_activity INTEGER NOT NULL,
+    last_sender   TEXT,                      -- for the unknown-chat notice
+    notified_at   INTEGER                    -- last unknown-chat notice sent to main
+);
+
+CREATE TABLE messages (
+    seq             INTEGER PRIMARY KEY,     -- total order; cursors point here
+    chat_id         TEXT NOT NULL REFERENCES chats(id),
+    msg_id          TEXT NOT NULL,
+    sender          TEXT NOT NULL,
+    sender_name     TEXT NOT NULL DEFAULT '',
+    text            TEXT NOT NULL,
+    sent_at         INTEGER NOT NULL,
+    from_me         INTEGER NOT NULL DEFAULT 0,
+    is_bot          INTEGER NOT NULL DEFAULT 0,
+    reply_to_id     TEXT,
+    reply_to_sender TEXT,
+    reply_to_text   TEXT,
+    stored_at       INTEGER NOT NULL,
+    UNIQUE (chat_id, msg_id)
+);
+CREATE INDEX messages_chat_seq ON messages (chat_id, seq);
+
+CREATE TABLE groups (
+    folder           TEXT PRIMARY KEY,
+    chat_id          TEXT NOT NULL UNIQUE REFERENCES chats(id),
+    name             TEXT NOT NULL,
+    trigger          TEXT NOT NULL,
+    requires_trigger INTEGER NOT NULL DEFAULT 1,
+    is_main          INTEGER NOT NULL DEFAULT 0,
+    config           TEXT NOT NULL DEFAULT '{}',   -- JSON: GroupConfig
+    allowed_senders  TEXT,                         -- JSON array; NULL = everyone
+    added_at         INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX groups_one_main ON groups (is_main) WHERE is_main = 1;
+
+CREATE TABLE cursors (
+    folder TEXT PRIMARY KEY REFERENCES groups(folder) ON DELETE CASCADE,
+    seq    INTEGER NOT NULL
+);
+
+CREATE TABLE sessions (
+    folder     TEXT PRIMARY KEY REFERENCES groups(folder) ON DELETE CASCADE,
+    session_id TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+
+CREATE TABLE runs (
+    id          INTEGER PRIMARY KEY,
+    folder      TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('messages', 'task')),
+    task_id     INTEGER,
+    task_run_id INTEGER,
+    status      TEXT NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed')),
+    attempt     INTEGER NOT NULL DEFAULT 1,
+    pid         INTEGER,
+    container   TEXT,
+    queued_at   INTEGER NOT NULL,
+    started_at  INTEGER,
+    ended_at    INTEGER,
+    exit_code   INTEGER,
+    error       TEXT,
+    retry_at    INTEGER,                       -- failed runs: not before this time
+    output_sent INTEGER NOT NULL DEFAULT 0,    -- a result reached the outbox
+    first_seq   INTEGER,                       -- messages handed to the agent
+    last_seq    INTEGER,
+    input_tokens  INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX runs_folder ON runs (folder, id);
+CREATE INDEX runs_status ON runs (status);
+
+CREATE TABLE tasks (
+    id           INTEGER PRIMARY KEY,
+    folder       TEXT NOT NULL,
+    chat_id      TEXT NOT NULL,
+    prompt       TEXT NOT NULL,
+    kind         TEXT NOT NULL CHECK (kind IN ('cron', 'interval', 'once')),
+    schedule     TEXT NOT NULL,
+    timezone     TEXT NOT NULL,
+    context_mode TEXT NOT NULL DEFAULT 'isolated' CHECK (context_mode IN ('group', 'isolated')),
+    status       TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'paused', 'completed', 'cancelled')),
+    next_run     INTEGER,
+    last_run     INTEGER,
+    last_result  TEXT,
+    created_at   INTEGER NOT NULL,
+    created_by   TEXT NOT NULL
+);
+CREATE INDEX tasks_due ON tasks (status, next_run);
+
+CREATE TABLE task_runs (
+    id            INTEGER PRIMARY KEY,
+    task_id       INTEGER NOT NULL REFERENCES tasks(id),
+    run_id        INTEGER,
+    scheduled_for INTEGER NOT NULL,
+    queued_at     INTEGER NOT NULL,
+    started_at    INTEGER,
+    ended_at      INTEGER,
+    status        TEXT NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed')),
+    result        TEXT,
+    error         TEXT
+);
+CREATE INDEX task_runs_task ON task_runs (task_id, id);
+
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY,
+    chat_id         TEXT NOT NULL,
+    text            TEXT NOT NULL,
+    origin          TEXT NOT NULL,              -- run:N, ipc:FOLDER/FILE, notice:…, cli
+    status          TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    next_attempt_at INTEGER NOT NULL DEFAULT 0,
+    claimed_by      TEXT,
+    claimed_at      INTEGER,
+    created_at      INTEGER NOT NULL,
+    sent_at         INTEGER,
+    channel_msg_id  TEXT
+);
+CREATE INDEX outbox_due ON outbox (status, next_attempt_at);
+
+CREATE TABLE channel_state (
+    channel TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    PRIMARY KEY (channel, key)
+);
+
+CREATE TABLE audit (
+    id     INTEGER PRIMARY KEY,
+    at     INTEGER NOT NULL,
+    folder TEXT,
+    run_id INTEGER,
+    kind   TEXT NOT NULL,     -- container.start, ipc.applied, ipc.rejected, egress.denied, …
+    detail TEXT NOT NULL      -- JSON
+);
+CREATE INDEX audit_at ON audit (at);
+CREATE INDEX audit_folder ON audit (folder, at);
+"#];
