@@ -2,10 +2,12 @@
 //! that calls one library function; the work itself lives in the library modules.
 
 pub mod deliver;
+pub mod dispatch;
 pub mod group;
 pub mod ingest;
 pub mod init;
 pub mod outbox;
+pub mod run_group;
 pub mod status;
 
 use anyhow::Result;
@@ -47,6 +49,10 @@ pub enum Command {
     Outbox(outbox::Args),
     /// Send pending outbox messages through their channels.
     Deliver(deliver::Args),
+    /// Start agent runs for groups with runnable work, within the concurrency limit.
+    Dispatch(dispatch::Args),
+    /// Run one group's agent in its container, start to exit.
+    RunGroup(run_group::Args),
 }
 
 /// Shared context for subcommands: where the home is and lazy access to its parts.
@@ -97,5 +103,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status(a) => status::run(&ctx, a),
         Command::Outbox(a) => outbox::run(&ctx, a),
         Command::Deliver(a) => deliver::run(&ctx, a),
+        Command::Dispatch(a) => dispatch::run(&ctx, a),
+        Command::RunGroup(a) => run_group::run(&ctx, a),
     }
 }

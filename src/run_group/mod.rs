@@ -1,0 +1,248 @@
+//! `claw run-group FOLDER`: one agent session for one group in one container, start to exit.
+//!
+//! Order matters: take the group lock, then a concurrency slot, then claim the run row; build
+//! the prompt; write snapshots; start the proxy and the container; speak the protocol
+//! (`session`); then apply the rules for the cursor and retries (`rules`). Every lock is a
+//! lockfile the OS drops if this process dies, so a killed run never blocks the next one.
+
+mod hooks;
+pub mod log;
+pub mod rules;
+mod sandbox;
+mod session;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::{Code, Coded};
+use crate::paths::Home;
+use crate::secrets::Secrets;
+use crate::store::groups::Group;
+use crate::store::{Store, audit, groups, messages, outbox, runs};
+use log::RunLog;
+
+/// What `claw run-group` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Run this queued run row (dispatch passes it).
+    pub run_id: Option<i64>,
+    /// Run this scheduled task now.
+    pub task_id: Option<i64>,
+}
+
+/// How a run-group invocation ended.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub run_id: Option<i64>,
+    pub status: String,
+    pub detail: String,
+    pub log: Option<String>,
+}
+
+/// The work one run does: its prompt and where its answers go.
+pub(crate) struct Work {
+    pub run: runs::Run,
+    pub group: Group,
+    pub prompt: String,
+    /// Chat that receives results.
+    pub chat_id: String,
+    /// Session to resume (None for isolated tasks and fresh groups).
+    pub session_id: Option<String>,
+    /// Whether to store the session id the agent reports.
+    pub keep_session: bool,
+    pub task: Option<TaskInfo>,
+    /// Highest message seq in the prompt.
+    pub handed: Option<i64>,
+}
+
+/// The scheduled task behind a task run.
+pub(crate) struct TaskInfo {
+    pub id: i64,
+    pub task_run_id: Option<i64>,
+}
+
+/// Run one group's agent to completion.
+pub fn run_group(home: &Home, config: &Config, secrets: &Secrets, folder: &str, opts: &Options) -> Result<Outcome> {
+    let mut store = Store::open(home)?;
+    let group = groups::get(&store.conn, folder)?
+        .ok_or_else(|| Coded::err(Code::Usage, format!("no group `{folder}`; see `claw group list`")))?;
+    let Some(_group_lock) = crate::lock::try_acquire(&home.group_lock(folder))? else {
+        return Err(Coded::err(Code::Busy, format!("group `{folder}` already has a run in progress; new messages are fed into it")));
+    };
+    let Some(_slot) = take_slot(home, config.runtime.max_concurrent)? else {
+        return Err(Coded::err(
+            Code::Busy,
+            format!("all {} container slots are busy (runtime.max_concurrent); the next dispatch will start it", config.runtime.max_concurrent),
+        ));
+    };
+    let Some(work) = claim_work(&mut store, config, group, opts)? else {
+        return Ok(Outcome { run_id: opts.run_id, status: "idle".into(), detail: "nothing to run".into(), log: None });
+    };
+    let run_id = work.run.id;
+    let mut log = RunLog::open(&home.logs(), folder, run_id);
+    log.line(format!(
+        "run {run_id} for group `{folder}` ({}, attempt {}) pid {}",
+        work.run.kind,
+        work.run.attempt,
+        std::process::id()
+    ));
+    let result = session::execute(home, config, secrets, &mut store, &work, &mut log);
+    let (ending, error) = match result {
+        Ok(e) => (e, None),
+        Err(err) => {
+            log.line(format!("run failed to start: {err:#}"));
+            (session::Ended::default(), Some(format!("{err:#}")))
+        }
+    };
+    let outcome = finish(&mut store, config, &work, &ending, error, &mut log)?;
+    log.line(format!("finished: {} ({})", outcome.status, outcome.detail));
+    Ok(Outcome { log: Some(log.path.display().to_string()), ..outcome })
+}
+
+/// Take the first free concurrency slot.
+fn take_slot(home: &Home, max: usize) -> Result<Option<crate::lock::Held>> {
+    for n in 0..max {
+        if let Some(h) = crate::lock::try_acquire(&home.slot_lock(n))? {
+            return Ok(Some(h));
+        }
+    }
+    Ok(None)
+}
+
+/// Decide what this run does and mark its row running, in one IMMEDIATE transaction.
+fn claim_work(store: &mut Store, config: &Config, group: Group, opts: &Options) -> Result<Option<Work>> {
+    let tx = store.write()?;
+    let run = match (opts.run_id, opts.task_id) {
+        (Some(id), _) => {
+            let r = runs::get(&tx, id)?.ok_or_else(|| Coded::err(Code::Usage, format!("no run #{id}")))?;
+            if r.folder != group.folder {
+                return Err(Coded::err(Code::Usage, format!("run #{id} belongs to group `{}`", r.folder)));
+            }
+            if r.status != "queued" {
+                // Another run-group got here first; nothing to do.
+                return Ok(None);
+            }
+            r
+        }
+        (None, Some(task_id)) => {
+            let id = hooks::queue_task_now(&tx, &group, task_id)?;
+            runs::get(&tx, id)?.context("queued run vanished")?
+        }
+        (None, None) => {
+            if let Some(q) = runs::with_status(&tx, "queued")?.into_iter().find(|r| r.folder == group.folder) {
+                q
+            } else {
+                let attempt = next_attempt(&tx, &group.folder)?;
+                let id = runs::queue(&tx, &group.folder, "messages", None, None, attempt)?;
+                runs::get(&tx, id)?.context("queued run vanished")?
+            }
+        }
+    };
+    let mut work = Work {
+        chat_id: group.chat_id.clone(),
+        session_id: groups::session(&tx, &group.folder)?,
+        keep_session: true,
+        prompt: String::new(),
+        task: None,
+        handed: None,
+        group,
+        run,
+    };
+    if work.run.kind == "task" {
+        let task_id = work.run.task_id.context("task run without a task id")?;
+        let t = hooks::task_for_run(&tx, task_id)?;
+        work.prompt = crate::prompt::task(task_id, &t.prompt);
+        work.chat_id = t.chat_id;
+        if t.context_mode != "group" {
+            work.session_id = None;
+            work.keep_session = false;
+        }
+        work.task = Some(TaskInfo { id: task_id, task_run_id: work.run.task_run_id });
+    } else {
+        let cursor = groups::cursor(&tx, &work.group.folder)?;
+        let pending = messages::since(&tx, &work.group.chat_id, cursor, config.limits.prompt_messages)?;
+        let decision = crate::pending::decide(&work.group, &pending);
+        if !decision.runnable {
+            runs::finish(&tx, work.run.id, true, None, Some(&format!("nothing to run: {}", decision.reason)), None)?;
+            tx.commit()?;
+            return Ok(None);
+        }
+        work.prompt = crate::prompt::messages(&pending);
+        work.handed = pending.last().map(|m| m.seq);
+        if let (Some(first), Some(last)) = (pending.first(), pending.last()) {
+            runs::set_seq_range(&tx, work.run.id, first.seq, last.seq)?;
+        }
+    }
+    let name = sandbox::container_name(&work.group.folder, work.run.id);
+    runs::mark_running(&tx, work.run.id, std::process::id(), &name)?;
+    tx.commit()?;
+    Ok(Some(work))
+}
+
+/// Attempt number for a new messages run: one more than a failed previous run that said nothing.
+pub fn next_attempt(conn: &rusqlite::Connection, folder: &str) -> Result<i64> {
+    Ok(match runs::latest_of_kind(conn, folder, "messages")? {
+        Some(r) if r.status == "failed" && r.retry_at.is_some() => r.attempt + 1,
+        _ => 1,
+    })
+}
+
+/// Record the run's end: status, cursor, retry, task history, failure notice.
+fn finish(store: &mut Store, config: &Config, work: &Work, ended: &session::Ended, start_error: Option<String>, log: &mut RunLog) -> Result<Outcome> {
+    let now = crate::time::now_ms();
+    let ending = rules::Ending {
+        clean_exit: ended.clean && start_error.is_none(),
+        handed: ended.handed.or(work.handed),
+        acked: ended.acked,
+        attempt: work.run.attempt.max(1) as u32,
+    };
+    let error = start_error.or_else(|| ended.error.clone());
+    let tx = store.write()?;
+    let outcome = if let Some(task) = &work.task {
+        let ok = ending.clean_exit;
+        if let Some(tr) = task.task_run_id {
+            hooks::finish_task_run(&tx, tr, ok, ended.last_result.as_deref(), error.as_deref())?;
+        }
+        runs::finish(&tx, work.run.id, ok, ended.exit_code, error.as_deref(), None)?;
+        let _ = task.id;
+        Outcome {
+            run_id: Some(work.run.id),
+            status: if ok { "succeeded" } else { "failed" }.into(),
+            detail: error.clone().unwrap_or_else(|| format!("task {} done", task.id)),
+            log: None,
+        }
+    } else {
+        let v = rules::verdict(&ending, config.limits.max_attempts, (config.limits.retry_base_secs * 1000) as i64, now);
+        if let Some(seq) = v.cursor_to {
+            groups::advance_cursor(&tx, &work.group.folder, seq)?;
+        }
+        if v.notify_failure {
+            let text = format!(
+                "Sorry, I could not answer that: the run failed {} times ({}). Check `claw logs {}`.",
+                ending.attempt,
+                error.as_deref().unwrap_or("unknown error"),
+                work.group.folder
+            );
+            outbox::enqueue(&tx, &work.chat_id, &text, &format!("run:{}:failure", work.run.id))?;
+        }
+        runs::finish(&tx, work.run.id, v.succeeded, ended.exit_code, error.as_deref(), v.retry_at)?;
+        let detail = match (&v.retry_at, v.notify_failure, v.succeeded) {
+            (_, _, true) => "agent finished".to_string(),
+            (Some(at), _, _) => format!("{}; will retry {}", error.as_deref().unwrap_or("failed"), crate::time::ago(*at)),
+            (None, true, _) => format!("{}; gave up after {} attempts and told the chat", error.as_deref().unwrap_or("failed"), ending.attempt),
+            (None, false, _) => format!("{}; output already sent, not retried", error.as_deref().unwrap_or("failed")),
+        };
+        Outcome { run_id: Some(work.run.id), status: if v.succeeded { "succeeded" } else { "failed" }.into(), detail, log: None }
+    };
+    audit::record(
+        &tx,
+        Some(&work.group.folder),
+        Some(work.run.id),
+        "run.finished",
+        serde_json::json!({"status": outcome.status, "exit_code": ended.exit_code, "error": error}),
+    )?;
+    tx.commit()?;
+    log.line(format!("exit code {:?}, handed up to seq {:?}, answered up to {:?}", ended.exit_code, ending.handed, ending.acked));
+    Ok(outcome)
+}

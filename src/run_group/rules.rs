@@ -1,0 +1,91 @@
+//! What a finished run means for the cursor and for retries (DESIGN.md §4), as a pure function.
+//!
+//! The cursor only moves past messages the agent finished with: a run that failed before saying
+//! anything leaves it where it was and is retried with backoff; output already sent is never
+//! repeated; after the last attempt the chat is told, and the messages are let go.
+
+/// How a run ended, as the container loop observed it.
+#[derive(Debug, Clone, Default)]
+pub struct Ending {
+    /// The container exited 0 and the agent reported no fatal error.
+    pub clean_exit: bool,
+    /// Highest seq handed to the agent (None when it got no messages).
+    pub handed: Option<i64>,
+    /// Highest seq handed before the agent's last result or completed turn.
+    pub acked: Option<i64>,
+    /// Attempt number of this run (1-based).
+    pub attempt: u32,
+}
+
+/// What to do about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub succeeded: bool,
+    /// Move the cursor to this seq (never backwards; the store enforces that too).
+    pub cursor_to: Option<i64>,
+    /// Failed runs: retry the remaining messages not before this time.
+    pub retry_at: Option<i64>,
+    /// Give up: tell the chat the request failed.
+    pub notify_failure: bool,
+}
+
+/// Apply the rules. `base_ms` is the first retry delay; it doubles per attempt.
+pub fn verdict(e: &Ending, max_attempts: u32, base_ms: i64, now: i64) -> Verdict {
+    if e.clean_exit {
+        return Verdict { succeeded: true, cursor_to: e.handed, retry_at: None, notify_failure: false };
+    }
+    let unanswered = match (e.handed, e.acked) {
+        (Some(h), Some(a)) => h > a,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if !unanswered {
+        return Verdict { succeeded: false, cursor_to: e.acked, retry_at: None, notify_failure: false };
+    }
+    if e.attempt >= max_attempts {
+        return Verdict { succeeded: false, cursor_to: e.handed, retry_at: None, notify_failure: true };
+    }
+    let delay = base_ms.saturating_mul(1i64 << (e.attempt.saturating_sub(1)).min(20));
+    Verdict { succeeded: false, cursor_to: e.acked, retry_at: Some(now + delay), notify_failure: false }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ending(clean: bool, handed: Option<i64>, acked: Option<i64>, attempt: u32) -> Ending {
+        Ending { clean_exit: clean, handed, acked, attempt }
+    }
+
+    #[test]
+    fn success_moves_the_cursor_to_everything_handed() {
+        let v = verdict(&ending(true, Some(9), None, 1), 4, 5000, 0);
+        assert_eq!(v, Verdict { succeeded: true, cursor_to: Some(9), retry_at: None, notify_failure: false });
+    }
+
+    #[test]
+    fn failure_before_output_keeps_the_cursor_and_backs_off() {
+        let v = verdict(&ending(false, Some(9), None, 1), 4, 5000, 100);
+        assert_eq!(v.cursor_to, None);
+        assert_eq!(v.retry_at, Some(5100));
+        assert_eq!(verdict(&ending(false, Some(9), None, 3), 4, 5000, 0).retry_at, Some(20_000));
+    }
+
+    #[test]
+    fn failure_after_output_never_repeats_it() {
+        let v = verdict(&ending(false, Some(9), Some(9), 1), 4, 5000, 0);
+        assert_eq!(v.cursor_to, Some(9));
+        assert_eq!(v.retry_at, None);
+        // A follow-up handed after the last answer is retried, the answered part is not.
+        let v = verdict(&ending(false, Some(12), Some(9), 1), 4, 5000, 0);
+        assert_eq!(v.cursor_to, Some(9));
+        assert!(v.retry_at.is_some());
+    }
+
+    #[test]
+    fn last_attempt_gives_up_and_tells_the_chat() {
+        let v = verdict(&ending(false, Some(9), None, 4), 4, 5000, 0);
+        assert!(v.notify_failure);
+        assert_eq!(v.cursor_to, Some(9));
+    }
+}

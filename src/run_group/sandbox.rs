@@ -1,0 +1,196 @@
+//! Turning a group and the config into one container invocation: the mount plan, the proxy
+//! socket, the hardening flags, and the user the agent runs as. The security decisions
+//! themselves live in `mounts` (what may be mounted) and `runtime` (how each runtime says it).
+
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+
+use super::Work;
+use super::log::RunLog;
+use crate::config::Config;
+use crate::paths::Home;
+use crate::protocol::ModelSettings;
+use crate::proxy::{Proxy, ProxyConfig, ProxyEvent, Upstream};
+use crate::runtime::{self, ContainerSpec, RuntimeKind};
+use crate::secrets::Secrets;
+use crate::store::groups::Group;
+use crate::store::{Store, audit};
+
+/// A prepared container run.
+pub struct Sandbox {
+    /// Program and arguments, ready to spawn.
+    pub argv: Vec<String>,
+    pub name: String,
+    pub kind: RuntimeKind,
+    /// Mounts as recorded in the audit table.
+    pub mount_summary: serde_json::Value,
+    proxy: Option<Proxy>,
+    run_dir: PathBuf,
+}
+
+/// `claw-FOLDER-<run id>`, so strays can be found and matched to their run.
+pub fn container_name(folder: &str, run_id: i64) -> String {
+    format!("claw-{folder}-{run_id}")
+}
+
+/// The model settings for a group: its overrides, else the global default.
+pub fn model_settings(config: &Config, group: &Group) -> ModelSettings {
+    let provider = group.config.provider.clone().unwrap_or_else(|| config.model.provider.clone());
+    let model = match (&group.config.model, &group.config.provider) {
+        (Some(m), _) => m.clone(),
+        _ => config.model.name.clone(),
+    };
+    ModelSettings { provider, model, max_tokens: config.model.max_tokens, context_window: config.model.context_window }
+}
+
+/// Build everything the container needs and start the proxy.
+pub fn prepare(home: &Home, config: &Config, secrets: &Secrets, store: &Store, work: &Work, events: Sender<ProxyEvent>, log: &mut RunLog) -> Result<Sandbox> {
+    let g = &work.group;
+    let kind = runtime::detect(&config.runtime.kind)?;
+    crate::groups::create_folders(home, &g.folder)?;
+    let run_dir = home.run_dirs().join(work.run.id.to_string());
+    let _ = std::fs::remove_dir_all(&run_dir);
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+    set_mode(&run_dir, 0o755)?;
+    let uid_gid = runtime::container_user();
+    if let Some((uid, gid)) = uid_gid.ownership_change {
+        // Running as root: hand the group's writable folders to the unprivileged agent user.
+        let mut dirs = vec![home.group_dir(&g.folder), home.session_dir(&g.folder), home.ipc_dir(&g.folder)];
+        if g.is_main {
+            dirs.push(home.global_dir());
+        }
+        for d in dirs {
+            chown_tree(&d, uid, gid)?;
+        }
+    }
+
+    let allowlist = crate::mounts::Allowlist::load_default()?;
+    let plan = crate::mounts::plan(
+        &crate::mounts::HomePaths {
+            group: home.group_dir(&g.folder),
+            global: home.global_dir(),
+            session: home.session_dir(&g.folder),
+            ipc: home.ipc_dir(&g.folder),
+            skills: skills_dir(home),
+            run_dir: run_dir.clone(),
+        },
+        g.is_main,
+        &g.config.extra_mounts.iter().map(|m| crate::mounts::ExtraRequest { host_path: m.host_path.clone(), name: m.name.clone(), readonly: m.readonly }).collect::<Vec<_>>(),
+        &allowlist,
+    );
+    for r in &plan.refused {
+        log.line(format!("mount refused: {} -> {}: {}", r.host_path, r.name, r.reason));
+        audit::record(&store.conn, Some(&g.folder), Some(work.run.id), "mount.refused", serde_json::json!({"host_path": r.host_path, "name": r.name, "reason": r.reason}))?;
+    }
+    for m in &plan.mounts {
+        log.line(format!("mount {} -> {} ({})", m.host.display(), m.container, if m.readonly { "ro" } else { "rw" }));
+    }
+    let mount_summary = serde_json::Value::Array(
+        plan.mounts.iter().map(|m| serde_json::json!({"host": m.host.display().to_string(), "container": m.container, "readonly": m.readonly})).collect(),
+    );
+
+    let socket = run_dir.join("proxy.sock");
+    let key = |name: &str| secrets.get(name).map(str::to_string);
+    let proxy = Proxy::start(
+        ProxyConfig {
+            socket_path: socket,
+            anthropic: Upstream { base_url: config.providers.anthropic.base_url.clone(), api_key: key(&config.providers.anthropic.key_env) },
+            openai: Upstream { base_url: config.providers.openai.base_url.clone(), api_key: key(&config.providers.openai.key_env) },
+            egress_allow: g.config.egress.clone(),
+        },
+        events,
+    )
+    .context("cannot start the proxy")?;
+
+    let name = container_name(&g.folder, work.run.id);
+    let spec = ContainerSpec {
+        name: name.clone(),
+        image: config.runtime.image.clone(),
+        mounts: plan.mounts.clone(),
+        user: uid_gid.user.clone(),
+        memory: config.limits.memory.clone(),
+        cpus: config.limits.cpus,
+        pids_limit: config.limits.pids,
+        tmpfs_size: "256m".into(),
+        env: vec![("TZ".into(), local_tz()), ("HOME".into(), "/home/agent".into())],
+        workdir: "/workspace/group".into(),
+        extra_args: config.runtime.extra_args.clone(),
+    };
+    let (args, gaps) = runtime::run_args(kind, &spec);
+    for gap in gaps {
+        log.line(format!("note: {} cannot express {gap}", kind.program()));
+    }
+    let mut argv = vec![kind.program().to_string()];
+    argv.extend(args);
+    Ok(Sandbox { argv, name, kind, mount_summary, proxy: Some(proxy), run_dir })
+}
+
+/// Stop the container (graceful, then forced).
+pub fn stop(sb: &Sandbox, log: &mut RunLog) {
+    for args in [runtime::stop_args(sb.kind, &sb.name, 3), runtime::kill_args(sb.kind, &sb.name)] {
+        match duct::cmd(sb.kind.program(), &args).stdout_null().stderr_null().unchecked().run() {
+            Ok(o) if o.status.success() => {
+                log.line(format!("{} {}: done", sb.kind.program(), args.join(" ")));
+                return;
+            }
+            _ => log.line(format!("{} {}: failed", sb.kind.program(), args.join(" "))),
+        }
+    }
+}
+
+/// Shut the proxy and remove the per-run folder.
+pub fn cleanup(mut sb: Sandbox, log: &mut RunLog) {
+    if let Some(p) = sb.proxy.take() {
+        p.shutdown();
+    }
+    if let Err(e) = std::fs::remove_dir_all(&sb.run_dir) {
+        log.line(format!("could not remove {}: {e}", sb.run_dir.display()));
+    }
+}
+
+/// The audit kind and detail for a proxy event.
+pub fn proxy_audit(e: &ProxyEvent) -> (&'static str, serde_json::Value) {
+    match e {
+        ProxyEvent::Llm { provider, method, path, status, bytes_up, bytes_down } => (
+            "llm.request",
+            serde_json::json!({"provider": provider, "method": method, "path": path, "status": status, "bytes_up": bytes_up, "bytes_down": bytes_down}),
+        ),
+        ProxyEvent::Egress { host, port, allowed, reason, bytes_up, bytes_down } => (
+            if *allowed { "egress.allowed" } else { "egress.denied" },
+            serde_json::json!({"host": host, "port": port, "reason": reason, "bytes_up": bytes_up, "bytes_down": bytes_down}),
+        ),
+    }
+}
+
+/// The skills folder mounted read-only: the home's copy if present, else an empty folder.
+fn skills_dir(home: &Home) -> PathBuf {
+    let d = home.skills();
+    let _ = std::fs::create_dir_all(&d);
+    d
+}
+
+fn local_tz() -> String {
+    std::env::var("TZ").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| "UTC".into())
+}
+
+fn set_mode(p: &std::path::Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// lchown a tree without following symlinks (an agent may have planted some).
+fn chown_tree(root: &std::path::Path, uid: u32, gid: u32) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(root) {
+        Ok(m) => m,
+        Err(_) => return Ok(()),
+    };
+    std::os::unix::fs::lchown(root, Some(uid), Some(gid)).with_context(|| format!("cannot chown {}", root.display()))?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(root)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
