@@ -1,11 +1,13 @@
 //! Command-line definitions. Each subcommand has a file holding its clap arguments and a `run`
 //! that calls one library function; the work itself lives in the library modules.
 
+pub mod audit;
 pub mod deliver;
 pub mod dispatch;
 pub mod group;
 pub mod ingest;
 pub mod init;
+pub mod logs;
 pub mod outbox;
 pub mod run_group;
 pub mod status;
@@ -53,6 +55,10 @@ pub enum Command {
     Dispatch(dispatch::Args),
     /// Run one group's agent in its container, start to exit.
     RunGroup(run_group::Args),
+    /// List recent runs, or print one run's log.
+    Logs(logs::Args),
+    /// Show the audit trail of security-relevant acts.
+    Audit(audit::Args),
 }
 
 /// Shared context for subcommands: where the home is and lazy access to its parts.
@@ -105,5 +111,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Deliver(a) => deliver::run(&ctx, a),
         Command::Dispatch(a) => dispatch::run(&ctx, a),
         Command::RunGroup(a) => run_group::run(&ctx, a),
+        Command::Logs(a) => logs::run(&ctx, a),
+        Command::Audit(a) => audit::run(&ctx, a),
     }
 }
