@@ -165,7 +165,12 @@ pub fn load_allowlist(path: &Path) -> Result<Option<Allowlist>, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read mount allowlist {}: {e}", path.display())),
+        Err(e) => {
+            return Err(format!(
+                "cannot read mount allowlist {}: {e}",
+                path.display()
+            ));
+        }
     };
     serde_json::from_str(&text).map(Some).map_err(|e| {
         format!(
@@ -189,7 +194,10 @@ pub fn plan(
     };
     let mut names = HashSet::new();
     for req in extras {
-        let name = req.name.clone().unwrap_or_else(|| default_name(&req.host_path));
+        let name = req
+            .name
+            .clone()
+            .unwrap_or_else(|| default_name(&req.host_path));
         match check_extra(req, &name, is_main, allowlist, host) {
             Ok(_) if !names.insert(name.clone()) => out.refusals.push(Refusal {
                 host_path: req.host_path.clone(),
@@ -282,7 +290,9 @@ fn check_extra(
     // Checked before and after resolving: a blocked name in the request is refused even if it
     // resolves elsewhere, and a symlink cannot smuggle a blocked target in.
     if let Some((comp, pat)) = blocked_component(&asked, &patterns) {
-        return Err(format!("path component `{comp}` matches blocked pattern `{pat}`"));
+        return Err(format!(
+            "path component `{comp}` matches blocked pattern `{pat}`"
+        ));
     }
     let resolved = asked
         .canonicalize()
@@ -421,7 +431,13 @@ mod tests {
         for (is_main, global_ro) in [(true, false), (false, true)] {
             let got: Vec<_> = fixed_mounts(&p, is_main)
                 .into_iter()
-                .map(|m| (m.host.to_string_lossy().into_owned(), m.container, m.readonly))
+                .map(|m| {
+                    (
+                        m.host.to_string_lossy().into_owned(),
+                        m.container,
+                        m.readonly,
+                    )
+                })
                 .collect();
             let want: Vec<_> = want(global_ro)
                 .into_iter()
@@ -442,31 +458,127 @@ mod tests {
             (req("~/projects/app", None, false), false, true, Ok(true)),
             (req("~/projects/app", None, false), false, false, Ok(false)),
             (req("~/shared/docs", None, false), true, true, Ok(true)),
-            (req(&h("projects/app"), Some("code"), true), false, true, Ok(true)),
+            (
+                req(&h("projects/app"), Some("code"), true),
+                false,
+                true,
+                Ok(true),
+            ),
             // symlink into .ssh: the request looks harmless, the target is not
-            (req("~/projects/keys", None, true), true, true, Err("`.ssh`")),
+            (
+                req("~/projects/keys", None, true),
+                true,
+                true,
+                Err("`.ssh`"),
+            ),
             (req("~/.ssh", Some("k"), true), true, true, Err("`.ssh`")),
-            (req("~/projects/api-credentials", None, true), true, true, Err("`credentials`")),
-            (req("~/projects/app/../../.ssh", Some("x"), true), true, true, Err("`.ssh`")),
+            (
+                req("~/projects/api-credentials", None, true),
+                true,
+                true,
+                Err("`credentials`"),
+            ),
+            (
+                req("~/projects/app/../../.ssh", Some("x"), true),
+                true,
+                true,
+                Err("`.ssh`"),
+            ),
             // a symlink out of an allowed root lands under the `~` root: read-only
-            (req("~/projects/escape", Some("o"), false), true, true, Ok(true)),
-            (req("~/other/app-link", Some("a"), false), true, true, Ok(false)),
-            (req("~/projects/clawhome", Some("c"), true), true, true, Err("claw's own files")),
-            (req("~", Some("all"), true), true, true, Err("claw's own files")),
-            (req("~/projects/missing", None, true), true, true, Err("cannot resolve")),
-            (req("projects/app", Some("rel"), true), true, true, Err("not absolute")),
-            (req("/etc", Some("etc"), true), true, true, Err("under no allowed root")),
-            (req("~/projects/my:app", Some("m"), true), true, true, Err("`:`")),
-            (req("~/projects/app", Some(""), true), true, true, Err("empty")),
-            (req("~/projects/app", Some("../x"), true), true, true, Err("`..`")),
-            (req("~/projects/app", Some("/abs"), true), true, true, Err("starts with `/`")),
-            (req("~/projects/app", Some("a:b"), true), true, true, Err("':'")),
-            (req("~/projects/app", Some("a,readonly=false"), true), true, true, Err("','")),
-            (req("~/projects/secret-stuff", None, true), true, true, Err("`secret-stuff`")),
+            (
+                req("~/projects/escape", Some("o"), false),
+                true,
+                true,
+                Ok(true),
+            ),
+            (
+                req("~/other/app-link", Some("a"), false),
+                true,
+                true,
+                Ok(false),
+            ),
+            (
+                req("~/projects/clawhome", Some("c"), true),
+                true,
+                true,
+                Err("claw's own files"),
+            ),
+            (
+                req("~", Some("all"), true),
+                true,
+                true,
+                Err("claw's own files"),
+            ),
+            (
+                req("~/projects/missing", None, true),
+                true,
+                true,
+                Err("cannot resolve"),
+            ),
+            (
+                req("projects/app", Some("rel"), true),
+                true,
+                true,
+                Err("not absolute"),
+            ),
+            (
+                req("/etc", Some("etc"), true),
+                true,
+                true,
+                Err("under no allowed root"),
+            ),
+            (
+                req("~/projects/my:app", Some("m"), true),
+                true,
+                true,
+                Err("`:`"),
+            ),
+            (
+                req("~/projects/app", Some(""), true),
+                true,
+                true,
+                Err("empty"),
+            ),
+            (
+                req("~/projects/app", Some("../x"), true),
+                true,
+                true,
+                Err("`..`"),
+            ),
+            (
+                req("~/projects/app", Some("/abs"), true),
+                true,
+                true,
+                Err("starts with `/`"),
+            ),
+            (
+                req("~/projects/app", Some("a:b"), true),
+                true,
+                true,
+                Err("':'"),
+            ),
+            (
+                req("~/projects/app", Some("a,readonly=false"), true),
+                true,
+                true,
+                Err("','"),
+            ),
+            (
+                req("~/projects/secret-stuff", None, true),
+                true,
+                true,
+                Err("`secret-stuff`"),
+            ),
         ];
         for (r, is_main, non_main_ro, want) in cases {
             let allow = allowlist(non_main_ro);
-            let got = plan(&fixed(&e), is_main, std::slice::from_ref(&r), Some(&allow), &e.host);
+            let got = plan(
+                &fixed(&e),
+                is_main,
+                std::slice::from_ref(&r),
+                Some(&allow),
+                &e.host,
+            );
             let extra: Vec<_> = got.mounts[6..].to_vec();
             match want {
                 Ok(ro) => {

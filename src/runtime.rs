@@ -197,7 +197,12 @@ fn apple_gaps(spec: &ContainerSpec) -> Vec<String> {
 /// Arguments to stop a container gracefully, waiting `grace_secs` before the runtime kills it.
 pub fn stop_args(kind: RuntimeKind, name: &str, grace_secs: u32) -> Vec<String> {
     let _ = kind; // all three spell it the same way
-    vec!["stop".into(), "-t".into(), grace_secs.to_string(), name.into()]
+    vec![
+        "stop".into(),
+        "-t".into(),
+        grace_secs.to_string(),
+        name.into(),
+    ]
 }
 
 /// Arguments to kill a container at once.
@@ -320,7 +325,10 @@ fn probe(program: &str, args: &[&str]) -> Option<String> {
 /// Checks that one runtime answers, returning it with its rootless flag.
 pub fn check(kind: RuntimeKind) -> Result<Runtime, RuntimeError> {
     let answered = match kind {
-        RuntimeKind::Podman => probe("podman", &["info", "--format", "{{.Host.Security.Rootless}}"]),
+        RuntimeKind::Podman => probe(
+            "podman",
+            &["info", "--format", "{{.Host.Security.Rootless}}"],
+        ),
         RuntimeKind::Docker => probe("docker", &["info", "--format", "{{.ServerVersion}}"]),
         RuntimeKind::AppleContainer => probe("container", &["system", "status"]),
     };
@@ -479,8 +487,16 @@ mod tests {
     fn lifecycle_args_per_runtime() {
         use RuntimeKind::*;
         let cases: [(RuntimeKind, Vec<String>, &str); 9] = [
-            (Docker, stop_args(Docker, "claw-a-1", 5), "stop -t 5 claw-a-1"),
-            (Podman, stop_args(Podman, "claw-a-1", 5), "stop -t 5 claw-a-1"),
+            (
+                Docker,
+                stop_args(Docker, "claw-a-1", 5),
+                "stop -t 5 claw-a-1",
+            ),
+            (
+                Podman,
+                stop_args(Podman, "claw-a-1", 5),
+                "stop -t 5 claw-a-1",
+            ),
             (
                 AppleContainer,
                 stop_args(AppleContainer, "claw-a-1", 5),
@@ -516,7 +532,8 @@ mod tests {
 
     #[test]
     fn parse_list_keeps_only_valid_claw_names() {
-        let out = "claw-main-42\n  claw-team_a-7  \nother\nclaw-Bad-1\nclaw-x-\n\nclaw-dev-team-9\n";
+        let out =
+            "claw-main-42\n  claw-team_a-7  \nother\nclaw-Bad-1\nclaw-x-\n\nclaw-dev-team-9\n";
         assert_eq!(
             parse_list(out, "claw-"),
             ["claw-main-42", "claw-team_a-7", "claw-dev-team-9"]
@@ -555,7 +572,11 @@ mod tests {
 
     #[test]
     fn user_choice() {
-        let cases = [(0, 0, "1000:1000"), (1001, 100, "1001:100"), (1000, 1000, "1000:1000")];
+        let cases = [
+            (0, 0, "1000:1000"),
+            (1001, 100, "1001:100"),
+            (1000, 1000, "1000:1000"),
+        ];
         for (uid, gid, want) in cases {
             assert_eq!(container_user(uid, gid), want);
         }
@@ -564,7 +585,10 @@ mod tests {
     #[test]
     fn parse_choice() {
         assert_eq!(RuntimeKind::parse("auto"), Ok(None));
-        assert_eq!(RuntimeKind::parse(" Podman "), Ok(Some(RuntimeKind::Podman)));
+        assert_eq!(
+            RuntimeKind::parse(" Podman "),
+            Ok(Some(RuntimeKind::Podman))
+        );
         assert_eq!(
             RuntimeKind::parse("container"),
             Ok(Some(RuntimeKind::AppleContainer))
