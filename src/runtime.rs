@@ -228,7 +228,7 @@ pub fn list_args(kind: RuntimeKind, prefix: &str) -> Vec<String> {
             "ps".into(),
             "-a".into(),
             "--filter".into(),
-            format!("name=^{prefix}"),
+            format!("name={prefix}"),
             "--format".into(),
             "{{.Names}}".into(),
         ],
@@ -512,12 +512,12 @@ mod tests {
             (
                 Podman,
                 list_args(Podman, "claw-"),
-                "ps -a --filter name=^claw- --format {{.Names}}",
+                "ps -a --filter name=claw- --format {{.Names}}",
             ),
             (
                 Docker,
                 list_args(Docker, "claw-"),
-                "ps -a --filter name=^claw- --format {{.Names}}",
+                "ps -a --filter name=claw- --format {{.Names}}",
             ),
             (
                 AppleContainer,

@@ -244,3 +244,45 @@ fn container_start_time_median_of_ten() {
     // Generous: the target is 0.5 s; this only catches a runtime that is badly misconfigured.
     assert!(median.as_secs_f64() < 3.0, "median start {median:?}");
 }
+
+#[test]
+fn stray_container_is_listed_by_prefix_and_stopped() {
+    let rt = runtime();
+    let s = spec("sleep 60", vec![]);
+    let name = s.name.clone();
+    let mut child = Command::new(rt.kind.program())
+        .args(run_args(rt, &s).args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let list = || {
+        let out = Command::new(rt.kind.program())
+            .args(runtime::list_args(rt.kind, "claw-sandboxtest-"))
+            .output()
+            .unwrap();
+        runtime::parse_list(&String::from_utf8_lossy(&out.stdout), "claw-sandboxtest-")
+    };
+    let started = Instant::now();
+    while !list().contains(&name) {
+        assert!(started.elapsed().as_secs() < 10, "{name} never listed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let st = Command::new(rt.kind.program())
+        .args(runtime::stop_args(rt.kind, &name, 1))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let exit = child.wait().unwrap();
+    assert!(!exit.success(), "stopped container reported success");
+    assert!(started.elapsed().as_secs() < 15);
+    // --rm removed it; rm -f of a missing container must not be needed but must not hang either.
+    let _ = Command::new(rt.kind.program())
+        .args(runtime::rm_args(rt.kind, &name))
+        .stderr(Stdio::null())
+        .status();
+    assert!(!list().contains(&name));
+}
