@@ -206,22 +206,23 @@ fn recover_dead_runs(home: &Home, store: &mut Store, config: &Config) -> Result<
 
 /// Remove `claw-*` containers whose run is not running any more.
 fn remove_strays(_home: &Home, store: &Store, config: &Config, report: &mut Report) {
-    let kind = match crate::runtime::detect(&config.runtime.kind) {
-        Ok(k) => k,
+    let kind = match crate::runtime::resolve_fast(&config.runtime.kind) {
+        Ok(rt) => rt.kind,
         Err(e) => {
             report.notes.push(format!("stray check skipped: {e:#}"));
             return;
         }
     };
-    let names = match crate::runtime::list_claw_containers(kind) {
-        Ok(n) => n,
-        Err(e) => {
-            report.notes.push(format!("stray check skipped: {e:#}"));
+    let listed = duct::cmd(kind.program(), crate::runtime::list_args(kind, "claw-")).stdout_capture().stderr_null().unchecked().run();
+    let names = match listed {
+        Ok(o) if o.status.success() => crate::runtime::parse_list(&String::from_utf8_lossy(&o.stdout), "claw-"),
+        _ => {
+            report.notes.push(format!("stray check skipped: `{} ps` failed", kind.program()));
             return;
         }
     };
     for name in names {
-        let run_id = name.rsplit('-').next().and_then(|s| s.parse::<i64>().ok());
+        let run_id = crate::runtime::parse_name(&name).and_then(|(_, id)| id.parse::<i64>().ok());
         let live = match run_id {
             Some(id) => runs::get(&store.conn, id).ok().flatten().is_some_and(|r| r.status == "running" && r.container.as_deref() == Some(name.as_str())),
             None => false,
@@ -229,7 +230,7 @@ fn remove_strays(_home: &Home, store: &Store, config: &Config, report: &mut Repo
         if live {
             continue;
         }
-        let args = crate::runtime::remove_args(kind, &name);
+        let args = crate::runtime::rm_args(kind, &name);
         match duct::cmd(kind.program(), &args).stdout_null().stderr_null().unchecked().run() {
             Ok(o) if o.status.success() => report.removed_containers.push(name),
             _ => report.notes.push(format!("could not remove stray container {name}")),

@@ -351,6 +351,42 @@ pub fn check(kind: RuntimeKind) -> Result<Runtime, RuntimeError> {
     }
 }
 
+/// Resolves a `claw.toml` choice without running the runtime (for the hot path of every run):
+/// a named runtime is taken as given; `auto` picks the first program found on PATH. Rootless
+/// podman is inferred from a non-root user. A runtime that then fails to start is reported by the
+/// caller with a pointer to `claw doctor`, which uses [`detect`].
+pub fn resolve_fast(choice: &str) -> Result<Runtime, RuntimeError> {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let rootless_user = unsafe { libc::geteuid() } != 0;
+    let make = |kind: RuntimeKind| Runtime { kind, rootless: kind == RuntimeKind::Podman && rootless_user };
+    if let Some(kind) = RuntimeKind::parse(choice)? {
+        return Ok(make(kind));
+    }
+    let mut order = vec![RuntimeKind::Podman, RuntimeKind::Docker];
+    if cfg!(target_os = "macos") {
+        order.insert(0, RuntimeKind::AppleContainer);
+    }
+    for kind in order {
+        if on_path(kind.program()) {
+            // docker's client is often installed without a daemon: only then is a probe worth it.
+            if kind == RuntimeKind::Docker {
+                return check(kind);
+            }
+            return Ok(make(kind));
+        }
+    }
+    detect(choice)
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
 /// Resolves a `claw.toml` choice: a named runtime must answer; `auto` tries podman, docker, then
 /// Apple `container` on macOS.
 pub fn detect(choice: &str) -> Result<Runtime, RuntimeError> {

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::paths::Home;
 use crate::protocol::ModelSettings;
 use crate::proxy::{Proxy, ProxyConfig, ProxyEvent, Upstream};
-use crate::runtime::{self, ContainerSpec, RuntimeKind};
+use crate::runtime::{self, ContainerSpec, Runtime};
 use crate::secrets::Secrets;
 use crate::store::groups::Group;
 use crate::store::{Store, audit};
@@ -22,7 +22,7 @@ pub struct Sandbox {
     /// Program and arguments, ready to spawn.
     pub argv: Vec<String>,
     pub name: String,
-    pub kind: RuntimeKind,
+    pub rt: Runtime,
     /// Mounts as recorded in the audit table.
     pub mount_summary: serde_json::Value,
     proxy: Option<Proxy>,
@@ -31,7 +31,8 @@ pub struct Sandbox {
 
 /// `claw-FOLDER-<run id>`, so strays can be found and matched to their run.
 pub fn container_name(folder: &str, run_id: i64) -> String {
-    format!("claw-{folder}-{run_id}")
+    // Folders are validated on registration, so this cannot fail for a stored group.
+    runtime::container_name(folder, &run_id.to_string()).unwrap_or_else(|_| format!("claw-invalid-{run_id}"))
 }
 
 /// The model settings for a group: its overrides, else the global default.
@@ -47,14 +48,15 @@ pub fn model_settings(config: &Config, group: &Group) -> ModelSettings {
 /// Build everything the container needs and start the proxy.
 pub fn prepare(home: &Home, config: &Config, secrets: &Secrets, store: &Store, work: &Work, events: Sender<ProxyEvent>, log: &mut RunLog) -> Result<Sandbox> {
     let g = &work.group;
-    let kind = runtime::detect(&config.runtime.kind)?;
+    let rt = runtime::resolve_fast(&config.runtime.kind).map_err(|e| crate::error::Coded::err(crate::error::Code::Runtime, e.to_string()))?;
     crate::groups::create_folders(home, &g.folder)?;
     let run_dir = home.run_dirs().join(work.run.id.to_string());
     let _ = std::fs::remove_dir_all(&run_dir);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
     set_mode(&run_dir, 0o755)?;
-    let uid_gid = runtime::container_user();
-    if let Some((uid, gid)) = uid_gid.ownership_change {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } == 0 {
+        let (uid, gid) = (1000, 1000);
         // Running as root: hand the group's writable folders to the unprivileged agent user.
         let mut dirs = vec![home.group_dir(&g.folder), home.session_dir(&g.folder), home.ipc_dir(&g.folder)];
         if g.is_main {
@@ -65,21 +67,30 @@ pub fn prepare(home: &Home, config: &Config, secrets: &Secrets, store: &Store, w
         }
     }
 
-    let allowlist = crate::mounts::Allowlist::load_default()?;
+    let user_home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+    let allowlist_path = crate::mounts::allowlist_path(&user_home);
+    let allowlist = match crate::mounts::load_allowlist(&allowlist_path) {
+        Ok(a) => a,
+        Err(e) => {
+            log.line(format!("mount allowlist unusable, no extra mounts this run: {e}"));
+            None
+        }
+    };
+    let fixed = crate::mounts::FixedPaths::for_home(&home.root, &g.folder, &skills_dir(home), &run_dir);
+    let extras: Vec<crate::mounts::ExtraMountRequest> = g
+        .config
+        .extra_mounts
+        .iter()
+        .map(|m| crate::mounts::ExtraMountRequest { host_path: m.host_path.clone(), name: Some(m.name.clone()), readonly: m.readonly })
+        .collect();
     let plan = crate::mounts::plan(
-        &crate::mounts::HomePaths {
-            group: home.group_dir(&g.folder),
-            global: home.global_dir(),
-            session: home.session_dir(&g.folder),
-            ipc: home.ipc_dir(&g.folder),
-            skills: skills_dir(home),
-            run_dir: run_dir.clone(),
-        },
+        &fixed,
         g.is_main,
-        &g.config.extra_mounts.iter().map(|m| crate::mounts::ExtraRequest { host_path: m.host_path.clone(), name: m.name.clone(), readonly: m.readonly }).collect::<Vec<_>>(),
-        &allowlist,
+        &extras,
+        allowlist.as_ref(),
+        &crate::mounts::HostContext { user_home, protected: vec![home.root.clone(), allowlist_path.clone()] },
     );
-    for r in &plan.refused {
+    for r in &plan.refusals {
         log.line(format!("mount refused: {} -> {}: {}", r.host_path, r.name, r.reason));
         audit::record(&store.conn, Some(&g.folder), Some(work.run.id), "mount.refused", serde_json::json!({"host_path": r.host_path, "name": r.name, "reason": r.reason}))?;
     }
@@ -108,33 +119,35 @@ pub fn prepare(home: &Home, config: &Config, secrets: &Secrets, store: &Store, w
         name: name.clone(),
         image: config.runtime.image.clone(),
         mounts: plan.mounts.clone(),
-        user: uid_gid.user.clone(),
+        user: runtime::current_container_user(),
         memory: config.limits.memory.clone(),
-        cpus: config.limits.cpus,
+        cpus: config.limits.cpus.to_string(),
         pids_limit: config.limits.pids,
-        tmpfs_size: "256m".into(),
+        tmp_size: "256m".into(),
         env: vec![("TZ".into(), local_tz()), ("HOME".into(), "/home/agent".into())],
-        workdir: "/workspace/group".into(),
+        workdir: Some("/workspace/group".into()),
         extra_args: config.runtime.extra_args.clone(),
+        command: vec![],
     };
-    let (args, gaps) = runtime::run_args(kind, &spec);
-    for gap in gaps {
-        log.line(format!("note: {} cannot express {gap}", kind.program()));
+    let run = runtime::run_args(rt, &spec);
+    for gap in run.gaps {
+        log.line(format!("note: {} cannot express: {gap}", rt.kind.program()));
     }
-    let mut argv = vec![kind.program().to_string()];
-    argv.extend(args);
-    Ok(Sandbox { argv, name, kind, mount_summary, proxy: Some(proxy), run_dir })
+    let mut argv = vec![rt.kind.program().to_string()];
+    argv.extend(run.args);
+    Ok(Sandbox { argv, name, rt, mount_summary, proxy: Some(proxy), run_dir })
 }
 
 /// Stop the container (graceful, then forced).
 pub fn stop(sb: &Sandbox, log: &mut RunLog) {
-    for args in [runtime::stop_args(sb.kind, &sb.name, 3), runtime::kill_args(sb.kind, &sb.name)] {
-        match duct::cmd(sb.kind.program(), &args).stdout_null().stderr_null().unchecked().run() {
+    let kind = sb.rt.kind;
+    for args in [runtime::stop_args(kind, &sb.name, 3), runtime::kill_args(kind, &sb.name)] {
+        match duct::cmd(kind.program(), &args).stdout_null().stderr_null().unchecked().run() {
             Ok(o) if o.status.success() => {
-                log.line(format!("{} {}: done", sb.kind.program(), args.join(" ")));
+                log.line(format!("{} {}: done", kind.program(), args.join(" ")));
                 return;
             }
-            _ => log.line(format!("{} {}: failed", sb.kind.program(), args.join(" "))),
+            _ => log.line(format!("{} {}: failed", kind.program(), args.join(" "))),
         }
     }
 }
