@@ -5,6 +5,7 @@ pub mod audit;
 pub mod deliver;
 pub mod dispatch;
 pub mod group;
+pub mod image;
 pub mod ingest;
 pub mod init;
 pub mod logs;
@@ -59,6 +60,9 @@ pub enum Command {
     Logs(logs::Args),
     /// Show the audit trail of security-relevant acts.
     Audit(audit::Args),
+    /// Build the agent image.
+    #[command(subcommand)]
+    Image(image::Cmd),
 }
 
 /// Shared context for subcommands: where the home is and lazy access to its parts.
@@ -113,5 +117,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::RunGroup(a) => run_group::run(&ctx, a),
         Command::Logs(a) => logs::run(&ctx, a),
         Command::Audit(a) => audit::run(&ctx, a),
+        Command::Image(c) => image::run(&ctx, c),
     }
 }
