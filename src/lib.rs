@@ -4,3 +4,4 @@
 //! Each module owns one concern; `main.rs` only parses arguments and calls into `cli`.
 
 pub mod protocol;
+pub mod proxy;
