@@ -60,13 +60,23 @@ pub fn dispatch(home: &Home, config: &Config, opts: &Options) -> Result<Report> 
             .filter(|n| !crate::lock::is_held(&home.slot_lock(*n)).unwrap_or(true))
             .count();
         for cand in candidates(home, &store, config)? {
-            let mut d = Decision { folder: cand.folder.clone(), run_id: cand.run_id, kind: cand.kind.clone(), action: "start".into(), reason: cand.reason.clone(), pid: None };
+            let mut d = Decision {
+                folder: cand.folder.clone(),
+                run_id: cand.run_id,
+                kind: cand.kind.clone(),
+                action: "start".into(),
+                reason: cand.reason.clone(),
+                pid: None,
+            };
             if crate::lock::is_held(&home.group_lock(&cand.folder))? {
                 d.action = "skip".into();
                 d.reason = "a run is in progress for this group".into();
             } else if free == 0 {
                 d.action = "wait".into();
-                d.reason = format!("all {} slots busy; {}", config.runtime.max_concurrent, cand.reason);
+                d.reason = format!(
+                    "all {} slots busy; {}",
+                    config.runtime.max_concurrent, cand.reason
+                );
             } else if !opts.dry_run {
                 let tx = store.write()?;
                 let run_id = match cand.run_id {
@@ -78,7 +88,10 @@ pub fn dispatch(home: &Home, config: &Config, opts: &Options) -> Result<Report> 
                 };
                 tx.commit()?;
                 let child = spawn(home, &cand.folder, run_id)?;
-                store.conn.execute("UPDATE runs SET pid = ?2 WHERE id = ?1 AND status = 'queued'", rusqlite::params![run_id, child.id()])?;
+                store.conn.execute(
+                    "UPDATE runs SET pid = ?2 WHERE id = ?1 AND status = 'queued'",
+                    rusqlite::params![run_id, child.id()],
+                )?;
                 d.run_id = Some(run_id);
                 d.pid = Some(child.id());
                 free -= 1;
@@ -118,15 +131,24 @@ fn candidates(home: &Home, store: &Store, config: &Config) -> Result<Vec<Candida
             "task" => format!("scheduled task {} is due", r.task_id.unwrap_or(0)),
             _ => "queued run".to_string(),
         };
-        out.push(Candidate { folder: r.folder.clone(), run_id: Some(r.id), kind: r.kind.clone(), reason });
+        out.push(Candidate {
+            folder: r.folder.clone(),
+            run_id: Some(r.id),
+            kind: r.kind.clone(),
+            reason,
+        });
     }
-    let running: std::collections::HashSet<String> = runs::with_status(conn, "running")?.into_iter().map(|r| r.folder).collect();
+    let running: std::collections::HashSet<String> = runs::with_status(conn, "running")?
+        .into_iter()
+        .map(|r| r.folder)
+        .collect();
     for g in groups::list(conn)? {
         if out.iter().any(|c| c.folder == g.folder) || running.contains(&g.folder) {
             continue;
         }
         let cursor = groups::cursor(conn, &g.folder)?;
-        let pending = messages::latest_since(conn, &g.chat_id, cursor, config.limits.prompt_messages)?;
+        let pending =
+            messages::latest_since(conn, &g.chat_id, cursor, config.limits.prompt_messages)?;
         let d = pending::decide(&g, &pending);
         if !d.runnable {
             continue;
@@ -140,7 +162,12 @@ fn candidates(home: &Home, store: &Store, config: &Config) -> Result<Vec<Candida
             continue;
         }
         let _ = home;
-        out.push(Candidate { folder: g.folder.clone(), run_id: None, kind: "messages".into(), reason: d.reason });
+        out.push(Candidate {
+            folder: g.folder.clone(),
+            run_id: None,
+            kind: "messages".into(),
+            reason: d.reason,
+        });
     }
     Ok(out)
 }
@@ -150,10 +177,18 @@ fn spawn(home: &Home, folder: &str, run_id: i64) -> Result<Child> {
     let exe = std::env::current_exe().context("cannot find the claw executable")?;
     let log_path = RunLog::path_for(&home.logs(), folder, run_id);
     std::fs::create_dir_all(log_path.parent().expect("log has a folder"))?;
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
     let err = out.try_clone()?;
     let mut cmd = Command::new(exe);
-    cmd.arg("--home").arg(&home.root).arg("run-group").arg(folder).arg("--run").arg(run_id.to_string());
+    cmd.arg("--home")
+        .arg(&home.root)
+        .arg("run-group")
+        .arg(folder)
+        .arg("--run")
+        .arg(run_id.to_string());
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
     unsafe {
@@ -164,7 +199,8 @@ fn spawn(home: &Home, folder: &str, run_id: i64) -> Result<Child> {
             Ok(())
         });
     }
-    cmd.spawn().with_context(|| format!("cannot start run-group for `{folder}`"))
+    cmd.spawn()
+        .with_context(|| format!("cannot start run-group for `{folder}`"))
 }
 
 /// True if a process with this pid exists.
@@ -188,16 +224,33 @@ fn recover_dead_runs(home: &Home, store: &mut Store, config: &Config) -> Result<
         let retry_at = if r.output_sent || r.kind == "task" {
             None
         } else {
-            Some(crate::time::now_ms() + (config.limits.retry_base_secs as i64 * 1000) * (1i64 << (r.attempt.max(1) - 1).min(20)))
+            Some(
+                crate::time::now_ms()
+                    + (config.limits.retry_base_secs as i64 * 1000)
+                        * (1i64 << (r.attempt.max(1) - 1).min(20)),
+            )
         };
-        runs::finish(&tx, r.id, false, None, Some("run-group process died; recovered by dispatch"), retry_at)?;
+        runs::finish(
+            &tx,
+            r.id,
+            false,
+            None,
+            Some("run-group process died; recovered by dispatch"),
+            retry_at,
+        )?;
         if let Some(tr) = r.task_run_id {
             tx.execute(
                 "UPDATE task_runs SET status = 'failed', error = 'run-group process died', ended_at = ?2 WHERE id = ?1 AND status IN ('queued','running')",
                 rusqlite::params![tr, crate::time::now_ms()],
             )?;
         }
-        crate::store::audit::record(&tx, Some(&r.folder), Some(r.id), "run.recovered", serde_json::json!({"pid": r.pid}))?;
+        crate::store::audit::record(
+            &tx,
+            Some(&r.folder),
+            Some(r.id),
+            "run.recovered",
+            serde_json::json!({"pid": r.pid}),
+        )?;
         tx.commit()?;
         recovered.push(r.id);
     }
@@ -213,27 +266,45 @@ fn remove_strays(_home: &Home, store: &Store, config: &Config, report: &mut Repo
             return;
         }
     };
-    let listed = duct::cmd(kind.program(), crate::runtime::list_args(kind, "claw-")).stdout_capture().stderr_null().unchecked().run();
+    let listed = duct::cmd(kind.program(), crate::runtime::list_args(kind, "claw-"))
+        .stdout_capture()
+        .stderr_null()
+        .unchecked()
+        .run();
     let names = match listed {
-        Ok(o) if o.status.success() => crate::runtime::parse_list(&String::from_utf8_lossy(&o.stdout), "claw-"),
+        Ok(o) if o.status.success() => {
+            crate::runtime::parse_list(&String::from_utf8_lossy(&o.stdout), "claw-")
+        }
         _ => {
-            report.notes.push(format!("stray check skipped: `{} ps` failed", kind.program()));
+            report.notes.push(format!(
+                "stray check skipped: `{} ps` failed",
+                kind.program()
+            ));
             return;
         }
     };
     for name in names {
         let run_id = crate::runtime::parse_name(&name).and_then(|(_, id)| id.parse::<i64>().ok());
         let live = match run_id {
-            Some(id) => runs::get(&store.conn, id).ok().flatten().is_some_and(|r| r.status == "running" && r.container.as_deref() == Some(name.as_str())),
+            Some(id) => runs::get(&store.conn, id).ok().flatten().is_some_and(|r| {
+                r.status == "running" && r.container.as_deref() == Some(name.as_str())
+            }),
             None => false,
         };
         if live {
             continue;
         }
         let args = crate::runtime::rm_args(kind, &name);
-        match duct::cmd(kind.program(), &args).stdout_null().stderr_null().unchecked().run() {
+        match duct::cmd(kind.program(), &args)
+            .stdout_null()
+            .stderr_null()
+            .unchecked()
+            .run()
+        {
             Ok(o) if o.status.success() => report.removed_containers.push(name),
-            _ => report.notes.push(format!("could not remove stray container {name}")),
+            _ => report
+                .notes
+                .push(format!("could not remove stray container {name}")),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod paths;
 pub mod pending;
 pub mod prompt;
 pub mod protocol;
+pub mod proxy;
 pub mod run_group;
 pub mod runtime;
 pub mod secrets;

@@ -358,7 +358,10 @@ pub fn check(kind: RuntimeKind) -> Result<Runtime, RuntimeError> {
 pub fn resolve_fast(choice: &str) -> Result<Runtime, RuntimeError> {
     // SAFETY: geteuid cannot fail and touches no memory.
     let rootless_user = unsafe { libc::geteuid() } != 0;
-    let make = |kind: RuntimeKind| Runtime { kind, rootless: kind == RuntimeKind::Podman && rootless_user };
+    let make = |kind: RuntimeKind| Runtime {
+        kind,
+        rootless: kind == RuntimeKind::Podman && rootless_user,
+    };
     if let Some(kind) = RuntimeKind::parse(choice)? {
         return Ok(make(kind));
     }
@@ -382,7 +385,8 @@ fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| {
         std::env::split_paths(&paths).any(|dir| {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
     })
 }

@@ -25,7 +25,11 @@ fn non_main_group_sees_only_its_own_folder() {
     std::fs::write(env.group_dir("beta").join("secret.txt"), "MARK-BETA-q7").unwrap();
     std::fs::write(env.home.join("marker.txt"), "MARK-HOME-q7").unwrap();
     env.set_secret("ANTHROPIC_API_KEY", "sk-MARK-KEY-q7");
-    std::fs::write(&env.allowlist, r#"{"allowedRoots":[],"blockedPatterns":["MARK-ALLOW-q7"]}"#).unwrap();
+    std::fs::write(
+        &env.allowlist,
+        r#"{"allowedRoots":[],"blockedPatterns":["MARK-ALLOW-q7"]}"#,
+    )
+    .unwrap();
     env.say("tg:2", "MARK-DB-q7 lives in the database");
     let r = run_probe(
         &mut env,
@@ -61,7 +65,10 @@ fn main_group_can_write_global_memory() {
         r#"if echo main-was-here > /workspace/global/notes.md 2>/dev/null; then report global_write yes; else report global_write no; fi"#,
     );
     assert_eq!(r["global_write"], "yes", "{r}");
-    assert_eq!(std::fs::read_to_string(env.home.join("groups/global/notes.md")).unwrap(), "main-was-here\n");
+    assert_eq!(
+        std::fs::read_to_string(env.home.join("groups/global/notes.md")).unwrap(),
+        "main-was-here\n"
+    );
 }
 
 #[test]
@@ -88,7 +95,13 @@ report health "$(curl -s -m 5 --unix-socket /run/claw/proxy.sock http://claw/hea
 "#
         ),
     );
-    for k in ["public", "host_loopback", "gateway_podman", "gateway_slirp", "gateway_docker"] {
+    for k in [
+        "public",
+        "host_loopback",
+        "gateway_podman",
+        "gateway_slirp",
+        "gateway_docker",
+    ] {
         assert_eq!(r[k], "closed", "{k} reachable: {r}");
     }
     assert_eq!(r["routes"], "0", "{r}");
@@ -141,9 +154,17 @@ report proc_hits "$( (env; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline /proc/[
     assert_eq!(r["fs_hits"], "0", "{r}");
     assert_eq!(r["proc_hits"], "0", "{r}");
     let head = upstream.join().unwrap().to_lowercase();
-    assert!(head.contains(&format!("x-api-key: {}", key.to_lowercase())), "upstream did not get the key: {head}");
+    assert!(
+        head.contains(&format!("x-api-key: {}", key.to_lowercase())),
+        "upstream did not get the key: {head}"
+    );
     assert!(!env.all_logs().contains(key), "key in a run log");
-    let audit: String = env.db().query_row("SELECT group_concat(detail, ' ') FROM audit", [], |r| r.get(0)).unwrap();
+    let audit: String = env
+        .db()
+        .query_row("SELECT group_concat(detail, ' ') FROM audit", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     assert!(!audit.contains(key), "key in the audit table");
     assert!(audit.contains("llm"), "LLM request not audited: {audit}");
 }
@@ -173,7 +194,16 @@ fn connect_only_to_allowed_hosts_and_every_attempt_is_audited() {
     let mut env = Env::new();
     let allowed = echo_server();
     let denied = echo_server();
-    env.claw().args(["group", "set", "main", "--egress", &format!("127.0.0.1:{allowed}")]).assert().success();
+    env.claw()
+        .args([
+            "group",
+            "set",
+            "main",
+            "--egress",
+            &format!("127.0.0.1:{allowed}"),
+        ])
+        .assert()
+        .success();
     let r = run_probe(
         &mut env,
         "main",
@@ -205,8 +235,15 @@ report denied "$(tunnel {denied})"
     assert_eq!(r["allowed"], "200 ping-through-tunnel", "{r}");
     assert_eq!(r["denied"], "403", "{r}");
     let denied_rows = env.audit("egress.denied");
-    assert!(denied_rows.iter().any(|d| d["port"] == denied), "denied CONNECT not audited: {denied_rows:?}");
-    assert!(env.audit("egress.allowed").iter().any(|d| d["port"] == allowed));
+    assert!(
+        denied_rows.iter().any(|d| d["port"] == denied),
+        "denied CONNECT not audited: {denied_rows:?}"
+    );
+    assert!(
+        env.audit("egress.allowed")
+            .iter()
+            .any(|d| d["port"] == allowed)
+    );
 }
 
 #[test]
@@ -219,9 +256,20 @@ fn extra_mounts_follow_the_allowlist_even_through_symlinks() {
     std::fs::create_dir_all(projects.join(".ssh")).unwrap();
     std::fs::write(projects.join(".ssh/id_ed25519"), "PRIVATE-KEY-m3").unwrap();
     std::os::unix::fs::symlink(projects.join(".ssh"), projects.join("innocent")).unwrap();
-    std::fs::write(&env.allowlist, serde_json::json!({"allowedRoots":[{"path": projects, "allowReadWrite": true}]}).to_string()).unwrap();
-    for spec in [format!("{}:site:rw", projects.join("site").display()), format!("{}:innocent", projects.join("innocent").display())] {
-        env.claw().args(["group", "set", "alpha", "--mount", &spec]).assert().success();
+    std::fs::write(
+        &env.allowlist,
+        serde_json::json!({"allowedRoots":[{"path": projects, "allowReadWrite": true}]})
+            .to_string(),
+    )
+    .unwrap();
+    for spec in [
+        format!("{}:site:rw", projects.join("site").display()),
+        format!("{}:innocent", projects.join("innocent").display()),
+    ] {
+        env.claw()
+            .args(["group", "set", "alpha", "--mount", &spec])
+            .assert()
+            .success();
     }
     let r = run_probe(
         &mut env,
@@ -240,7 +288,10 @@ report key_hits "$(grep -ral PRIVATE-KEY / --exclude-dir=proc --exclude-dir=sys 
     assert_eq!(r["write"], "no", "{r}");
     assert_eq!(r["key_hits"], "0", "{r}");
     let refused = env.audit("mount.refused");
-    assert!(refused.iter().any(|d| d["name"] == "innocent"), "symlinked .ssh mount not refused: {refused:?}");
+    assert!(
+        refused.iter().any(|d| d["name"] == "innocent"),
+        "symlinked .ssh mount not refused: {refused:?}"
+    );
 }
 
 #[test]
@@ -280,5 +331,8 @@ print(len(kids))
     assert_eq!(r["rootfs_write"], "no", "{r}");
     assert_eq!(r["tmp_write"], "yes", "{r}");
     let sleepers: usize = r["sleepers"].as_str().unwrap().parse().unwrap();
-    assert!(sleepers < 64, "pids limit of 64 not enforced: {sleepers} processes started");
+    assert!(
+        sleepers < 64,
+        "pids limit of 64 not enforced: {sleepers} processes started"
+    );
 }

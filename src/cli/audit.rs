@@ -41,7 +41,12 @@ pub fn parse_since(s: &str) -> Option<i64> {
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let store = ctx.store()?;
     let since = match &a.since {
-        Some(s) => Some(parse_since(s).ok_or_else(|| Coded::err(Code::Usage, format!("--since `{s}`: use an RFC 3339 time or a duration like 30m, 2h, 7d")))?),
+        Some(s) => Some(parse_since(s).ok_or_else(|| {
+            Coded::err(
+                Code::Usage,
+                format!("--since `{s}`: use an RFC 3339 time or a duration like 30m, 2h, 7d"),
+            )
+        })?),
         None => None,
     };
     let mut rows = crate::store::audit::list(&store.conn, a.group.as_deref(), since, a.limit)?;

@@ -16,7 +16,14 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let config = ctx.config()?;
-    let report = crate::dispatch::dispatch(&ctx.home, &config, &crate::dispatch::Options { dry_run: a.dry_run, wait: a.wait })?;
+    let report = crate::dispatch::dispatch(
+        &ctx.home,
+        &config,
+        &crate::dispatch::Options {
+            dry_run: a.dry_run,
+            wait: a.wait,
+        },
+    )?;
     if a.json {
         return crate::output::json(&report);
     }
@@ -33,10 +40,19 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             ("wait", _) => "waiting",
             _ => "skipped",
         };
-        println!("{verb} `{}` ({}{}): {}", d.folder, d.kind, d.run_id.map(|i| format!(" run {i}")).unwrap_or_default(), d.reason);
+        println!(
+            "{verb} `{}` ({}{}): {}",
+            d.folder,
+            d.kind,
+            d.run_id.map(|i| format!(" run {i}")).unwrap_or_default(),
+            d.reason
+        );
     }
     for (id, code) in &report.waited {
-        println!("run {id} exited with {}", code.map_or("a signal".into(), |c| c.to_string()));
+        println!(
+            "run {id} exited with {}",
+            code.map_or("a signal".into(), |c| c.to_string())
+        );
     }
     for n in &report.notes {
         println!("note: {n}");

@@ -33,7 +33,8 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
     let config = ctx.config().unwrap_or_default();
     let tag = a.tag.unwrap_or_else(|| config.runtime.image.clone());
     let choice = a.runtime.unwrap_or_else(|| config.runtime.kind.clone());
-    let rt = crate::runtime::detect(&choice).map_err(|e| Coded::err(Code::Runtime, e.to_string()))?;
+    let rt =
+        crate::runtime::detect(&choice).map_err(|e| Coded::err(Code::Runtime, e.to_string()))?;
     let agent = match a.agent_bin {
         Some(p) => p,
         None => std::env::current_exe()?.with_file_name("claw-agent"),
@@ -41,18 +42,35 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
     if !agent.is_file() {
         return Err(Coded::err(
             Code::Usage,
-            format!("no claw-agent binary at {}: build it with `cargo build --bin claw-agent` or pass --agent-bin", agent.display()),
+            format!(
+                "no claw-agent binary at {}: build it with `cargo build --bin claw-agent` or pass --agent-bin",
+                agent.display()
+            ),
         ));
     }
     let context = a.context.unwrap_or_else(crate::image::default_context_dir);
-    eprintln!("building {tag} with {} from {} and {}", rt.kind.program(), context.display(), agent.display());
-    let report = crate::image::build(rt.kind, &tag, &agent, &context, std::io::stderr().is_terminal())
-        .map_err(|e| Coded::err(Code::Runtime, e.to_string()))?;
+    eprintln!(
+        "building {tag} with {} from {} and {}",
+        rt.kind.program(),
+        context.display(),
+        agent.display()
+    );
+    let report = crate::image::build(
+        rt.kind,
+        &tag,
+        &agent,
+        &context,
+        std::io::stderr().is_terminal(),
+    )
+    .map_err(|e| Coded::err(Code::Runtime, e.to_string()))?;
     println!(
         "built {} in {:.1}s{}",
         report.tag,
         report.duration.as_secs_f64(),
-        report.size_bytes.map(|b| format!(", {:.1} MB", b as f64 / 1e6)).unwrap_or_default()
+        report
+            .size_bytes
+            .map(|b| format!(", {:.1} MB", b as f64 / 1e6))
+            .unwrap_or_default()
     );
     Ok(())
 }

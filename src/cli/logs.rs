@@ -4,7 +4,9 @@ use super::Ctx;
 use crate::error::{Code, Coded};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Without --run: the recent runs (of one group if given). With --run ID: that run's log.")]
+#[command(
+    after_help = "Without --run: the recent runs (of one group if given). With --run ID: that run's log."
+)]
 pub struct Args {
     /// Only this group's runs; with no --run, prints its latest run's log.
     pub folder: Option<String>,
@@ -25,13 +27,20 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let store = ctx.store()?;
     let runs = crate::store::runs::recent(&store.conn, a.folder.as_deref(), a.limit)?;
     let show = match (a.run, &a.folder, a.list || a.json) {
-        (Some(id), _, _) => Some(crate::store::runs::get(&store.conn, id)?.ok_or_else(|| Coded::err(Code::Usage, format!("no run #{id}; see `claw logs --list`")))?),
+        (Some(id), _, _) => Some(crate::store::runs::get(&store.conn, id)?.ok_or_else(|| {
+            Coded::err(Code::Usage, format!("no run #{id}; see `claw logs --list`"))
+        })?),
         (None, Some(_), false) => runs.first().cloned(),
         _ => None,
     };
     if let Some(r) = show {
         let path = crate::run_group::log::RunLog::path_for(&ctx.home.logs(), &r.folder, r.id);
-        let text = std::fs::read_to_string(&path).map_err(|e| Coded::err(Code::Failure, format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Coded::err(
+                Code::Failure,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
         print!("{text}");
         return Ok(());
     }
@@ -53,10 +62,26 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                     _ => String::new(),
                 },
                 format!("{}/{}", r.input_tokens, r.output_tokens),
-                r.error.as_deref().map(|e| crate::output::clip(e, 50)).unwrap_or_default(),
+                r.error
+                    .as_deref()
+                    .map(|e| crate::output::clip(e, 50))
+                    .unwrap_or_default(),
             ]
         })
         .collect();
-    crate::output::table(&["RUN", "GROUP", "KIND", "STATUS", "TRY", "STARTED", "TOOK", "TOKENS IN/OUT", "ERROR"], rows);
+    crate::output::table(
+        &[
+            "RUN",
+            "GROUP",
+            "KIND",
+            "STATUS",
+            "TRY",
+            "STARTED",
+            "TOOK",
+            "TOKENS IN/OUT",
+            "ERROR",
+        ],
+        rows,
+    );
     Ok(())
 }

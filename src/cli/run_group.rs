@@ -4,7 +4,9 @@ use super::Ctx;
 use crate::error::{Code, Coded};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Normally started by `claw dispatch`; run it by hand to watch one group's run.\nExit codes: 0 finished (or nothing to do), 1 the run failed, 5 the group or all slots are busy, 6 runtime problem.")]
+#[command(
+    after_help = "Normally started by `claw dispatch`; run it by hand to watch one group's run.\nExit codes: 0 finished (or nothing to do), 1 the run failed, 5 the group or all slots are busy, 6 runtime problem."
+)]
 pub struct Args {
     /// The group's folder.
     pub folder: String,
@@ -21,12 +23,24 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let config = ctx.config()?;
     let secrets = ctx.secrets()?;
-    let outcome = crate::run_group::run_group(&ctx.home, &config, &secrets, &a.folder, &crate::run_group::Options { run_id: a.run, task_id: a.task })?;
+    let outcome = crate::run_group::run_group(
+        &ctx.home,
+        &config,
+        &secrets,
+        &a.folder,
+        &crate::run_group::Options {
+            run_id: a.run,
+            task_id: a.task,
+        },
+    )?;
     if a.json {
         crate::output::json(&outcome)?;
     } else {
         match outcome.run_id {
-            Some(id) => println!("run {id} of `{}`: {} — {}", a.folder, outcome.status, outcome.detail),
+            Some(id) => println!(
+                "run {id} of `{}`: {} — {}",
+                a.folder, outcome.status, outcome.detail
+            ),
             None => println!("`{}`: {}", a.folder, outcome.detail),
         }
         if let Some(l) = &outcome.log {
@@ -34,7 +48,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         }
     }
     if outcome.status == "failed" {
-        return Err(Coded::err(Code::Failure, format!("run failed: {}", outcome.detail)));
+        return Err(Coded::err(
+            Code::Failure,
+            format!("run failed: {}", outcome.detail),
+        ));
     }
     Ok(())
 }

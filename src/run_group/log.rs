@@ -22,7 +22,11 @@ impl RunLog {
             .and_then(|_| OpenOptions::new().create(true).append(true).open(&path))
             .map_err(|e| eprintln!("claw: cannot open run log {}: {e}", path.display()))
             .ok();
-        RunLog { file, path, started: Instant::now() }
+        RunLog {
+            file,
+            path,
+            started: Instant::now(),
+        }
     }
 
     /// Path of the log a run will use (for dispatch to redirect a child's output into).

@@ -63,21 +63,42 @@ pub(crate) struct TaskInfo {
 }
 
 /// Run one group's agent to completion.
-pub fn run_group(home: &Home, config: &Config, secrets: &Secrets, folder: &str, opts: &Options) -> Result<Outcome> {
+pub fn run_group(
+    home: &Home,
+    config: &Config,
+    secrets: &Secrets,
+    folder: &str,
+    opts: &Options,
+) -> Result<Outcome> {
     let mut store = Store::open(home)?;
-    let group = groups::get(&store.conn, folder)?
-        .ok_or_else(|| Coded::err(Code::Usage, format!("no group `{folder}`; see `claw group list`")))?;
+    let group = groups::get(&store.conn, folder)?.ok_or_else(|| {
+        Coded::err(
+            Code::Usage,
+            format!("no group `{folder}`; see `claw group list`"),
+        )
+    })?;
     let Some(_group_lock) = crate::lock::try_acquire(&home.group_lock(folder))? else {
-        return Err(Coded::err(Code::Busy, format!("group `{folder}` already has a run in progress; new messages are fed into it")));
+        return Err(Coded::err(
+            Code::Busy,
+            format!("group `{folder}` already has a run in progress; new messages are fed into it"),
+        ));
     };
     let Some(_slot) = take_slot(home, config.runtime.max_concurrent)? else {
         return Err(Coded::err(
             Code::Busy,
-            format!("all {} container slots are busy (runtime.max_concurrent); the next dispatch will start it", config.runtime.max_concurrent),
+            format!(
+                "all {} container slots are busy (runtime.max_concurrent); the next dispatch will start it",
+                config.runtime.max_concurrent
+            ),
         ));
     };
     let Some(work) = claim_work(&mut store, config, group, opts)? else {
-        return Ok(Outcome { run_id: opts.run_id, status: "idle".into(), detail: "nothing to run".into(), log: None });
+        return Ok(Outcome {
+            run_id: opts.run_id,
+            status: "idle".into(),
+            detail: "nothing to run".into(),
+            log: None,
+        });
     };
     let run_id = work.run.id;
     let mut log = RunLog::open(&home.logs(), folder, run_id);
@@ -97,7 +118,10 @@ pub fn run_group(home: &Home, config: &Config, secrets: &Secrets, folder: &str, 
     };
     let outcome = finish(&mut store, config, &work, &ending, error, &mut log)?;
     log.line(format!("finished: {} ({})", outcome.status, outcome.detail));
-    Ok(Outcome { log: Some(log.path.display().to_string()), ..outcome })
+    Ok(Outcome {
+        log: Some(log.path.display().to_string()),
+        ..outcome
+    })
 }
 
 /// Take the first free concurrency slot.
@@ -111,13 +135,22 @@ fn take_slot(home: &Home, max: usize) -> Result<Option<crate::lock::Held>> {
 }
 
 /// Decide what this run does and mark its row running, in one IMMEDIATE transaction.
-fn claim_work(store: &mut Store, config: &Config, group: Group, opts: &Options) -> Result<Option<Work>> {
+fn claim_work(
+    store: &mut Store,
+    config: &Config,
+    group: Group,
+    opts: &Options,
+) -> Result<Option<Work>> {
     let tx = store.write()?;
     let run = match (opts.run_id, opts.task_id) {
         (Some(id), _) => {
-            let r = runs::get(&tx, id)?.ok_or_else(|| Coded::err(Code::Usage, format!("no run #{id}")))?;
+            let r = runs::get(&tx, id)?
+                .ok_or_else(|| Coded::err(Code::Usage, format!("no run #{id}")))?;
             if r.folder != group.folder {
-                return Err(Coded::err(Code::Usage, format!("run #{id} belongs to group `{}`", r.folder)));
+                return Err(Coded::err(
+                    Code::Usage,
+                    format!("run #{id} belongs to group `{}`", r.folder),
+                ));
             }
             if r.status != "queued" {
                 // Another run-group got here first; nothing to do.
@@ -130,7 +163,10 @@ fn claim_work(store: &mut Store, config: &Config, group: Group, opts: &Options) 
             runs::get(&tx, id)?.context("queued run vanished")?
         }
         (None, None) => {
-            if let Some(q) = runs::with_status(&tx, "queued")?.into_iter().find(|r| r.folder == group.folder) {
+            if let Some(q) = runs::with_status(&tx, "queued")?
+                .into_iter()
+                .find(|r| r.folder == group.folder)
+            {
                 q
             } else {
                 let attempt = next_attempt(&tx, &group.folder)?;
@@ -158,13 +194,28 @@ fn claim_work(store: &mut Store, config: &Config, group: Group, opts: &Options) 
             work.session_id = None;
             work.keep_session = false;
         }
-        work.task = Some(TaskInfo { id: task_id, task_run_id: work.run.task_run_id });
+        work.task = Some(TaskInfo {
+            id: task_id,
+            task_run_id: work.run.task_run_id,
+        });
     } else {
         let cursor = groups::cursor(&tx, &work.group.folder)?;
-        let pending = messages::since(&tx, &work.group.chat_id, cursor, config.limits.prompt_messages)?;
+        let pending = messages::since(
+            &tx,
+            &work.group.chat_id,
+            cursor,
+            config.limits.prompt_messages,
+        )?;
         let decision = crate::pending::decide(&work.group, &pending);
         if !decision.runnable {
-            runs::finish(&tx, work.run.id, true, None, Some(&format!("nothing to run: {}", decision.reason)), None)?;
+            runs::finish(
+                &tx,
+                work.run.id,
+                true,
+                None,
+                Some(&format!("nothing to run: {}", decision.reason)),
+                None,
+            )?;
             tx.commit()?;
             return Ok(None);
         }
@@ -189,7 +240,14 @@ pub fn next_attempt(conn: &rusqlite::Connection, folder: &str) -> Result<i64> {
 }
 
 /// Record the run's end: status, cursor, retry, task history, failure notice.
-fn finish(store: &mut Store, config: &Config, work: &Work, ended: &session::Ended, start_error: Option<String>, log: &mut RunLog) -> Result<Outcome> {
+fn finish(
+    store: &mut Store,
+    config: &Config,
+    work: &Work,
+    ended: &session::Ended,
+    start_error: Option<String>,
+    log: &mut RunLog,
+) -> Result<Outcome> {
     let now = crate::time::now_ms();
     let ending = rules::Ending {
         clean_exit: ended.clean && start_error.is_none(),
@@ -204,16 +262,30 @@ fn finish(store: &mut Store, config: &Config, work: &Work, ended: &session::Ende
         if let Some(tr) = task.task_run_id {
             hooks::finish_task_run(&tx, tr, ok, ended.last_result.as_deref(), error.as_deref())?;
         }
-        runs::finish(&tx, work.run.id, ok, ended.exit_code, error.as_deref(), None)?;
+        runs::finish(
+            &tx,
+            work.run.id,
+            ok,
+            ended.exit_code,
+            error.as_deref(),
+            None,
+        )?;
         let _ = task.id;
         Outcome {
             run_id: Some(work.run.id),
             status: if ok { "succeeded" } else { "failed" }.into(),
-            detail: error.clone().unwrap_or_else(|| format!("task {} done", task.id)),
+            detail: error
+                .clone()
+                .unwrap_or_else(|| format!("task {} done", task.id)),
             log: None,
         }
     } else {
-        let v = rules::verdict(&ending, config.limits.max_attempts, (config.limits.retry_base_secs * 1000) as i64, now);
+        let v = rules::verdict(
+            &ending,
+            config.limits.max_attempts,
+            (config.limits.retry_base_secs * 1000) as i64,
+            now,
+        );
         if let Some(seq) = v.cursor_to {
             groups::advance_cursor(&tx, &work.group.folder, seq)?;
         }
@@ -224,16 +296,44 @@ fn finish(store: &mut Store, config: &Config, work: &Work, ended: &session::Ende
                 error.as_deref().unwrap_or("unknown error"),
                 work.group.folder
             );
-            outbox::enqueue(&tx, &work.chat_id, &text, &format!("run:{}:failure", work.run.id))?;
+            outbox::enqueue(
+                &tx,
+                &work.chat_id,
+                &text,
+                &format!("run:{}:failure", work.run.id),
+            )?;
         }
-        runs::finish(&tx, work.run.id, v.succeeded, ended.exit_code, error.as_deref(), v.retry_at)?;
+        runs::finish(
+            &tx,
+            work.run.id,
+            v.succeeded,
+            ended.exit_code,
+            error.as_deref(),
+            v.retry_at,
+        )?;
         let detail = match (&v.retry_at, v.notify_failure, v.succeeded) {
             (_, _, true) => "agent finished".to_string(),
-            (Some(at), _, _) => format!("{}; will retry {}", error.as_deref().unwrap_or("failed"), crate::time::ago(*at)),
-            (None, true, _) => format!("{}; gave up after {} attempts and told the chat", error.as_deref().unwrap_or("failed"), ending.attempt),
-            (None, false, _) => format!("{}; output already sent, not retried", error.as_deref().unwrap_or("failed")),
+            (Some(at), _, _) => format!(
+                "{}; will retry {}",
+                error.as_deref().unwrap_or("failed"),
+                crate::time::ago(*at)
+            ),
+            (None, true, _) => format!(
+                "{}; gave up after {} attempts and told the chat",
+                error.as_deref().unwrap_or("failed"),
+                ending.attempt
+            ),
+            (None, false, _) => format!(
+                "{}; output already sent, not retried",
+                error.as_deref().unwrap_or("failed")
+            ),
         };
-        Outcome { run_id: Some(work.run.id), status: if v.succeeded { "succeeded" } else { "failed" }.into(), detail, log: None }
+        Outcome {
+            run_id: Some(work.run.id),
+            status: if v.succeeded { "succeeded" } else { "failed" }.into(),
+            detail,
+            log: None,
+        }
     };
     audit::record(
         &tx,
@@ -243,6 +343,9 @@ fn finish(store: &mut Store, config: &Config, work: &Work, ended: &session::Ende
         serde_json::json!({"status": outcome.status, "exit_code": ended.exit_code, "error": error}),
     )?;
     tx.commit()?;
-    log.line(format!("exit code {:?}, handed up to seq {:?}, answered up to {:?}", ended.exit_code, ending.handed, ending.acked));
+    log.line(format!(
+        "exit code {:?}, handed up to seq {:?}, answered up to {:?}",
+        ended.exit_code, ending.handed, ending.acked
+    ));
     Ok(outcome)
 }

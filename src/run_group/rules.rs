@@ -32,7 +32,12 @@ pub struct Verdict {
 /// Apply the rules. `base_ms` is the first retry delay; it doubles per attempt.
 pub fn verdict(e: &Ending, max_attempts: u32, base_ms: i64, now: i64) -> Verdict {
     if e.clean_exit {
-        return Verdict { succeeded: true, cursor_to: e.handed, retry_at: None, notify_failure: false };
+        return Verdict {
+            succeeded: true,
+            cursor_to: e.handed,
+            retry_at: None,
+            notify_failure: false,
+        };
     }
     let unanswered = match (e.handed, e.acked) {
         (Some(h), Some(a)) => h > a,
@@ -40,13 +45,28 @@ pub fn verdict(e: &Ending, max_attempts: u32, base_ms: i64, now: i64) -> Verdict
         (None, _) => false,
     };
     if !unanswered {
-        return Verdict { succeeded: false, cursor_to: e.acked, retry_at: None, notify_failure: false };
+        return Verdict {
+            succeeded: false,
+            cursor_to: e.acked,
+            retry_at: None,
+            notify_failure: false,
+        };
     }
     if e.attempt >= max_attempts {
-        return Verdict { succeeded: false, cursor_to: e.handed, retry_at: None, notify_failure: true };
+        return Verdict {
+            succeeded: false,
+            cursor_to: e.handed,
+            retry_at: None,
+            notify_failure: true,
+        };
     }
     let delay = base_ms.saturating_mul(1i64 << (e.attempt.saturating_sub(1)).min(20));
-    Verdict { succeeded: false, cursor_to: e.acked, retry_at: Some(now + delay), notify_failure: false }
+    Verdict {
+        succeeded: false,
+        cursor_to: e.acked,
+        retry_at: Some(now + delay),
+        notify_failure: false,
+    }
 }
 
 #[cfg(test)]
@@ -54,13 +74,26 @@ mod tests {
     use super::*;
 
     fn ending(clean: bool, handed: Option<i64>, acked: Option<i64>, attempt: u32) -> Ending {
-        Ending { clean_exit: clean, handed, acked, attempt }
+        Ending {
+            clean_exit: clean,
+            handed,
+            acked,
+            attempt,
+        }
     }
 
     #[test]
     fn success_moves_the_cursor_to_everything_handed() {
         let v = verdict(&ending(true, Some(9), None, 1), 4, 5000, 0);
-        assert_eq!(v, Verdict { succeeded: true, cursor_to: Some(9), retry_at: None, notify_failure: false });
+        assert_eq!(
+            v,
+            Verdict {
+                succeeded: true,
+                cursor_to: Some(9),
+                retry_at: None,
+                notify_failure: false
+            }
+        );
     }
 
     #[test]
@@ -68,7 +101,10 @@ mod tests {
         let v = verdict(&ending(false, Some(9), None, 1), 4, 5000, 100);
         assert_eq!(v.cursor_to, None);
         assert_eq!(v.retry_at, Some(5100));
-        assert_eq!(verdict(&ending(false, Some(9), None, 3), 4, 5000, 0).retry_at, Some(20_000));
+        assert_eq!(
+            verdict(&ending(false, Some(9), None, 3), 4, 5000, 0).retry_at,
+            Some(20_000)
+        );
     }
 
     #[test]

@@ -32,33 +32,57 @@ pub struct Sandbox {
 /// `claw-FOLDER-<run id>`, so strays can be found and matched to their run.
 pub fn container_name(folder: &str, run_id: i64) -> String {
     // Folders are validated on registration, so this cannot fail for a stored group.
-    runtime::container_name(folder, &run_id.to_string()).unwrap_or_else(|_| format!("claw-invalid-{run_id}"))
+    runtime::container_name(folder, &run_id.to_string())
+        .unwrap_or_else(|_| format!("claw-invalid-{run_id}"))
 }
 
 /// The model settings for a group: its overrides, else the global default.
 pub fn model_settings(config: &Config, group: &Group) -> ModelSettings {
-    let provider = group.config.provider.clone().unwrap_or_else(|| config.model.provider.clone());
+    let provider = group
+        .config
+        .provider
+        .clone()
+        .unwrap_or_else(|| config.model.provider.clone());
     let model = match (&group.config.model, &group.config.provider) {
         (Some(m), _) => m.clone(),
         _ => config.model.name.clone(),
     };
-    ModelSettings { provider, model, max_tokens: config.model.max_tokens, context_window: config.model.context_window }
+    ModelSettings {
+        provider,
+        model,
+        max_tokens: config.model.max_tokens,
+        context_window: config.model.context_window,
+    }
 }
 
 /// Build everything the container needs and start the proxy.
-pub fn prepare(home: &Home, config: &Config, secrets: &Secrets, store: &Store, work: &Work, events: Sender<ProxyEvent>, log: &mut RunLog) -> Result<Sandbox> {
+pub fn prepare(
+    home: &Home,
+    config: &Config,
+    secrets: &Secrets,
+    store: &Store,
+    work: &Work,
+    events: Sender<ProxyEvent>,
+    log: &mut RunLog,
+) -> Result<Sandbox> {
     let g = &work.group;
-    let rt = runtime::resolve_fast(&config.runtime.kind).map_err(|e| crate::error::Coded::err(crate::error::Code::Runtime, e.to_string()))?;
+    let rt = runtime::resolve_fast(&config.runtime.kind)
+        .map_err(|e| crate::error::Coded::err(crate::error::Code::Runtime, e.to_string()))?;
     crate::groups::create_folders(home, &g.folder)?;
     let run_dir = home.run_dirs().join(work.run.id.to_string());
     let _ = std::fs::remove_dir_all(&run_dir);
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
     set_mode(&run_dir, 0o755)?;
     // SAFETY: geteuid cannot fail and touches no memory.
     if unsafe { libc::geteuid() } == 0 {
         let (uid, gid) = (1000, 1000);
         // Running as root: hand the group's writable folders to the unprivileged agent user.
-        let mut dirs = vec![home.group_dir(&g.folder), home.session_dir(&g.folder), home.ipc_dir(&g.folder)];
+        let mut dirs = vec![
+            home.group_dir(&g.folder),
+            home.session_dir(&g.folder),
+            home.ipc_dir(&g.folder),
+        ];
         if g.is_main {
             dirs.push(home.global_dir());
         }
@@ -67,35 +91,61 @@ pub fn prepare(home: &Home, config: &Config, secrets: &Secrets, store: &Store, w
         }
     }
 
-    let user_home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+    let user_home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"));
     let allowlist_path = crate::mounts::allowlist_path(&user_home);
     let allowlist = match crate::mounts::load_allowlist(&allowlist_path) {
         Ok(a) => a,
         Err(e) => {
-            log.line(format!("mount allowlist unusable, no extra mounts this run: {e}"));
+            log.line(format!(
+                "mount allowlist unusable, no extra mounts this run: {e}"
+            ));
             None
         }
     };
-    let fixed = crate::mounts::FixedPaths::for_home(&home.root, &g.folder, &skills_dir(home), &run_dir);
+    let fixed =
+        crate::mounts::FixedPaths::for_home(&home.root, &g.folder, &skills_dir(home), &run_dir);
     let extras: Vec<crate::mounts::ExtraMountRequest> = g
         .config
         .extra_mounts
         .iter()
-        .map(|m| crate::mounts::ExtraMountRequest { host_path: m.host_path.clone(), name: Some(m.name.clone()), readonly: m.readonly })
+        .map(|m| crate::mounts::ExtraMountRequest {
+            host_path: m.host_path.clone(),
+            name: Some(m.name.clone()),
+            readonly: m.readonly,
+        })
         .collect();
     let plan = crate::mounts::plan(
         &fixed,
         g.is_main,
         &extras,
         allowlist.as_ref(),
-        &crate::mounts::HostContext { user_home, protected: vec![home.root.clone(), allowlist_path.clone()] },
+        &crate::mounts::HostContext {
+            user_home,
+            protected: vec![home.root.clone(), allowlist_path.clone()],
+        },
     );
     for r in &plan.refusals {
-        log.line(format!("mount refused: {} -> {}: {}", r.host_path, r.name, r.reason));
-        audit::record(&store.conn, Some(&g.folder), Some(work.run.id), "mount.refused", serde_json::json!({"host_path": r.host_path, "name": r.name, "reason": r.reason}))?;
+        log.line(format!(
+            "mount refused: {} -> {}: {}",
+            r.host_path, r.name, r.reason
+        ));
+        audit::record(
+            &store.conn,
+            Some(&g.folder),
+            Some(work.run.id),
+            "mount.refused",
+            serde_json::json!({"host_path": r.host_path, "name": r.name, "reason": r.reason}),
+        )?;
     }
     for m in &plan.mounts {
-        log.line(format!("mount {} -> {} ({})", m.host.display(), m.container, if m.readonly { "ro" } else { "rw" }));
+        log.line(format!(
+            "mount {} -> {} ({})",
+            m.host.display(),
+            m.container,
+            if m.readonly { "ro" } else { "rw" }
+        ));
     }
     let mount_summary = serde_json::Value::Array(
         plan.mounts.iter().map(|m| serde_json::json!({"host": m.host.display().to_string(), "container": m.container, "readonly": m.readonly})).collect(),
@@ -106,9 +156,16 @@ pub fn prepare(home: &Home, config: &Config, secrets: &Secrets, store: &Store, w
     let proxy = Proxy::start(
         ProxyConfig {
             socket_path: socket,
-            anthropic: Upstream { base_url: config.providers.anthropic.base_url.clone(), api_key: key(&config.providers.anthropic.key_env) },
-            openai: Upstream { base_url: config.providers.openai.base_url.clone(), api_key: key(&config.providers.openai.key_env) },
+            anthropic: Upstream {
+                base_url: config.providers.anthropic.base_url.clone(),
+                api_key: key(&config.providers.anthropic.key_env),
+            },
+            openai: Upstream {
+                base_url: config.providers.openai.base_url.clone(),
+                api_key: key(&config.providers.openai.key_env),
+            },
             egress_allow: g.config.egress.clone(),
+            folder: Some(g.folder.clone()),
         },
         events,
     )
@@ -124,7 +181,10 @@ pub fn prepare(home: &Home, config: &Config, secrets: &Secrets, store: &Store, w
         cpus: config.limits.cpus.to_string(),
         pids_limit: config.limits.pids,
         tmp_size: "256m".into(),
-        env: vec![("TZ".into(), local_tz()), ("HOME".into(), "/home/agent".into())],
+        env: vec![
+            ("TZ".into(), local_tz()),
+            ("HOME".into(), "/home/agent".into()),
+        ],
         workdir: Some("/workspace/group".into()),
         extra_args: config.runtime.extra_args.clone(),
         command: vec![],
@@ -135,14 +195,29 @@ pub fn prepare(home: &Home, config: &Config, secrets: &Secrets, store: &Store, w
     }
     let mut argv = vec![rt.kind.program().to_string()];
     argv.extend(run.args);
-    Ok(Sandbox { argv, name, rt, mount_summary, proxy: Some(proxy), run_dir })
+    Ok(Sandbox {
+        argv,
+        name,
+        rt,
+        mount_summary,
+        proxy: Some(proxy),
+        run_dir,
+    })
 }
 
 /// Stop the container (graceful, then forced).
 pub fn stop(sb: &Sandbox, log: &mut RunLog) {
     let kind = sb.rt.kind;
-    for args in [runtime::stop_args(kind, &sb.name, 3), runtime::kill_args(kind, &sb.name)] {
-        match duct::cmd(kind.program(), &args).stdout_null().stderr_null().unchecked().run() {
+    for args in [
+        runtime::stop_args(kind, &sb.name, 3),
+        runtime::kill_args(kind, &sb.name),
+    ] {
+        match duct::cmd(kind.program(), &args)
+            .stdout_null()
+            .stderr_null()
+            .unchecked()
+            .run()
+        {
             Ok(o) if o.status.success() => {
                 log.line(format!("{} {}: done", kind.program(), args.join(" ")));
                 return;
@@ -154,7 +229,7 @@ pub fn stop(sb: &Sandbox, log: &mut RunLog) {
 
 /// Shut the proxy and remove the per-run folder.
 pub fn cleanup(mut sb: Sandbox, log: &mut RunLog) {
-    if let Some(p) = sb.proxy.take() {
+    if let Some(mut p) = sb.proxy.take() {
         p.shutdown();
     }
     if let Err(e) = std::fs::remove_dir_all(&sb.run_dir) {
@@ -165,13 +240,39 @@ pub fn cleanup(mut sb: Sandbox, log: &mut RunLog) {
 /// The audit kind and detail for a proxy event.
 pub fn proxy_audit(e: &ProxyEvent) -> (&'static str, serde_json::Value) {
     match e {
-        ProxyEvent::Llm { provider, method, path, status, bytes_up, bytes_down } => (
+        ProxyEvent::Llm {
+            provider,
+            method,
+            path,
+            status,
+            bytes_up,
+            bytes_down,
+        } => (
             "llm.request",
             serde_json::json!({"provider": provider, "method": method, "path": path, "status": status, "bytes_up": bytes_up, "bytes_down": bytes_down}),
         ),
-        ProxyEvent::Egress { host, port, allowed, reason, bytes_up, bytes_down } => (
-            if *allowed { "egress.allowed" } else { "egress.denied" },
+        ProxyEvent::Egress {
+            host,
+            port,
+            allowed,
+            reason,
+            bytes_up,
+            bytes_down,
+        } => (
+            if *allowed {
+                "egress.allowed"
+            } else {
+                "egress.denied"
+            },
             serde_json::json!({"host": host, "port": port, "reason": reason, "bytes_up": bytes_up, "bytes_down": bytes_down}),
+        ),
+        ProxyEvent::Local {
+            method,
+            path,
+            status,
+        } => (
+            "proxy.local",
+            serde_json::json!({"method": method, "path": path, "status": status}),
         ),
     }
 }
@@ -184,7 +285,10 @@ fn skills_dir(home: &Home) -> PathBuf {
 }
 
 fn local_tz() -> String {
-    std::env::var("TZ").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| "UTC".into())
+    std::env::var("TZ")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "UTC".into())
 }
 
 fn set_mode(p: &std::path::Path, mode: u32) -> Result<()> {
@@ -199,7 +303,8 @@ fn chown_tree(root: &std::path::Path, uid: u32, gid: u32) -> Result<()> {
         Ok(m) => m,
         Err(_) => return Ok(()),
     };
-    std::os::unix::fs::lchown(root, Some(uid), Some(gid)).with_context(|| format!("cannot chown {}", root.display()))?;
+    std::os::unix::fs::lchown(root, Some(uid), Some(gid))
+        .with_context(|| format!("cannot chown {}", root.display()))?;
     if meta.is_dir() {
         for entry in std::fs::read_dir(root)? {
             chown_tree(&entry?.path(), uid, gid)?;

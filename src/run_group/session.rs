@@ -45,7 +45,14 @@ const POLL: Duration = Duration::from_millis(1000);
 const CLOSE_GRACE: Duration = Duration::from_secs(20);
 
 /// Run the container for `work` until it exits.
-pub fn execute(home: &Home, config: &Config, secrets: &Secrets, store: &mut Store, work: &Work, log: &mut RunLog) -> Result<Ended> {
+pub fn execute(
+    home: &Home,
+    config: &Config,
+    secrets: &Secrets,
+    store: &mut Store,
+    work: &Work,
+    log: &mut RunLog,
+) -> Result<Ended> {
     let folder = &work.group.folder;
     hooks::write_snapshots(home, store, &work.group)?;
     let (tx, rx) = mpsc::channel::<Event>();
@@ -69,7 +76,15 @@ pub fn execute(home: &Home, config: &Config, secrets: &Secrets, store: &mut Stor
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| crate::error::Coded::err(crate::error::Code::Runtime, format!("cannot start {}: {e}; is the container runtime installed? try `claw doctor`", sb.argv[0])))?;
+        .map_err(|e| {
+            crate::error::Coded::err(
+                crate::error::Code::Runtime,
+                format!(
+                    "cannot start {}: {e}; is the container runtime installed? try `claw doctor`",
+                    sb.argv[0]
+                ),
+            )
+        })?;
     audit::record(
         &store.conn,
         Some(folder),
@@ -93,16 +108,35 @@ pub fn execute(home: &Home, config: &Config, secrets: &Secrets, store: &mut Stor
         task_id: work.task.as_ref().map(|t| t.id),
         session_id: work.session_id.clone(),
         assistant_name: config.assistant_name.clone(),
-        channel: crate::channels::channel_name(crate::store::messages::channel_of(&work.chat_id)).to_string(),
+        channel: crate::channels::channel_name(crate::store::messages::channel_of(&work.chat_id))
+            .to_string(),
         model,
-        limits: crate::protocol::AgentLimits { max_steps: config.limits.max_steps, ..Default::default() },
+        limits: crate::protocol::AgentLimits {
+            max_steps: config.limits.max_steps,
+            ..Default::default()
+        },
     }));
     send(&mut stdin, &start, log);
-    log.line(format!("sent start line ({} prompt bytes) after {:.0} ms", work.prompt.len(), spawned.elapsed().as_secs_f64() * 1000.0));
+    log.line(format!(
+        "sent start line ({} prompt bytes) after {:.0} ms",
+        work.prompt.len(),
+        spawned.elapsed().as_secs_f64() * 1000.0
+    ));
 
-    let timeout = Duration::from_secs(work.group.config.timeout_secs.unwrap_or(config.limits.timeout_secs));
+    let timeout = Duration::from_secs(
+        work.group
+            .config
+            .timeout_secs
+            .unwrap_or(config.limits.timeout_secs),
+    );
     let idle_limit = Duration::from_secs(config.limits.idle_secs);
-    let mut st = State { ended: Ended { handed: work.handed, ..Default::default() }, ..Default::default() };
+    let mut st = State {
+        ended: Ended {
+            handed: work.handed,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let mut stdin = Some(stdin);
     let mut idle_since: Option<Instant> = None;
     let mut closing_since: Option<Instant> = None;
@@ -119,7 +153,10 @@ pub fn execute(home: &Home, config: &Config, secrets: &Secrets, store: &mut Stor
                     idle_since = Some(Instant::now());
                 }
             }
-            Ok(Event::Junk(l)) => log.line(format!("protocol error: agent printed a non-protocol line: {}", crate::output::clip(&l, 200))),
+            Ok(Event::Junk(l)) => log.line(format!(
+                "protocol error: agent printed a non-protocol line: {}",
+                crate::output::clip(&l, 200)
+            )),
             Ok(Event::StdoutClosed) => stdout_open = false,
             Ok(Event::Stderr(l)) => {
                 log.line(format!("agent: {l}"));
@@ -151,7 +188,10 @@ pub fn execute(home: &Home, config: &Config, secrets: &Secrets, store: &mut Stor
         }
         if !timed_out && spawned.elapsed() > timeout {
             timed_out = true;
-            log.line(format!("wall-clock timeout of {}s reached: stopping the container", timeout.as_secs()));
+            log.line(format!(
+                "wall-clock timeout of {}s reached: stopping the container",
+                timeout.as_secs()
+            ));
             st.ended.error = Some(format!("timed out after {}s", timeout.as_secs()));
             stdin = None;
             sandbox::stop(&sb, log);
@@ -167,7 +207,9 @@ pub fn execute(home: &Home, config: &Config, secrets: &Secrets, store: &mut Stor
         if closing_since.is_some_and(|t| t.elapsed() > CLOSE_GRACE) && !timed_out {
             log.line("agent did not exit after close: stopping the container");
             timed_out = true;
-            st.ended.error.get_or_insert_with(|| "agent did not exit after close".into());
+            st.ended
+                .error
+                .get_or_insert_with(|| "agent did not exit after close".into());
             sandbox::stop(&sb, log);
             let _ = child.kill();
         }
@@ -191,14 +233,29 @@ pub fn execute(home: &Home, config: &Config, secrets: &Secrets, store: &mut Stor
         log.line(format!("applied {applied} IPC request(s) after exit"));
     }
     st.ended.exit_code = status;
-    log.line(format!("container exited with {status:?} after {:.1}s", spawned.elapsed().as_secs_f64()));
+    log.line(format!(
+        "container exited with {status:?} after {:.1}s",
+        spawned.elapsed().as_secs_f64()
+    ));
     st.ended.clean = status == Some(0) && !timed_out && !st.fatal;
     if !st.ended.clean && st.ended.error.is_none() {
-        let tail: Vec<&str> = stderr_tail.iter().rev().take(3).map(String::as_str).collect();
+        let tail: Vec<&str> = stderr_tail
+            .iter()
+            .rev()
+            .take(3)
+            .map(String::as_str)
+            .collect();
         st.ended.error = Some(format!(
             "container exited with {}{}",
             status.map_or("a signal".to_string(), |c| format!("code {c}")),
-            if tail.is_empty() { String::new() } else { format!(": {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | ")) }
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ": {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                )
+            }
         ));
     }
     sandbox::cleanup(sb, log);
@@ -213,11 +270,21 @@ struct State {
 }
 
 impl State {
-    fn on_line(&mut self, line: AgentLine, store: &mut Store, work: &Work, log: &mut RunLog) -> Result<()> {
+    fn on_line(
+        &mut self,
+        line: AgentLine,
+        store: &mut Store,
+        work: &Work,
+        log: &mut RunLog,
+    ) -> Result<()> {
         match line {
             AgentLine::Result { text } => {
                 let clean = crate::prompt::strip_internal(&text);
-                log.line(format!("result: {} bytes ({} after stripping internal spans)", text.len(), clean.len()));
+                log.line(format!(
+                    "result: {} bytes ({} after stripping internal spans)",
+                    text.len(),
+                    clean.len()
+                ));
                 let tx = store.write()?;
                 if !clean.is_empty() {
                     outbox::enqueue(&tx, &work.chat_id, &clean, &format!("run:{}", work.run.id))?;
@@ -239,11 +306,17 @@ impl State {
                     groups::set_session(&store.conn, &work.group.folder, &id)?;
                 }
             }
-            AgentLine::Progress { tool, detail } => log.line(format!("tool {tool}: {}", crate::output::clip(&detail, 200))),
+            AgentLine::Progress { tool, detail } => log.line(format!(
+                "tool {tool}: {}",
+                crate::output::clip(&detail, 200)
+            )),
             AgentLine::Idle { usage } => {
                 if let Some(u) = usage {
                     runs::add_usage(&store.conn, work.run.id, u.input_tokens, u.output_tokens)?;
-                    log.line(format!("turn done: {} input / {} output tokens", u.input_tokens, u.output_tokens));
+                    log.line(format!(
+                        "turn done: {} input / {} output tokens",
+                        u.input_tokens, u.output_tokens
+                    ));
                 } else {
                     log.line("turn done");
                 }
@@ -251,7 +324,10 @@ impl State {
                 self.turn_done = true;
             }
             AgentLine::Error { message, fatal } => {
-                log.line(format!("agent error{}: {message}", if fatal { " (fatal)" } else { "" }));
+                log.line(format!(
+                    "agent error{}: {message}",
+                    if fatal { " (fatal)" } else { "" }
+                ));
                 if fatal {
                     self.fatal = true;
                     self.ended.error = Some(message);
@@ -262,7 +338,11 @@ impl State {
     }
 }
 
-fn spawn_readers(stdout: std::process::ChildStdout, stderr: std::process::ChildStderr, tx: Sender<Event>) {
+fn spawn_readers(
+    stdout: std::process::ChildStdout,
+    stderr: std::process::ChildStderr,
+    tx: Sender<Event>,
+) {
     let t1 = tx.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -291,20 +371,41 @@ fn spawn_readers(stdout: std::process::ChildStdout, stderr: std::process::ChildS
 }
 
 fn send(stdin: &mut ChildStdin, line: &HostLine, log: &mut RunLog) {
-    if let Err(e) = stdin.write_all(line.to_line().as_bytes()).and_then(|_| stdin.flush()) {
+    if let Err(e) = stdin
+        .write_all(line.to_line().as_bytes())
+        .and_then(|_| stdin.flush())
+    {
         log.line(format!("could not write to the agent's stdin: {e}"));
     }
 }
 
 /// Hand messages that arrived since the last handed seq to the running agent, if they may run.
-fn feed_new_messages(store: &mut Store, config: &Config, work: &Work, ended: &mut Ended, stdin: &mut ChildStdin, log: &mut RunLog) -> Result<bool> {
+fn feed_new_messages(
+    store: &mut Store,
+    config: &Config,
+    work: &Work,
+    ended: &mut Ended,
+    stdin: &mut ChildStdin,
+    log: &mut RunLog,
+) -> Result<bool> {
     let after = ended.handed.unwrap_or(0);
-    let new = messages::since(&store.conn, &work.group.chat_id, after, config.limits.prompt_messages)?;
+    let new = messages::since(
+        &store.conn,
+        &work.group.chat_id,
+        after,
+        config.limits.prompt_messages,
+    )?;
     if new.is_empty() || !crate::pending::decide(&work.group, &new).runnable {
         return Ok(false);
     }
     let last = new.last().map(|m| m.seq).unwrap_or(after);
-    send(stdin, &HostLine::Message { text: crate::prompt::messages(&new) }, log);
+    send(
+        stdin,
+        &HostLine::Message {
+            text: crate::prompt::messages(&new),
+        },
+        log,
+    );
     runs::set_seq_range(&store.conn, work.run.id, new[0].seq, last)?;
     ended.handed = Some(last);
     log.line(format!("fed {} new message(s) up to seq {last}", new.len()));
@@ -314,10 +415,21 @@ fn feed_new_messages(store: &mut Store, config: &Config, work: &Work, ended: &mu
 fn record_proxy(store: &Store, work: &Work, e: ProxyEvent, log: &mut RunLog) -> Result<()> {
     let (kind, detail) = sandbox::proxy_audit(&e);
     log.line(format!("proxy: {kind} {detail}"));
-    audit::record(&store.conn, Some(&work.group.folder), Some(work.run.id), kind, detail)
+    audit::record(
+        &store.conn,
+        Some(&work.group.folder),
+        Some(work.run.id),
+        kind,
+        detail,
+    )
 }
 
-fn wait_with_timeout(child: &mut Child, limit: Duration, sb: &sandbox::Sandbox, log: &mut RunLog) -> Option<i32> {
+fn wait_with_timeout(
+    child: &mut Child,
+    limit: Duration,
+    sb: &sandbox::Sandbox,
+    log: &mut RunLog,
+) -> Option<i32> {
     let deadline = Instant::now() + limit;
     loop {
         match child.try_wait() {

@@ -20,11 +20,20 @@ pub fn runtime() -> String {
 
 /// Panic with a clear message unless the runtime and image are there: these tests must not skip.
 pub fn require_image() {
-    let out = Command::new(runtime()).args(["image", "exists", &image()]).status();
+    let out = Command::new(runtime())
+        .args(["image", "exists", &image()])
+        .status();
     match out {
         Ok(s) if s.success() => {}
-        Ok(_) => panic!("image {} is missing: run bin/test (it builds it) or `claw image build --tag {}`", image(), image()),
-        Err(e) => panic!("container runtime `{}` not runnable ({e}): run bin/setup-runtime", runtime()),
+        Ok(_) => panic!(
+            "image {} is missing: run bin/test (it builds it) or `claw image build --tag {}`",
+            image(),
+            image()
+        ),
+        Err(e) => panic!(
+            "container runtime `{}` not runnable ({e}): run bin/setup-runtime",
+            runtime()
+        ),
     }
 }
 
@@ -69,7 +78,9 @@ impl Env {
     /// A `claw` command for this home.
     pub fn claw(&self) -> assert_cmd::Command {
         let mut c = assert_cmd::Command::cargo_bin("claw").unwrap();
-        c.env("CLAW_HOME", &self.home).env("CLAW_MOUNT_ALLOWLIST", &self.allowlist).env_remove("CLAW_LOG");
+        c.env("CLAW_HOME", &self.home)
+            .env("CLAW_MOUNT_ALLOWLIST", &self.allowlist)
+            .env_remove("CLAW_LOG");
         c.timeout(std::time::Duration::from_secs(180));
         c
     }
@@ -77,7 +88,8 @@ impl Env {
     /// A std Command for `claw` (for background processes).
     pub fn claw_std(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_claw"));
-        c.env("CLAW_HOME", &self.home).env("CLAW_MOUNT_ALLOWLIST", &self.allowlist);
+        c.env("CLAW_HOME", &self.home)
+            .env("CLAW_MOUNT_ALLOWLIST", &self.allowlist);
         c
     }
 
@@ -130,12 +142,26 @@ base_url = "{ob}"
 
     /// Register a group.
     pub fn add_group(&self, folder: &str, chat: &str) {
-        self.claw().args(["group", "add", "--chat", chat, "--folder", folder, "--no-trigger"]).assert().success();
+        self.claw()
+            .args([
+                "group",
+                "add",
+                "--chat",
+                chat,
+                "--folder",
+                folder,
+                "--no-trigger",
+            ])
+            .assert()
+            .success();
     }
 
     /// Store one message for a chat.
     pub fn say(&self, chat: &str, text: &str) {
-        self.claw().args(["ingest", "--chat", chat, "--text", text]).assert().success();
+        self.claw()
+            .args(["ingest", "--chat", chat, "--text", text])
+            .assert()
+            .success();
     }
 
     /// The group's workspace on the host.
@@ -162,15 +188,25 @@ base_url = "{ob}"
     /// Texts in the outbox for a chat, oldest first.
     pub fn outbox(&self, chat: &str) -> Vec<String> {
         let db = self.db();
-        let mut st = db.prepare("SELECT text FROM outbox WHERE chat_id = ?1 ORDER BY id").unwrap();
-        st.query_map([chat], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
+        let mut st = db
+            .prepare("SELECT text FROM outbox WHERE chat_id = ?1 ORDER BY id")
+            .unwrap();
+        st.query_map([chat], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
     }
 
     /// Audit kinds and details for a group.
     pub fn audit(&self, kind: &str) -> Vec<serde_json::Value> {
         let db = self.db();
-        let mut st = db.prepare("SELECT detail FROM audit WHERE kind = ?1 ORDER BY id").unwrap();
-        st.query_map([kind], |r| r.get::<_, String>(0)).unwrap().map(|r| serde_json::from_str(&r.unwrap()).unwrap()).collect()
+        let mut st = db
+            .prepare("SELECT detail FROM audit WHERE kind = ?1 ORDER BY id")
+            .unwrap();
+        st.query_map([kind], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|r| serde_json::from_str(&r.unwrap()).unwrap())
+            .collect()
     }
 
     /// Status, cursor and error of the newest run of a group.
@@ -186,7 +222,11 @@ base_url = "{ob}"
 
     /// The group's cursor.
     pub fn cursor(&self, folder: &str) -> i64 {
-        self.db().query_row("SELECT seq FROM cursors WHERE folder = ?1", [folder], |r| r.get(0)).unwrap_or(0)
+        self.db()
+            .query_row("SELECT seq FROM cursors WHERE folder = ?1", [folder], |r| {
+                r.get(0)
+            })
+            .unwrap_or(0)
     }
 
     /// All text under the home's logs folder.
@@ -212,8 +252,15 @@ fn collect(dir: &Path, out: &mut String) {
 
 /// Names of running containers whose name starts with `claw-`.
 pub fn claw_containers() -> Vec<String> {
-    let out = Command::new(runtime()).args(["ps", "--format", "{{.Names}}"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("claw-")).map(String::from).collect()
+    let out = Command::new(runtime())
+        .args(["ps", "--format", "{{.Names}}"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("claw-"))
+        .map(String::from)
+        .collect()
 }
 
 /// The probe preamble: read the start line, define `report KEY VALUE` collecting JSON, and
@@ -232,6 +279,13 @@ finish() {
 /// Parse the single JSON report a probe sent as its result.
 pub fn probe_report(env: &Env, chat: &str) -> serde_json::Value {
     let texts = env.outbox(chat);
-    let last = texts.last().unwrap_or_else(|| panic!("probe sent no result; logs:\n{}", env.all_logs()));
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("probe result is not JSON ({e}): {last}\nlogs:\n{}", env.all_logs()))
+    let last = texts
+        .last()
+        .unwrap_or_else(|| panic!("probe sent no result; logs:\n{}", env.all_logs()));
+    serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!(
+            "probe result is not JSON ({e}): {last}\nlogs:\n{}",
+            env.all_logs()
+        )
+    })
 }

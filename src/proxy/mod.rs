@@ -1,0 +1,350 @@
+//! The host-side proxy `claw run-group` serves to one container on a Unix socket (mounted at
+//! `/run/claw/proxy.sock`): LLM routes that add the API key, allowlisted egress, a health probe.
+//!
+//! This is the only code that sees API keys. It never logs a header, and never puts a header
+//! value or a key into an answer, an event or an error. It does not touch SQLite: each request
+//! yields exactly one [`ProxyEvent`] on a channel and run-group writes the audit rows.
+//!
+//! Shape: one thread accepts; one thread per connection serves a single request and closes
+//! (`Connection: close`), which keeps the state machine trivial and costs little on a Unix socket.
+
+mod allowlist;
+mod egress;
+mod http;
+mod llm;
+
+pub use allowlist::validate_pattern;
+pub use llm::Provider;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::Shutdown;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// One LLM upstream: where requests go and the key added on the way out.
+#[derive(Clone)]
+pub struct Upstream {
+    /// Base URL, e.g. `https://api.anthropic.com` or `https://openrouter.ai/api`.
+    pub base_url: String,
+    /// The key from `secrets.env`; `None` makes the route answer 401 naming the secret.
+    pub api_key: Option<String>,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Everything one proxy instance needs; built by run-group from config and secrets.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Where to create the socket (a per-run directory); an existing socket there is replaced.
+    pub socket_path: PathBuf,
+    pub anthropic: Upstream,
+    pub openai: Upstream,
+    /// The group's egress patterns (see [`validate_pattern`]); empty means no egress.
+    pub egress_allow: Vec<String>,
+    /// The group folder, only to make refusal messages name the exact command to run.
+    pub folder: Option<String>,
+}
+
+/// What happened to one request, for the audit table. Never contains a header value or key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyEvent {
+    /// A request on an LLM route. `path` is the upstream path without the query string;
+    /// `status` is the upstream's, or the proxy's own when it answered (401 no key, 502 down).
+    Llm {
+        provider: String,
+        method: String,
+        path: String,
+        status: u16,
+        bytes_up: u64,
+        bytes_down: u64,
+    },
+    /// A CONNECT tunnel or plain-HTTP proxy request.
+    Egress {
+        host: String,
+        port: u16,
+        allowed: bool,
+        reason: String,
+        bytes_up: u64,
+        bytes_down: u64,
+    },
+    /// A request the proxy answered itself: `/health`, unknown routes, malformed requests.
+    Local {
+        method: String,
+        path: String,
+        status: u16,
+    },
+}
+
+/// State shared by all connection threads of one proxy.
+struct Shared {
+    anthropic: Upstream,
+    openai: Upstream,
+    egress_allow: Vec<String>,
+    folder: Option<String>,
+    agent: ureq::Agent,
+    events: Mutex<Sender<ProxyEvent>>,
+    /// Live client connections, so shutdown can cut them rather than wait for them.
+    conns: Mutex<HashMap<u64, UnixStream>>,
+    next_id: AtomicU64,
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    fn emit(&self, event: ProxyEvent) {
+        if let Ok(tx) = self.events.lock() {
+            // A dropped receiver means run-group is gone; there is nobody left to tell.
+            let _ = tx.send(event);
+        }
+    }
+}
+
+/// A running proxy. Dropping it shuts it down.
+pub struct Proxy {
+    socket_path: PathBuf,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+/// The HTTP client for upstream calls: statuses pass through, redirects are the client's
+/// business, and long non-streamed completions are allowed time to arrive.
+fn upstream_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent("")
+        .accept("")
+        .timeout_connect(Some(Duration::from_secs(15)))
+        .timeout_recv_response(Some(Duration::from_secs(600)))
+        .timeout_per_read(Some(Duration::from_secs(600)))
+        .build()
+        .into()
+}
+
+impl Proxy {
+    /// Binds the socket (mode 0666 so the container's user can connect; the per-run directory
+    /// guards it), starts accepting, and reports one event per request on `events`.
+    pub fn start(cfg: ProxyConfig, events: Sender<ProxyEvent>) -> io::Result<Proxy> {
+        remove_stale_socket(&cfg.socket_path)?;
+        let listener = UnixListener::bind(&cfg.socket_path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "could not create proxy socket {}: {e}",
+                    cfg.socket_path.display()
+                ),
+            )
+        })?;
+        std::fs::set_permissions(&cfg.socket_path, std::fs::Permissions::from_mode(0o666))?;
+        let shared = Arc::new(Shared {
+            anthropic: cfg.anthropic,
+            openai: cfg.openai,
+            egress_allow: cfg.egress_allow,
+            folder: cfg.folder,
+            agent: upstream_agent(),
+            events: Mutex::new(events),
+            conns: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+        });
+        let acceptor = {
+            let shared = Arc::clone(&shared);
+            thread::Builder::new()
+                .name("claw-proxy-accept".into())
+                .spawn(move || accept_loop(listener, shared))?
+        };
+        Ok(Proxy {
+            socket_path: cfg.socket_path,
+            shared,
+            acceptor: Some(acceptor),
+        })
+    }
+
+    /// Path of the socket this proxy listens on.
+    pub fn socket_path(&self) -> &Path {
+        &self.socket_path
+    }
+
+    /// Stops accepting, cuts live connections and removes the socket file. Idempotent.
+    pub fn shutdown(&mut self) {
+        let Some(acceptor) = self.acceptor.take() else {
+            return;
+        };
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        // accept() has no portable cancellation; a connection of our own wakes it.
+        let woke = UnixStream::connect(&self.socket_path).is_ok();
+        if woke {
+            let _ = acceptor.join();
+        }
+        if let Ok(conns) = self.shared.conns.lock() {
+            for c in conns.values() {
+                let _ = c.shutdown(Shutdown::Both);
+            }
+        }
+        let _ = std::fs::remove_file(&self.socket_path);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Removes a leftover socket from a crashed run; refuses to delete anything that is not one.
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; remove it or choose another run directory",
+                path.display()
+            ),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
+    for conn in listener.incoming() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(conn) = conn else {
+            // Transient (e.g. out of file descriptors): back off rather than spin.
+            thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        if let (Ok(clone), Ok(mut conns)) = (conn.try_clone(), shared.conns.lock()) {
+            conns.insert(id, clone);
+        }
+        let worker = Arc::clone(&shared);
+        let spawned = thread::Builder::new()
+            .name("claw-proxy-conn".into())
+            .spawn(move || {
+                serve(conn, &worker);
+                if let Ok(mut conns) = worker.conns.lock() {
+                    conns.remove(&id);
+                }
+            });
+        if spawned.is_err()
+            && let Ok(mut conns) = shared.conns.lock()
+        {
+            conns.remove(&id);
+        }
+    }
+}
+
+/// Reads one request head, routes it, and emits exactly one event for it.
+fn serve(mut conn: UnixStream, shared: &Shared) {
+    let _ = conn.set_read_timeout(Some(http::HEAD_TIMEOUT));
+    let (head, leftover) = match http::read_head(&mut conn) {
+        Ok(Some(h)) => h,
+        // Closed without a request (probes, the shutdown wake-up): nothing to record.
+        Ok(None) => return,
+        Err(rej) => {
+            let _ = http::write_simple(&mut conn, rej.status, &rej.message);
+            shared.emit(ProxyEvent::Local {
+                method: "-".into(),
+                path: "-".into(),
+                status: rej.status,
+            });
+            return;
+        }
+    };
+    let event = route(conn, &head, leftover, shared);
+    shared.emit(event);
+}
+
+fn route(
+    mut conn: UnixStream,
+    head: &http::Head,
+    leftover: Vec<u8>,
+    shared: &Shared,
+) -> ProxyEvent {
+    if head.method == "CONNECT" {
+        return egress::connect(conn, head, leftover, shared);
+    }
+    let target = head.target.as_str();
+    // `http://claw/...` is the proxy itself (what a tool behind the in-container relay sends);
+    // any other absolute URL is plain-HTTP egress.
+    let path = match strip_self_origin(target) {
+        Some(p) => p,
+        None if target.starts_with('/') => target,
+        None => return egress::forward_plain(conn, head, leftover, shared),
+    };
+    for provider in [Provider::Anthropic, Provider::OpenAi] {
+        let prefix = format!("/llm/{}", provider.name());
+        if let Some(rest) = path.strip_prefix(prefix.as_str())
+            && (rest.starts_with('/') || rest.starts_with('?') || rest.is_empty())
+        {
+            let upstream = match provider {
+                Provider::Anthropic => &shared.anthropic,
+                Provider::OpenAi => &shared.openai,
+            };
+            return llm::forward(
+                conn,
+                head,
+                leftover,
+                rest,
+                provider,
+                upstream,
+                &shared.agent,
+            );
+        }
+    }
+    let local = |status: u16| ProxyEvent::Local {
+        method: head.method.chars().take(16).collect(),
+        path: path
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect(),
+        status,
+    };
+    if path == "/health" && (head.method == "GET" || head.method == "HEAD") {
+        let _ = http::write_simple(&mut conn, 200, "ok");
+        return local(200);
+    }
+    let _ = http::write_simple(
+        &mut conn,
+        404,
+        "claw: no such route on the proxy; use /llm/anthropic/..., /llm/openai/..., /health, \
+         or CONNECT host:port for allowlisted egress",
+    );
+    local(404)
+}
+
+/// If `target` is an absolute URL naming the proxy itself (`http://claw[:80]/...`), its path.
+fn strip_self_origin(target: &str) -> Option<&str> {
+    let rest = target
+        .get(..7)
+        .filter(|s| s.eq_ignore_ascii_case("http://"))
+        .map(|_| &target[7..])?;
+    let cut = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = rest[..cut].to_ascii_lowercase();
+    if authority == "claw" || authority == "claw:80" {
+        let path = &rest[cut..];
+        return Some(if path.is_empty() { "/" } else { path });
+    }
+    None
+}
