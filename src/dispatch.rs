@@ -258,7 +258,7 @@ fn recover_dead_runs(home: &Home, store: &mut Store, config: &Config) -> Result<
 }
 
 /// Remove `claw-*` containers whose run is not running any more.
-fn remove_strays(_home: &Home, store: &Store, config: &Config, report: &mut Report) {
+fn remove_strays(home: &Home, store: &Store, config: &Config, report: &mut Report) {
     let kind = match crate::runtime::resolve_fast(&config.runtime.kind) {
         Ok(rt) => rt.kind,
         Err(e) => {
@@ -284,13 +284,16 @@ fn remove_strays(_home: &Home, store: &Store, config: &Config, report: &mut Repo
         }
     };
     for name in names {
-        let run_id = crate::runtime::parse_name(&name).and_then(|(_, id)| id.parse::<i64>().ok());
-        let live = match run_id {
-            Some(id) => runs::get(&store.conn, id).ok().flatten().is_some_and(|r| {
-                r.status == "running" && r.container.as_deref() == Some(name.as_str())
-            }),
-            None => false,
+        // Containers of other claw homes are none of our business.
+        let Some(run_id) = crate::run_group::run_id_of(home, &name) else {
+            continue;
         };
+        let live = runs::get(&store.conn, run_id)
+            .ok()
+            .flatten()
+            .is_some_and(|r| {
+                r.status == "running" && r.container.as_deref() == Some(name.as_str())
+            });
         if live {
             continue;
         }

@@ -96,6 +96,18 @@ impl Home {
         self.config().is_file() && self.db().is_file()
     }
 
+    /// Eight hex digits identifying this home (FNV-1a of its canonical path). Container names
+    /// carry it so two homes on one machine never touch each other's containers.
+    pub fn tag(&self) -> String {
+        let path = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        let mut h: u32 = 0x811c_9dc5;
+        for b in path.as_os_str().as_encoded_bytes() {
+            h ^= u32::from(*b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        format!("{h:08x}")
+    }
+
     pub fn path(&self) -> &Path {
         &self.root
     }

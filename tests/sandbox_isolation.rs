@@ -39,7 +39,7 @@ fn non_main_group_sees_only_its_own_folder() {
 M=MARK
 hits=$(grep -ral -e "$M-BETA" -e "$M-HOME" -e "$M-DB" -e "$M-KEY" -e "$M-ALLOW" / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev 2>/dev/null | grep -v '^/workspace/group/probe.sh$' | tr '\n' ' ')
 report hits "$hits"
-report env_hits "$( (env; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' '\n') | grep -c "$M-" )"
+report env_hits "$( (env; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' '\n') | grep -c "MAR[K]-" )"
 report workspace "$(ls /workspace | tr '\n' ' ')"
 if echo x > /workspace/global/probe-write 2>/dev/null; then report global_write yes; else report global_write no; fi
 report global_read "$(head -c 14 /workspace/global/AGENTS.md)"
@@ -147,7 +147,7 @@ fn api_key_reaches_upstream_but_never_the_container() {
 K=SECRET-z9x8
 report llm "$(curl -s -m 10 --unix-socket /run/claw/proxy.sock -X POST http://claw/llm/anthropic/v1/messages -H 'content-type: application/json' -d '{"model":"m"}')"
 report fs_hits "$(grep -ral "$K" / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev 2>/dev/null | grep -v '^/workspace/group/probe.sh$' | wc -l)"
-report proc_hits "$( (env; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline /proc/[0-9]*/maps 2>/dev/null | tr '\0' '\n') | grep -c "$K")"
+report proc_hits "$( (env; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline /proc/[0-9]*/maps 2>/dev/null | tr '\0' '\n') | grep -c "SECRET-z9x[8]")"
 "#,
     );
     assert_eq!(r["llm"], "{\"upstream\":\"reached\"}", "{r}");
@@ -166,7 +166,9 @@ report proc_hits "$( (env; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline /proc/[
         })
         .unwrap();
     assert!(!audit.contains(key), "key in the audit table");
-    assert!(audit.contains("llm"), "LLM request not audited: {audit}");
+    let llm = env.audit("llm.request");
+    assert_eq!(llm.len(), 1, "LLM request not audited once: {audit}");
+    assert_eq!(llm[0]["status"], 200);
 }
 
 /// An echo server on loopback; returns its port.

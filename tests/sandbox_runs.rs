@@ -4,7 +4,7 @@
 #[path = "support/e2e.rs"]
 mod e2e;
 
-use e2e::{Env, PROBE_HEAD, claw_containers};
+use e2e::{Env, PROBE_HEAD};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -27,9 +27,7 @@ fn run_is_killed_at_the_timeout_and_marked_failed() {
     assert_eq!(status, "failed");
     assert!(error.unwrap_or_default().contains("timed out"));
     assert!(
-        !claw_containers()
-            .iter()
-            .any(|c| c.starts_with("claw-main-")),
+        !env.containers().iter().any(|c| c.starts_with("claw-main-")),
         "container survived the timeout"
     );
 }
@@ -118,7 +116,7 @@ fn parallel_dispatches_respect_group_locks_and_max_concurrent() {
         let b = env.claw_std().arg("dispatch").output().unwrap();
         assert!(a.status.success() && b.status.success(), "{a:?} {b:?}");
         for _ in 0..5 {
-            max_seen = max_seen.max(claw_containers().len());
+            max_seen = max_seen.max(env.containers().len());
             std::thread::sleep(Duration::from_millis(100));
         }
         let done: i64 = env
@@ -172,7 +170,7 @@ fn two_dispatches_at_once_start_one_container_per_group() {
     assert!(a.status.success() && b.status.success());
     let deadline = Instant::now() + Duration::from_secs(60);
     while env.outbox("cli:local").is_empty() {
-        assert!(claw_containers().len() <= 1);
+        assert!(env.containers().len() <= 1);
         assert!(
             Instant::now() < deadline,
             "no result; logs:\n{}",
@@ -200,10 +198,7 @@ fn kill_of_run_group_frees_its_lock_and_the_next_dispatch_recovers() {
     env.say("cli:local", "go");
     let mut rg = env.claw_std().args(["run-group", "main"]).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !claw_containers()
-        .iter()
-        .any(|c| c.starts_with("claw-main-"))
-    {
+    while !env.containers().iter().any(|c| c.starts_with("claw-main-")) {
         assert!(
             Instant::now() < deadline,
             "container never started; logs:\n{}",
@@ -222,9 +217,7 @@ fn kill_of_run_group_frees_its_lock_and_the_next_dispatch_recovers() {
         "{report}"
     );
     assert!(
-        !claw_containers()
-            .iter()
-            .any(|c| c.starts_with("claw-main-")),
+        !env.containers().iter().any(|c| c.starts_with("claw-main-")),
         "orphaned container left: {report}"
     );
     let (status, _, retry_at, _) = env.last_run("main");

@@ -7,6 +7,7 @@
 
 mod hooks;
 pub mod log;
+pub use sandbox::run_id_of;
 pub mod rules;
 mod sandbox;
 mod session;
@@ -92,7 +93,7 @@ pub fn run_group(
             ),
         ));
     };
-    let Some(work) = claim_work(&mut store, config, group, opts)? else {
+    let Some(work) = claim_work(home, &mut store, config, group, opts)? else {
         return Ok(Outcome {
             run_id: opts.run_id,
             status: "idle".into(),
@@ -136,6 +137,7 @@ fn take_slot(home: &Home, max: usize) -> Result<Option<crate::lock::Held>> {
 
 /// Decide what this run does and mark its row running, in one IMMEDIATE transaction.
 fn claim_work(
+    home: &Home,
     store: &mut Store,
     config: &Config,
     group: Group,
@@ -225,7 +227,7 @@ fn claim_work(
             runs::set_seq_range(&tx, work.run.id, first.seq, last.seq)?;
         }
     }
-    let name = sandbox::container_name(&work.group.folder, work.run.id);
+    let name = sandbox::container_name(home, &work.group.folder, work.run.id);
     runs::mark_running(&tx, work.run.id, std::process::id(), &name)?;
     tx.commit()?;
     Ok(Some(work))

@@ -29,11 +29,22 @@ pub struct Sandbox {
     run_dir: PathBuf,
 }
 
-/// `claw-FOLDER-<run id>`, so strays can be found and matched to their run.
-pub fn container_name(folder: &str, run_id: i64) -> String {
+/// `claw-FOLDER-<run id>x<home tag>`, so strays can be found and matched to their run, and two
+/// claw homes on one machine never share (or remove) each other's containers.
+pub fn container_name(home: &Home, folder: &str, run_id: i64) -> String {
     // Folders are validated on registration, so this cannot fail for a stored group.
-    runtime::container_name(folder, &run_id.to_string())
+    runtime::container_name(folder, &format!("{run_id}x{}", home.tag()))
         .unwrap_or_else(|_| format!("claw-invalid-{run_id}"))
+}
+
+/// The run id of a container of this home, or None if the name belongs to another home.
+pub fn run_id_of(home: &Home, name: &str) -> Option<i64> {
+    let (_, id) = runtime::parse_name(name)?;
+    let (run, tag) = id.split_once('x')?;
+    if tag != home.tag() {
+        return None;
+    }
+    run.parse().ok()
 }
 
 /// The model settings for a group: its overrides, else the global default.
@@ -171,7 +182,7 @@ pub fn prepare(
     )
     .context("cannot start the proxy")?;
 
-    let name = container_name(&g.folder, work.run.id);
+    let name = container_name(home, &g.folder, work.run.id);
     let spec = ContainerSpec {
         name: name.clone(),
         image: config.runtime.image.clone(),

@@ -110,7 +110,7 @@ extra_args = {args}
 [limits]
 idle_secs = 1
 timeout_secs = {to}
-retry_base_secs = 2
+retry_base_secs = 60
 max_attempts = 3
 pids = 64
 memory = "256m"
@@ -250,17 +250,20 @@ fn collect(dir: &Path, out: &mut String) {
     }
 }
 
-/// Names of running containers whose name starts with `claw-`.
-pub fn claw_containers() -> Vec<String> {
-    let out = Command::new(runtime())
-        .args(["ps", "--format", "{{.Names}}"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("claw-"))
-        .map(String::from)
-        .collect()
+impl Env {
+    /// Names of this home's running containers (tests run in parallel; other homes are ignored).
+    pub fn containers(&self) -> Vec<String> {
+        let tag = format!("x{}", claw::paths::Home::new(&self.home).tag());
+        let out = Command::new(runtime())
+            .args(["ps", "--format", "{{.Names}}"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("claw-") && l.ends_with(&tag))
+            .map(String::from)
+            .collect()
+    }
 }
 
 /// The probe preamble: read the start line, define `report KEY VALUE` collecting JSON, and
