@@ -216,6 +216,7 @@ pub fn execute(
     }
     drop(stdin);
     let status = wait_with_timeout(&mut child, Duration::from_secs(15), &sb, log);
+    let runtime_ms = spawned.elapsed().as_millis();
     // Drain what is left (late proxy events, final lines).
     while let Ok(ev) = rx.try_recv() {
         match ev {
@@ -234,8 +235,8 @@ pub fn execute(
     }
     st.ended.exit_code = status;
     log.line(format!(
-        "container exited with {status:?} after {:.1}s",
-        spawned.elapsed().as_secs_f64()
+        "container exited with {status:?}; runtime process ran {} ms",
+        runtime_ms
     ));
     st.ended.clean = status == Some(0) && !timed_out && !st.fatal;
     if !st.ended.clean && st.ended.error.is_none() {
@@ -440,7 +441,7 @@ fn wait_with_timeout(
                 let _ = child.kill();
                 return child.wait().ok().and_then(|s| s.code());
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
             Err(_) => return None,
         }
     }
