@@ -47,7 +47,11 @@ pub struct AgentLimits {
 
 impl Default for AgentLimits {
     fn default() -> Self {
-        AgentLimits { max_steps: 40, bash_timeout_secs: 120, tool_output_cap: 30_000 }
+        AgentLimits {
+            max_steps: 40,
+            bash_timeout_secs: 120,
+            tool_output_cap: 30_000,
+        }
     }
 }
 
@@ -185,9 +189,15 @@ pub enum IpcRequest {
         #[serde(default)]
         timezone: Option<String>,
     },
-    PauseTask { task_id: i64 },
-    ResumeTask { task_id: i64 },
-    CancelTask { task_id: i64 },
+    PauseTask {
+        task_id: i64,
+    },
+    ResumeTask {
+        task_id: i64,
+    },
+    CancelTask {
+        task_id: i64,
+    },
     /// Main only: register a known chat as a group.
     RegisterGroup {
         chat: String,
@@ -221,16 +231,29 @@ mod tests {
     fn host_lines_round_trip_with_type_tags() {
         let line = HostLine::Message { text: "hi".into() }.to_line();
         assert_eq!(line, "{\"type\":\"message\",\"text\":\"hi\"}\n");
-        assert_eq!(serde_json::from_str::<HostLine>(&line).unwrap(), HostLine::Message { text: "hi".into() });
-        assert_eq!(serde_json::from_str::<HostLine>("{\"type\":\"close\"}").unwrap(), HostLine::Close);
+        assert_eq!(
+            serde_json::from_str::<HostLine>(&line).unwrap(),
+            HostLine::Message { text: "hi".into() }
+        );
+        assert_eq!(
+            serde_json::from_str::<HostLine>("{\"type\":\"close\"}").unwrap(),
+            HostLine::Close
+        );
     }
 
     #[test]
     fn agent_lines_parse_with_defaults() {
         let l: AgentLine = serde_json::from_str("{\"type\":\"idle\"}").unwrap();
         assert_eq!(l, AgentLine::Idle { usage: None });
-        let l: AgentLine = serde_json::from_str("{\"type\":\"progress\",\"tool\":\"bash\"}").unwrap();
-        assert_eq!(l, AgentLine::Progress { tool: "bash".into(), detail: String::new() });
+        let l: AgentLine =
+            serde_json::from_str("{\"type\":\"progress\",\"tool\":\"bash\"}").unwrap();
+        assert_eq!(
+            l,
+            AgentLine::Progress {
+                tool: "bash".into(),
+                detail: String::new()
+            }
+        );
         assert!(serde_json::from_str::<AgentLine>("{\"type\":\"shout\"}").is_err());
     }
 }
