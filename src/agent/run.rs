@@ -74,7 +74,8 @@ pub fn main() -> i32 {
     let paths = Paths::from_env();
     let rx = read_stdin();
     let start: Start = match rx.recv() {
-        Ok(Input::Line(HostLine::Start(s))) => s,
+        // Written to work whether the protocol boxes `Start` or not.
+        Ok(Input::Line(HostLine::Start(s))) => Start::clone(&s),
         Ok(Input::Bad(e)) => return fatal(format!("the first line must be a start line: {e}")),
         Ok(Input::Line(_)) => return fatal("the first line must be a start line".into()),
         Ok(Input::Eof) | Err(_) => return fatal("stdin closed before the start line".into()),
