@@ -60,7 +60,7 @@ impl Default for AgentLimits {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum HostLine {
     /// First line of every run.
-    Start(Start),
+    Start(Box<Start>),
     /// A follow-up prompt (new chat messages) for the running conversation.
     Message { text: String },
     /// Finish the current turn, then exit.
