@@ -567,3 +567,72 @@ fn file_tools_write_edit_read_glob_and_grep() {
     assert_eq!(result(5), "docs/a.md");
     assert!(result(6).contains("a.md:2:beta gamma"), "{}", result(6));
 }
+
+#[test]
+fn egress_goes_through_the_proxy_and_bash_is_bounded_in_time() {
+    let sb = Sandbox::new();
+    sb.llm.push(Reply::tool(
+        "web_fetch",
+        json!({"url": "http://example.invalid/page"}),
+    ));
+    sb.llm.push(Reply::tool(
+        "bash",
+        json!({"command": "echo \"proxy=$HTTPS_PROXY\""}),
+    ));
+    sb.llm.push(Reply::tool(
+        "bash",
+        json!({"command": "sleep 20", "timeout_secs": 1}),
+    ));
+    sb.llm.push(Reply::text("ok"));
+    let t0 = std::time::Instant::now();
+    let out = sb.run(start("anthropic", "fetch"));
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "the timeout killed the sleep"
+    );
+    let reqs = sb.llm.requests();
+    // The fake server stands in for the proxy: it sees the CONNECT and refuses it.
+    let connect = reqs
+        .iter()
+        .find(|r| r.path == "example.invalid:80")
+        .expect("CONNECT via the proxy socket");
+    assert_eq!(connect.status, 404);
+    let result = |i: usize| {
+        let r = reqs
+            .iter()
+            .filter(|r| r.path.starts_with("/llm/"))
+            .nth(i)
+            .unwrap();
+        let msgs = r.body["messages"].as_array().unwrap();
+        msgs.last().unwrap()["content"][0]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(result(1).contains("allowlist"), "{}", result(1));
+    assert!(
+        result(2).contains("proxy=http://127.0.0.1:"),
+        "{}",
+        result(2)
+    );
+    assert!(result(3).contains("timed out after 1 s"), "{}", result(3));
+}
+
+#[test]
+fn the_step_limit_ends_a_runaway_turn() {
+    let sb = Sandbox::new();
+    for _ in 0..5 {
+        sb.llm.push(Reply::tool("list_tasks", json!({})));
+    }
+    let mut s = start("openai", "loop");
+    s.limits.max_steps = 3;
+    let out = sb.run(s);
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    assert_eq!(sb.llm.requests().len(), 3);
+    assert!(
+        out.results()[0].contains("stopped after 3 steps"),
+        "{:?}",
+        out.results()
+    );
+}

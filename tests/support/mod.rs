@@ -150,8 +150,6 @@ pub struct Outcome {
     pub lines: Vec<AgentLine>,
     pub code: i32,
     pub stderr: String,
-    /// Peak resident set size of the agent process, in KiB (from wait4).
-    pub max_rss_kb: i64,
 }
 
 impl Outcome {
@@ -211,42 +209,50 @@ impl Agent {
             }
         }
     }
+    /// Peak resident set size so far (VmHWM), in KiB. Read it while the agent is idle: after exit
+    /// the kernel's figure includes the test process's memory at exec time.
+    pub fn peak_rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .unwrap_or("VmHWM: 0 kB");
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
     /// Wait for exit and collect the remaining lines.
-    pub fn finish(mut self) -> Outcome {
-        self.stdin = None;
-        let pid = self.child.id() as libc::pid_t;
+    pub fn finish(self) -> Outcome {
+        let Agent {
+            mut child,
+            stdin,
+            lines,
+            stderr,
+        } = self;
+        drop(stdin);
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut status = 0;
-            // SAFETY: plain wait4 on our own child; the structs are owned locals.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-            assert_eq!(r, pid, "wait4 failed");
-            let code = if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else {
-                -1
-            };
-            let _ = tx.send((code, usage.ru_maxrss));
+            let code = child.wait().map(|s| s.code().unwrap_or(-1)).unwrap_or(-1);
+            let _ = tx.send(code);
         });
-        let (code, max_rss_kb) = rx.recv_timeout(WAIT).unwrap_or_else(|_| {
+        let code = rx.recv_timeout(WAIT).unwrap_or_else(|_| {
             panic!(
                 "claw-agent did not exit; stderr:\n{}",
-                self.stderr.lock().unwrap()
+                stderr.lock().unwrap()
             )
         });
-        // The stdout reader drains after exit; give it a moment to hand over the last lines.
-        let mut lines = Vec::new();
-        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            lines.push(l);
+        // The stdout reader ends at EOF after exit; the timeout only guards a stuck reader.
+        let mut rest = Vec::new();
+        while let Ok(l) = lines.recv_timeout(Duration::from_secs(2)) {
+            rest.push(l);
         }
-        std::mem::forget(self.child); // already reaped by wait4
-        let stderr = self.stderr.lock().unwrap().clone();
+        let stderr = stderr.lock().unwrap().clone();
         Outcome {
-            lines,
+            lines: rest,
             code,
             stderr,
-            max_rss_kb,
         }
     }
 }
