@@ -636,3 +636,16 @@ fn the_step_limit_ends_a_runaway_turn() {
         out.results()
     );
 }
+
+#[test]
+fn a_missing_proxy_socket_is_fatal_at_once() {
+    let sb = Sandbox::new();
+    std::fs::remove_file(sb.dir.path().join("proxy.sock")).unwrap();
+    let out = sb.run(start("anthropic", "hi"));
+    assert_eq!(out.code, 1);
+    assert!(
+        matches!(out.lines.last(), Some(AgentLine::Error { message, fatal: true }) if message.contains("proxy socket")),
+        "{:?}",
+        out.lines
+    );
+}

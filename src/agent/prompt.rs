@@ -33,6 +33,17 @@ pub fn system(paths: &Paths, start: &Start) -> String {
         },
         group = paths.group().display(),
     );
+    p.push_str(&format!(
+        "This chat's id is `{}` (channel {}).\n",
+        start.chat_id, start.channel
+    ));
+    if start.is_main {
+        let chats = paths.ipc().join(crate::protocol::IPC_CHATS_SNAPSHOT);
+        p.push_str(&format!(
+            "As the main group you may manage other groups: known chats are listed in {} (read_file; refresh_groups updates it).\n",
+            chats.display()
+        ));
+    }
     if start.is_task {
         p.push_str("\nThis run was started by a scheduled task, not by a person. Answer only if there is something worth sending.\n");
     }

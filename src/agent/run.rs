@@ -84,6 +84,19 @@ pub fn main() -> i32 {
         Ok(p) => p,
         Err(e) => return fatal(format!("cannot open the loopback relay to the proxy: {e}")),
     };
+    // Fail fast and clearly when the host did not mount its proxy, rather than retrying for a minute.
+    // (A metadata check, not a test connection, so the proxy never sees an empty request.)
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(&paths.proxy_socket) {
+        Ok(m) if m.file_type().is_socket() => {}
+        other => {
+            let why = other.map_or_else(|e| e.to_string(), |_| "not a socket".into());
+            return fatal(format!(
+                "cannot use the host's proxy socket at {}: {why} (run-group mounts it under /run/claw; set CLAW_PROXY_SOCKET when testing)",
+                paths.proxy_socket.display()
+            ));
+        }
+    }
     let proxy_url = format!("http://127.0.0.1:{port}");
     let mut session = Session::open(&paths.state_dir, start.session_id.as_deref());
     emit(&AgentLine::Session {
