@@ -296,6 +296,26 @@ fn register_group_is_refused_outside_main() {
         !sb.ipc().join("tasks").exists(),
         "no request file may be written"
     );
+
+    // The same call from main becomes a request (the host re-checks it in ipc-apply).
+    sb.llm.push(Reply::tool(
+        "register_group",
+        json!({"chat": "tg:-5", "folder": "other"}),
+    ));
+    sb.llm.push(Reply::text("queued"));
+    let mut s = start("anthropic", "register that chat");
+    s.is_main = true;
+    assert_eq!(sb.run(s).code, 0);
+    let files: Vec<_> = std::fs::read_dir(sb.ipc().join("tasks"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(files.len(), 1);
+    let req: IpcRequest = serde_json::from_slice(&std::fs::read(files[0].path()).unwrap()).unwrap();
+    assert!(
+        matches!(req, IpcRequest::RegisterGroup { ref folder, .. } if folder == "other"),
+        "{req:?}"
+    );
 }
 
 #[test]

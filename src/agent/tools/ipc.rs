@@ -21,10 +21,10 @@ pub fn run(ctx: &Ctx, name: &str, input: &Value) -> Output {
     if name == "list_tasks" {
         return list_tasks(ctx);
     }
-    if name == "register_group" && !ctx.start.is_main {
-        return Output::err(
-            "register_group is only available to the main group; ask the owner in the main chat",
-        );
+    if (name == "register_group" || name == "refresh_groups") && !ctx.start.is_main {
+        return Output::err(format!(
+            "{name} is only available to the main group; ask the owner in the main chat"
+        ));
     }
     // The tool name is the request type; serde checks fields and rejects unknown ones.
     let mut obj = match input {

@@ -138,6 +138,11 @@ pub fn all_specs() -> Vec<ToolSpec> {
             json!({"type":"object","properties":{"chat":{"type":"string"},"folder":{"type":"string"},"name":{"type":"string"},"trigger":{"type":"string"},"requires_trigger":{"type":"boolean"}},"required":["chat","folder"]}),
         ),
         s(
+            "refresh_groups",
+            "Main group only: ask the host to rewrite /workspace/ipc/available_chats.json (the chats you can register).",
+            json!({"type":"object","properties":{}}),
+        ),
+        s(
             "delegate",
             "Run several sub-agents in parallel, each with its own role and prompt (and optionally a narrower list of tool names); returns all their answers.",
             json!({"type":"object","properties":{"tasks":{"type":"array","items":{"type":"object","properties":{"role":{"type":"string"},"prompt":{"type":"string"},"tools":{"type":"array","items":{"type":"string"}}},"required":["role","prompt"]}}},"required":["tasks"]}),
