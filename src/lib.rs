@@ -3,6 +3,7 @@
 //! Data flows one way: ingest → store → dispatch → run_group → ipc → outbox → deliver.
 //! Each module owns one concern; `main.rs` only parses arguments and calls into `cli`.
 
+pub mod agent;
 pub mod channels;
 pub mod cli;
 pub mod config;

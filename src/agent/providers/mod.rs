@@ -1,0 +1,131 @@
+//! Model providers: one request/reply exchange with Anthropic Messages or an OpenAI-compatible
+//! chat-completions endpoint, with retries on overload.
+//!
+//! It owns wire-format conversion and retry policy; it never runs tools or touches the transcript file.
+
+pub mod anthropic;
+pub mod openai;
+
+use super::transcript::{Block, Message};
+use super::transport::{CallError, Http};
+use crate::protocol::{ModelSettings, Usage};
+use serde_json::Value;
+use std::time::Duration;
+
+/// A tool as offered to the model.
+#[derive(Debug, Clone)]
+pub struct ToolSpec {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// JSON Schema of the input object.
+    pub schema: Value,
+}
+
+/// Everything one model call needs.
+pub struct Request<'a> {
+    pub settings: &'a ModelSettings,
+    pub system: &'a str,
+    pub messages: &'a [Message],
+    pub tools: &'a [ToolSpec],
+}
+
+/// What the model answered.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reply {
+    /// Text and tool-use blocks, in order.
+    pub content: Vec<Block>,
+    pub usage: Usage,
+    /// Tool-use ids whose arguments were not valid JSON, with the parse error and the raw text.
+    pub bad_args: Vec<(String, String)>,
+}
+
+/// How many attempts a call gets before an overload becomes a failure.
+const MAX_ATTEMPTS: u32 = 6;
+
+/// Call the configured provider, retrying overloads and rate limits with backoff.
+pub fn complete(http: &Http, req: &Request) -> Result<Reply, CallError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = match req.settings.provider.as_str() {
+            "anthropic" => anthropic::call(http, req),
+            "openai" => openai::call(http, req),
+            other => {
+                return Err(CallError::Fatal(format!(
+                    "unknown model provider `{other}`: set provider to `anthropic` or `openai` in claw.toml"
+                )));
+            }
+        };
+        match result {
+            Err(CallError::Retry { message, after }) if attempt < MAX_ATTEMPTS => {
+                let wait = after.unwrap_or_else(|| backoff(attempt));
+                super::log(&format!(
+                    "{message}; retrying in {:.1}s (attempt {attempt} of {MAX_ATTEMPTS})",
+                    wait.as_secs_f64()
+                ));
+                std::thread::sleep(wait);
+            }
+            Err(CallError::Retry { message, .. }) => {
+                return Err(CallError::Failed(format!(
+                    "{message}; gave up after {MAX_ATTEMPTS} attempts"
+                )));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Exponential backoff from 1 s, capped at 30 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((1000u64 << attempt.saturating_sub(1).min(5)).min(30_000))
+}
+
+/// Parse accumulated tool-call arguments; on failure record the error and use an empty object.
+fn parse_args(id: &str, raw: &str, bad: &mut Vec<(String, String)>) -> Value {
+    if raw.trim().is_empty() {
+        return Value::Object(Default::default());
+    }
+    match serde_json::from_str::<Value>(raw) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(other) => {
+            bad.push((
+                id.to_string(),
+                format!("arguments must be a JSON object, got: {other}"),
+            ));
+            Value::Object(Default::default())
+        }
+        Err(e) => {
+            let shown: String = raw.chars().take(500).collect();
+            bad.push((
+                id.to_string(),
+                format!("arguments are not valid JSON ({e}): {shown}"),
+            ));
+            Value::Object(Default::default())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(20), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn bad_arguments_are_recorded_not_fatal() {
+        let mut bad = vec![];
+        assert_eq!(
+            parse_args("a", "{\"x\":1}", &mut bad),
+            serde_json::json!({"x":1})
+        );
+        assert_eq!(parse_args("b", "{\"x\":", &mut bad), serde_json::json!({}));
+        assert_eq!(parse_args("c", "[1]", &mut bad), serde_json::json!({}));
+        assert_eq!(bad.len(), 2);
+        assert_eq!(bad[0].0, "b");
+    }
+}

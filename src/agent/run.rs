@@ -1,0 +1,180 @@
+//! The protocol side: read `start`, `message` and `close` lines from stdin, run turns, and write
+//! `session`, `progress`, `result`, `idle` and `error` lines to stdout.
+//!
+//! It is the only writer of stdout (through [`emit`]); everything else logs to stderr.
+
+use super::Paths;
+use super::session::Session;
+use super::tools::{self, Ctx};
+use super::transcript::push_user_text;
+use super::transport::Http;
+use super::turn::{self, Runner};
+use crate::protocol::{AgentLine, HostLine, Start};
+use std::io::{BufRead, Write};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::{Mutex, OnceLock};
+
+/// Write one protocol line to stdout, whole, from any thread.
+pub fn emit(line: &AgentLine) {
+    static OUT: OnceLock<Mutex<()>> = OnceLock::new();
+    let _guard = OUT
+        .get_or_init(|| Mutex::new(()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line.to_line().as_bytes());
+    let _ = out.flush();
+}
+
+/// What the stdin thread hands over.
+enum Input {
+    Line(HostLine),
+    Bad(String),
+    Eof,
+}
+
+fn read_stdin() -> Receiver<Input> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let msg = match serde_json::from_str::<HostLine>(&line) {
+                    Ok(l) => Input::Line(l),
+                    Err(e) => Input::Bad(format!(
+                        "unreadable host line ({e}): {}",
+                        line.chars().take(200).collect::<String>()
+                    )),
+                };
+                if tx.send(msg).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Input::Eof);
+        })
+        .expect("spawning the stdin reader");
+    rx
+}
+
+fn fatal(message: String) -> i32 {
+    super::log(&message);
+    emit(&AgentLine::Error {
+        message,
+        fatal: true,
+    });
+    1
+}
+
+/// The whole life of claw-agent; returns the process exit code.
+pub fn main() -> i32 {
+    let paths = Paths::from_env();
+    let rx = read_stdin();
+    let start: Start = match rx.recv() {
+        // Written to work whether the protocol boxes `Start` or not.
+        Ok(Input::Line(HostLine::Start(s))) => Start::clone(&s),
+        Ok(Input::Bad(e)) => return fatal(format!("the first line must be a start line: {e}")),
+        Ok(Input::Line(_)) => return fatal("the first line must be a start line".into()),
+        Ok(Input::Eof) | Err(_) => return fatal("stdin closed before the start line".into()),
+    };
+    let port = match super::relay::start(&paths.proxy_socket) {
+        Ok(p) => p,
+        Err(e) => return fatal(format!("cannot open the loopback relay to the proxy: {e}")),
+    };
+    // Fail fast and clearly when the host did not mount its proxy, rather than retrying for a minute.
+    // (A metadata check, not a test connection, so the proxy never sees an empty request.)
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(&paths.proxy_socket) {
+        Ok(m) if m.file_type().is_socket() => {}
+        other => {
+            let why = other.map_or_else(|e| e.to_string(), |_| "not a socket".into());
+            return fatal(format!(
+                "cannot use the host's proxy socket at {}: {why} (run-group mounts it under /run/claw; set CLAW_PROXY_SOCKET when testing)",
+                paths.proxy_socket.display()
+            ));
+        }
+    }
+    let proxy_url = format!("http://127.0.0.1:{port}");
+    let mut session = Session::open(&paths.state_dir, start.session_id.as_deref());
+    emit(&AgentLine::Session {
+        id: session.id.clone(),
+    });
+    let system = super::prompt::system(&paths, &start);
+    let specs = tools::all_specs();
+    let ctx = Ctx {
+        http: Http::new(&proxy_url),
+        proxy_url,
+        paths,
+        usage: Mutex::new(Default::default()),
+        start,
+    };
+    let runner = Runner {
+        label: "",
+        system: &system,
+        tools: &specs,
+        compact: true,
+    };
+    let mut pending = vec![ctx.start.prompt.clone()];
+    let mut closing = false;
+    loop {
+        for text in pending.drain(..) {
+            push_user_text(&mut session.messages, &text);
+        }
+        let mut inbox = || {
+            let mut texts = Vec::new();
+            loop {
+                match rx.try_recv() {
+                    Ok(Input::Line(HostLine::Message { text })) => texts.push(text),
+                    Ok(Input::Line(HostLine::Close))
+                    | Ok(Input::Eof)
+                    | Err(TryRecvError::Disconnected) => {
+                        closing = true;
+                        break;
+                    }
+                    Ok(Input::Line(HostLine::Start(_))) => {
+                        super::log("ignoring a second start line")
+                    }
+                    Ok(Input::Bad(e)) => super::log(&e),
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+            texts
+        };
+        let result = turn::run(&ctx, &runner, &mut session, &mut inbox);
+        if let Err(e) = session.save(&ctx.paths.state_dir) {
+            super::log(&format!(
+                "cannot save the transcript in {}: {e}",
+                ctx.paths.state_dir.display()
+            ));
+        }
+        match result {
+            Ok(text) => {
+                if !text.trim().is_empty() {
+                    emit(&AgentLine::Result { text });
+                }
+                emit(&AgentLine::Idle {
+                    usage: Some(ctx.take_usage()),
+                });
+            }
+            Err(e) => return fatal(format!("the model call failed: {e}")),
+        }
+        if closing {
+            return 0;
+        }
+        // Idle: wait for the next message, then take any others that already arrived.
+        loop {
+            match rx.recv() {
+                Ok(Input::Line(HostLine::Message { text })) => {
+                    pending.push(text);
+                    break;
+                }
+                Ok(Input::Line(HostLine::Close)) | Ok(Input::Eof) | Err(_) => return 0,
+                Ok(Input::Line(HostLine::Start(_))) => super::log("ignoring a second start line"),
+                Ok(Input::Bad(e)) => super::log(&e),
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! `web_fetch`: GET a URL through the egress proxy (the host's allowlist decides).
+//!
+//! It never connects anywhere but the loopback relay.
+
+use super::{Ctx, Output, arg_str};
+use serde_json::Value;
+use std::io::Read;
+use std::time::Duration;
+
+/// Fetch `input.url` and return status and (roughly de-tagged) text.
+pub fn fetch(ctx: &Ctx, input: &Value) -> Output {
+    let url = match arg_str(input, "url") {
+        Ok(u) => u,
+        Err(e) => return e,
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Output::err(format!(
+            "web_fetch needs an http:// or https:// URL, got {url}"
+        ));
+    }
+    let proxy = match ureq::Proxy::new(&ctx.proxy_url) {
+        Ok(p) => p,
+        Err(e) => return Output::err(format!("egress proxy {} is unusable: {e}", ctx.proxy_url)),
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .proxy(Some(proxy))
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let resp = match agent.get(url).call() {
+        Ok(r) => r,
+        Err(e) => {
+            return Output::err(format!(
+                "fetching {url} failed: {e}. If the proxy refused it (403), the host is not on this group's egress allowlist; ask the owner to allow it."
+            ));
+        }
+    };
+    let status = resp.status().as_u16();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mut bytes = Vec::new();
+    let cap = ctx.start.limits.tool_output_cap as u64 * 4;
+    if let Err(e) = resp
+        .into_body()
+        .into_reader()
+        .take(cap)
+        .read_to_end(&mut bytes)
+    {
+        return Output::err(format!("reading {url} failed: {e}"));
+    }
+    let raw = String::from_utf8_lossy(&bytes);
+    let text = if ctype.contains("html") {
+        strip_html(&raw)
+    } else {
+        raw.into_owned()
+    };
+    let out = format!("HTTP {status} {ctype}\n\n{text}");
+    if (200..400).contains(&status) {
+        Output::ok(out)
+    } else {
+        Output::err(out)
+    }
+}
+
+/// Drop tags, scripts and styles and squeeze blank lines; good enough for reading.
+fn strip_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() / 2);
+    let lower = s.to_ascii_lowercase();
+    let mut i = 0;
+    while i < s.len() {
+        if lower[i..].starts_with("<script") || lower[i..].starts_with("<style") {
+            let close = if lower[i..].starts_with("<script") {
+                "</script>"
+            } else {
+                "</style>"
+            };
+            i = lower[i..]
+                .find(close)
+                .map_or(s.len(), |j| i + j + close.len());
+        } else if s.as_bytes()[i] == b'<' {
+            i = s[i..].find('>').map_or(s.len(), |j| i + j + 1);
+            out.push(' ');
+        } else {
+            let next = s[i..].find('<').map_or(s.len(), |j| i + j);
+            out.push_str(&s[i..next]);
+            i = next;
+        }
+    }
+    let mut squeezed = String::new();
+    for line in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        squeezed.push_str(line);
+        squeezed.push('\n');
+    }
+    squeezed
+        .replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&nbsp;", " ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn html_is_reduced_to_text() {
+        let t = super::strip_html(
+            "<html><style>x{}</style><p>Hello &amp;</p>\n\n<script>var a;</script><b>world</b></html>",
+        );
+        assert_eq!(t, "Hello &\nworld\n");
+    }
+}
