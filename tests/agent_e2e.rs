@@ -1,0 +1,87 @@
+//! End-to-end with the real agent: a message ingested for main goes through dispatch and
+//! run-group into a real container, whose claw-agent asks the fake model (through the real host
+//! proxy), runs a `bash` tool call, sends the result back, and replies into the outbox.
+
+#[path = "support/e2e.rs"]
+mod e2e;
+#[path = "support/fake_llm.rs"]
+mod fake_llm;
+
+use e2e::Env;
+use fake_llm::{FakeLlm, Reply};
+use serde_json::json;
+use std::time::Duration;
+
+fn env_with(llm: &FakeLlm, provider: &str) -> Env {
+    let mut env = Env::new();
+    env.anthropic_base = llm.url();
+    env.openai_base = llm.url();
+    env.extra_config = format!("[model]\nprovider = \"{provider}\"\nname = \"fake-model\"\n");
+    env.write_config();
+    env.set_secret("ANTHROPIC_API_KEY", "sk-ant-e2e-key");
+    env.set_secret("OPENAI_API_KEY", "sk-oai-e2e-key");
+    env
+}
+
+fn round_trip(provider: &str) {
+    let llm = FakeLlm::start();
+    let env = env_with(&llm, provider);
+    std::fs::write(env.group_dir("main").join("notes.txt"), "hello").unwrap();
+    llm.push(Reply::tool("bash", json!({"command": "ls /workspace/group"})));
+    llm.push(Reply::text("Your folder has notes.txt and AGENTS.md."));
+    env.say("cli:local", "what is in my folder?");
+    env.claw().args(["dispatch", "--wait"]).assert().success();
+    let reqs = llm.wait_for(2, Duration::from_secs(60));
+    assert_eq!(reqs.len(), 2, "logs:\n{}", env.all_logs());
+    // The key was added by the host proxy, and the container never had it.
+    let key = if provider == "anthropic" { "sk-ant-e2e-key" } else { "sk-oai-e2e-key" };
+    let auth = reqs[0].header("x-api-key").or(reqs[0].header("authorization")).unwrap_or("");
+    assert!(auth.contains(key), "key not added upstream: {auth}");
+    assert!(reqs[0].text().contains("what is in my folder?"));
+    // The tool ran inside the container and its output went back to the model.
+    assert!(reqs[1].text().contains("notes.txt"), "tool result missing: {}", reqs[1].text());
+    assert_eq!(env.outbox("cli:local"), vec!["Your folder has notes.txt and AGENTS.md.".to_string()]);
+    assert_eq!(env.last_run("main").0, "succeeded");
+    assert!(!env.all_logs().contains(key));
+}
+
+#[test]
+fn anthropic_round_trip_through_a_real_container() {
+    round_trip("anthropic");
+}
+
+#[test]
+fn openai_round_trip_through_a_real_container() {
+    round_trip("openai");
+}
+
+#[test]
+fn second_message_resumes_the_session() {
+    let llm = FakeLlm::start();
+    let env = env_with(&llm, "anthropic");
+    llm.push(Reply::text("Nice to meet you, Ana."));
+    env.say("cli:local", "my name is Ana");
+    env.claw().args(["dispatch", "--wait"]).assert().success();
+    llm.push(Reply::text("You are Ana."));
+    env.say("cli:local", "what is my name?");
+    env.claw().args(["dispatch", "--wait"]).assert().success();
+    let reqs = llm.wait_for(2, Duration::from_secs(60));
+    assert_eq!(reqs.len(), 2, "logs:\n{}", env.all_logs());
+    let second = reqs[1].text();
+    assert!(second.contains("my name is Ana") && second.contains("Nice to meet you, Ana."), "earlier turns missing: {second}");
+    assert_eq!(env.outbox("cli:local"), vec!["Nice to meet you, Ana.".to_string(), "You are Ana.".to_string()]);
+}
+
+#[test]
+fn upstream_401_fails_the_run_with_a_clear_error() {
+    let llm = FakeLlm::start();
+    let env = env_with(&llm, "anthropic");
+    llm.push(Reply::status(401));
+    env.say("cli:local", "hello");
+    env.claw().args(["run-group", "main"]).assert().code(1);
+    let (status, error, _, _) = env.last_run("main");
+    assert_eq!(status, "failed");
+    let error = error.unwrap_or_default().to_lowercase();
+    assert!(error.contains("401") || error.contains("auth"), "{error}");
+    assert!(env.outbox("cli:local").is_empty());
+}
