@@ -93,7 +93,11 @@ pub fn stage_context(agent_binary: &Path, context_src: &Path) -> Result<StagedCo
         .map_err(err(format!("cannot copy {}", agent_binary.display())))?;
     // Symbols are a tenth of a debug build's size and useless in the image. Best effort: a
     // missing `strip` (or one that cannot read a cross-built binary) leaves the copy as it was.
-    let _ = duct::cmd("strip", [&staged]).stdout_null().stderr_null().unchecked().run();
+    let _ = duct::cmd("strip", [&staged])
+        .stdout_null()
+        .stderr_null()
+        .unchecked()
+        .run();
     Ok(dir)
 }
 

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod channels;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod deliver;

@@ -27,20 +27,37 @@ fn round_trip(provider: &str) {
     let llm = FakeLlm::start();
     let env = env_with(&llm, provider);
     std::fs::write(env.group_dir("main").join("notes.txt"), "hello").unwrap();
-    llm.push(Reply::tool("bash", json!({"command": "ls /workspace/group"})));
+    llm.push(Reply::tool(
+        "bash",
+        json!({"command": "ls /workspace/group"}),
+    ));
     llm.push(Reply::text("Your folder has notes.txt and AGENTS.md."));
     env.say("cli:local", "what is in my folder?");
     env.claw().args(["dispatch", "--wait"]).assert().success();
     let reqs = llm.wait_for(2, Duration::from_secs(60));
     assert_eq!(reqs.len(), 2, "logs:\n{}", env.all_logs());
     // The key was added by the host proxy, and the container never had it.
-    let key = if provider == "anthropic" { "sk-ant-e2e-key" } else { "sk-oai-e2e-key" };
-    let auth = reqs[0].header("x-api-key").or(reqs[0].header("authorization")).unwrap_or("");
+    let key = if provider == "anthropic" {
+        "sk-ant-e2e-key"
+    } else {
+        "sk-oai-e2e-key"
+    };
+    let auth = reqs[0]
+        .header("x-api-key")
+        .or(reqs[0].header("authorization"))
+        .unwrap_or("");
     assert!(auth.contains(key), "key not added upstream: {auth}");
     assert!(reqs[0].text().contains("what is in my folder?"));
     // The tool ran inside the container and its output went back to the model.
-    assert!(reqs[1].text().contains("notes.txt"), "tool result missing: {}", reqs[1].text());
-    assert_eq!(env.outbox("cli:local"), vec!["Your folder has notes.txt and AGENTS.md.".to_string()]);
+    assert!(
+        reqs[1].text().contains("notes.txt"),
+        "tool result missing: {}",
+        reqs[1].text()
+    );
+    assert_eq!(
+        env.outbox("cli:local"),
+        vec!["Your folder has notes.txt and AGENTS.md.".to_string()]
+    );
     assert_eq!(env.last_run("main").0, "succeeded");
     assert!(!env.all_logs().contains(key));
 }
@@ -68,8 +85,17 @@ fn second_message_resumes_the_session() {
     let reqs = llm.wait_for(2, Duration::from_secs(60));
     assert_eq!(reqs.len(), 2, "logs:\n{}", env.all_logs());
     let second = reqs[1].text();
-    assert!(second.contains("my name is Ana") && second.contains("Nice to meet you, Ana."), "earlier turns missing: {second}");
-    assert_eq!(env.outbox("cli:local"), vec!["Nice to meet you, Ana.".to_string(), "You are Ana.".to_string()]);
+    assert!(
+        second.contains("my name is Ana") && second.contains("Nice to meet you, Ana."),
+        "earlier turns missing: {second}"
+    );
+    assert_eq!(
+        env.outbox("cli:local"),
+        vec![
+            "Nice to meet you, Ana.".to_string(),
+            "You are Ana.".to_string()
+        ]
+    );
 }
 
 #[test]
@@ -84,4 +110,70 @@ fn upstream_401_fails_the_run_with_a_clear_error() {
     let error = error.unwrap_or_default().to_lowercase();
     assert!(error.contains("401") || error.contains("auth"), "{error}");
     assert!(env.outbox("cli:local").is_empty());
+}
+
+#[test]
+fn chat_one_shot_round_trip() {
+    let llm = FakeLlm::start();
+    let env = env_with(&llm, "anthropic");
+    llm.push(Reply::tool("bash", json!({"command": "echo tool-ran"})));
+    llm.push(Reply::text("All done."));
+    let out = env
+        .claw()
+        .args(["chat", "-m", "run something"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        env.all_logs()
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("bash"), "tool use not shown: {stdout}");
+    assert!(stdout.trim_end().ends_with("All done."), "{stdout}");
+    // Printed rows of the terminal chat are marked sent; nothing is left for deliver.
+    let pending: i64 = env
+        .db()
+        .query_row(
+            "SELECT count(*) FROM outbox WHERE status != 'sent'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(pending, 0);
+}
+
+#[test]
+fn chat_conversation_reuses_one_container() {
+    let llm = FakeLlm::start();
+    let env = env_with(&llm, "anthropic");
+    llm.push(Reply::text("first answer"));
+    llm.push(Reply::text("second answer"));
+    let out = env
+        .claw()
+        .arg("chat")
+        .write_stdin("hello\nand again\n")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        vec!["first answer", "second answer"],
+        "{stdout}"
+    );
+    assert_eq!(
+        env.audit("container.start").len(),
+        1,
+        "a second container was started"
+    );
+    assert!(
+        llm.requests()[1].text().contains("first answer"),
+        "second turn lost the first"
+    );
 }

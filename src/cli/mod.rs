@@ -2,6 +2,7 @@
 //! that calls one library function; the work itself lives in the library modules.
 
 pub mod audit;
+pub mod chat;
 pub mod deliver;
 pub mod dispatch;
 pub mod group;
@@ -60,6 +61,8 @@ pub enum Command {
     Logs(logs::Args),
     /// Show the audit trail of security-relevant acts.
     Audit(audit::Args),
+    /// Talk to your assistant from the terminal.
+    Chat(chat::Args),
     /// Build the agent image.
     #[command(subcommand)]
     Image(image::Cmd),
@@ -118,5 +121,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Logs(a) => logs::run(&ctx, a),
         Command::Audit(a) => audit::run(&ctx, a),
         Command::Image(c) => image::run(&ctx, c),
+        Command::Chat(a) => chat::run(&ctx, a),
     }
 }

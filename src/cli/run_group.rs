@@ -31,6 +31,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         &crate::run_group::Options {
             run_id: a.run,
             task_id: a.task,
+            ..Default::default()
         },
     )?;
     if a.json {

@@ -30,6 +30,11 @@ pub struct Options {
     pub run_id: Option<i64>,
     /// Run this scheduled task now.
     pub task_id: Option<i64>,
+    /// Receives a copy of every agent line (for `claw chat`'s live view).
+    pub observer: Option<std::sync::mpsc::Sender<crate::protocol::AgentLine>>,
+    /// Close the container as soon as the agent is idle instead of waiting `idle_secs`
+    /// (may be switched on while the run goes on, e.g. when `claw chat` ends).
+    pub close_when_idle: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How a run-group invocation ended.
@@ -55,6 +60,8 @@ pub(crate) struct Work {
     pub task: Option<TaskInfo>,
     /// Highest message seq in the prompt.
     pub handed: Option<i64>,
+    pub observer: Option<std::sync::mpsc::Sender<crate::protocol::AgentLine>>,
+    pub close_when_idle: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The scheduled task behind a task run.
@@ -184,6 +191,8 @@ fn claim_work(
         prompt: String::new(),
         task: None,
         handed: None,
+        observer: opts.observer.clone(),
+        close_when_idle: opts.close_when_idle.clone(),
         group,
         run,
     };

@@ -129,7 +129,7 @@ pub fn execute(
             .timeout_secs
             .unwrap_or(config.limits.timeout_secs),
     );
-    let idle_limit = Duration::from_secs(config.limits.idle_secs);
+    let configured_idle = Duration::from_secs(config.limits.idle_secs);
     let mut st = State {
         ended: Ended {
             handed: work.handed,
@@ -147,6 +147,9 @@ pub fn execute(
     while stdout_open {
         match rx.recv_timeout(TICK) {
             Ok(Event::Line(line)) => {
+                if let Some(o) = &work.observer {
+                    let _ = o.send(line.clone());
+                }
                 st.on_line(line, store, work, log)?;
                 if st.turn_done {
                     st.turn_done = false;
@@ -197,6 +200,14 @@ pub fn execute(
             sandbox::stop(&sb, log);
             let _ = child.kill();
         }
+        let idle_limit = if work
+            .close_when_idle
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            Duration::ZERO
+        } else {
+            configured_idle
+        };
         if closing_since.is_none() && idle_since.is_some_and(|t| t.elapsed() >= idle_limit) {
             log.line(format!("idle for {}s: closing", idle_limit.as_secs()));
             if let Some(mut s) = stdin.take() {
