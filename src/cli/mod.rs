@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod deliver;
 pub mod dispatch;
+pub mod doctor;
 pub mod group;
 pub mod image;
 pub mod ingest;
@@ -11,6 +12,7 @@ pub mod init;
 pub mod logs;
 pub mod outbox;
 pub mod run_group;
+pub mod service;
 pub mod status;
 
 use anyhow::Result;
@@ -63,6 +65,11 @@ pub enum Command {
     /// Build the agent image.
     #[command(subcommand)]
     Image(image::Cmd),
+    /// Install, remove or inspect the timers and services that run claw.
+    #[command(subcommand)]
+    Service(service::Cmd),
+    /// Check the runtime, image, config, secrets, allowlist, timers and database; run one probe container.
+    Doctor(doctor::Args),
 }
 
 /// Shared context for subcommands: where the home is and lazy access to its parts.
@@ -118,5 +125,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Logs(a) => logs::run(&ctx, a),
         Command::Audit(a) => audit::run(&ctx, a),
         Command::Image(c) => image::run(&ctx, c),
+        Command::Service(c) => service::run(&ctx, c),
+        Command::Doctor(a) => doctor::run(&ctx, a),
     }
 }
