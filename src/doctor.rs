@@ -92,6 +92,7 @@ pub fn doctor(home: &Home, opts: &Options) -> Report {
     check_allowlist(&opts.user_home, &mut r);
     check_database(home, &mut r);
     check_timers(&opts.user_home, &mut r);
+    check_extra_args(&cfg, &mut r);
     let rt = check_runtime(&cfg, &mut r);
     if let Some(rt) = rt {
         let image_ok = check_image(rt, &cfg, &mut r);
@@ -368,6 +369,79 @@ fn check_timers(user_home: &Path, r: &mut Report) {
     }
 }
 
+/// The `runtime.extra_args` that would weaken the sandbox of every run. Pure.
+pub fn weakening_args(args: &[String]) -> Vec<String> {
+    let mut bad = vec![];
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (a, None),
+        };
+        let takes_value = matches!(
+            flag,
+            "--network"
+                | "--net"
+                | "--cap-add"
+                | "-v"
+                | "--volume"
+                | "--mount"
+                | "--security-opt"
+                | "--pid"
+                | "--ipc"
+                | "--userns"
+                | "--uts"
+                | "--device"
+                | "--user"
+                | "-u"
+        );
+        let value = if takes_value && inline.is_none() {
+            i += 1;
+            args.get(i).cloned()
+        } else {
+            inline
+        };
+        let v = value.clone().unwrap_or_default();
+        let weak = match flag {
+            "--privileged" => true,
+            "--network" | "--net" => v != "none",
+            "--cap-add" | "-v" | "--volume" | "--mount" | "--device" => true,
+            "--security-opt" => {
+                v.contains("unconfined")
+                    || v.contains("no-new-privileges=false")
+                    || v.contains("label=disable")
+            }
+            "--pid" | "--ipc" | "--uts" | "--userns" => v == "host",
+            "--user" | "-u" => v == "0" || v.starts_with("0:") || v == "root",
+            _ => false,
+        };
+        if weak {
+            bad.push(match value {
+                Some(v) => format!("{flag} {v}"),
+                None => flag.to_string(),
+            });
+        }
+        i += 1;
+    }
+    bad
+}
+
+fn check_extra_args(cfg: &Config, r: &mut Report) {
+    let bad = weakening_args(&cfg.runtime.extra_args);
+    if !bad.is_empty() {
+        r.push(
+            "extra-args",
+            Level::Fail,
+            format!(
+                "runtime.extra_args in claw.toml weaken every container: {}",
+                bad.join(", ")
+            ),
+            Some("remove them from runtime.extra_args in claw.toml (extra mounts go through `claw group set G --mount` and the allowlist; egress through `--egress`)".into()),
+        );
+    }
+}
+
 fn check_runtime(cfg: &Config, r: &mut Report) -> Option<Runtime> {
     match runtime::detect(&cfg.runtime.kind) {
         Ok(rt) => {
@@ -574,7 +648,13 @@ fn check_probe(home: &Home, rt: Runtime, cfg: &Config, r: &mut Report) {
             }
         }
         Err(out) => {
-            let (why, fix) = explain_runtime_failure(&out);
+            let (why, mut fix) = explain_runtime_failure(&out);
+            if !cfg.runtime.extra_args.is_empty() {
+                fix.push_str(&format!(
+                    "; also check runtime.extra_args in claw.toml, passed to every run: {}",
+                    cfg.runtime.extra_args.join(" ")
+                ));
+            }
             r.push(
                 "probe",
                 Level::Fail,
@@ -754,6 +834,32 @@ mod tests {
         ];
         strip_entrypoint(&mut a);
         assert_eq!(a, ["--ulimit", "nofile=1024:1024"]);
+    }
+
+    #[test]
+    fn weakening_extra_args_are_named() {
+        let v = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        let cases = [
+            ("--ulimit nofile=1024:1024 --entrypoint /x.sh", vec![]),
+            ("--privileged", vec!["--privileged"]),
+            ("--network host --network none", vec!["--network host"]),
+            ("--network=bridge", vec!["--network bridge"]),
+            (
+                "-v /:/host --cap-add SYS_ADMIN",
+                vec!["-v /:/host", "--cap-add SYS_ADMIN"],
+            ),
+            (
+                "--security-opt seccomp=unconfined --security-opt label=type:x",
+                vec!["--security-opt seccomp=unconfined"],
+            ),
+            (
+                "--pid host --userns=keep-id --user 0:0",
+                vec!["--pid host", "--user 0:0"],
+            ),
+        ];
+        for (args, want) in cases {
+            assert_eq!(weakening_args(&v(args)), want, "{args}");
+        }
     }
 
     #[test]

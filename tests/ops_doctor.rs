@@ -257,3 +257,85 @@ fn stray_container_of_this_home_is_found_and_others_are_ignored() {
     );
     assert_eq!(c["fix"], format!("{} rm -f {ours}", e2e::runtime()));
 }
+
+#[test]
+fn extra_args_that_weaken_the_sandbox_are_a_failure() {
+    let env = healthy();
+    let cfg = std::fs::read_to_string(env.home.join("claw.toml")).unwrap();
+    let cfg = cfg.replace(
+        "extra_args = []",
+        r#"extra_args = ["--privileged", "--ulimit", "nofile=1024:1024"]"#,
+    );
+    std::fs::write(env.home.join("claw.toml"), cfg).unwrap();
+    let (ok, _, report) = doctor(&env, &["--no-probe"]);
+    assert!(!ok);
+    let c = check(&report, "extra-args");
+    assert_eq!(c["level"], "fail");
+    let msg = c["message"].as_str().unwrap();
+    assert!(
+        msg.contains("--privileged") && !msg.contains("ulimit"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_runtime_points_at_setup_runtime() {
+    let env = healthy();
+    let empty = env.dir.path().join("empty-bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let cfg = std::fs::read_to_string(env.home.join("claw.toml")).unwrap();
+    std::fs::write(
+        env.home.join("claw.toml"),
+        cfg.replace(&format!("kind = \"{}\"", e2e::runtime()), "kind = \"auto\""),
+    )
+    .unwrap();
+    let out = env
+        .claw()
+        .env("HOME", env.dir.path())
+        .env("PATH", &empty)
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = check(&report, "runtime");
+    assert_eq!(c["level"], "fail");
+    assert!(
+        c["fix"].as_str().unwrap().starts_with("bin/setup-runtime"),
+        "{c}"
+    );
+    // Without a runtime there is nothing to ask about images, strays or a probe.
+    assert!(
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["name"] != "probe")
+    );
+}
+
+#[test]
+fn image_older_than_the_agent_binary_beside_claw_is_flagged() {
+    let env = healthy();
+    // A copy of claw with a claw-agent beside it that is newer than any image built before.
+    let bin = env.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_claw"), bin.join("claw")).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    std::fs::write(bin.join("claw-agent"), b"newer agent").unwrap();
+    let out = Command::new(bin.join("claw"))
+        .env("CLAW_HOME", &env.home)
+        .env("CLAW_MOUNT_ALLOWLIST", &env.allowlist)
+        .env("HOME", env.dir.path())
+        .args(["doctor", "--no-probe", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = check(&report, "image");
+    assert_eq!(c["level"], "warn", "{c}");
+    assert!(
+        c["message"].as_str().unwrap().contains("is older than"),
+        "{c}"
+    );
+    assert_eq!(c["fix"], format!("claw image build --tag {}", e2e::image()));
+}
