@@ -11,7 +11,12 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::runtime::{Runtime, RuntimeKind};
+use crate::runtime::Runtime;
+
+mod hardening;
+mod status;
+pub use hardening::{hardening, runtime_storage};
+pub use status::{Status, UnitState, parse_launchctl_print, parse_systemd_show, status};
 
 /// Which service manager the units are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,105 +88,14 @@ pub fn unit_dir(platform: Platform, user_home: &Path) -> PathBuf {
     }
 }
 
-const TICK_SERVICE: &str = include_str!("../systemd/claw-tick.service");
-const TICK_TIMER: &str = include_str!("../systemd/claw-tick.timer");
-const INGEST_SERVICE: &str = include_str!("../systemd/claw-ingest@.service");
-const INGEST_TIMER: &str = include_str!("../systemd/claw-ingest@.timer");
-const WHATSAPP_SERVICE: &str = include_str!("../systemd/claw-whatsapp.service");
-const TICK_PLIST: &str = include_str!("../launchd/claw.tick.plist");
-const INGEST_PLIST: &str = include_str!("../launchd/claw.ingest.plist");
-const WHATSAPP_PLIST: &str = include_str!("../launchd/claw.whatsapp.plist");
-
-/// The systemd hardening lines for a runtime. Pure.
-///
-/// Why it differs per runtime: in a user manager, `ProtectSystem=`, `PrivateTmp=` and friends
-/// need a user namespace, and systemd 253+ turns on `PrivateUsers=` implicitly for them; that
-/// namespace maps only the owner's uid, so rootless podman can no longer map its subordinate
-/// ids, and `NoNewPrivileges=` stops the setuid `newuidmap`/`newgidmap` it needs. The docker
-/// client only talks to the daemon's socket, and rootful podman needs no setuid helper, so both
-/// take the full set with the home and the runtime's storage writable.
-pub fn hardening(rt: Option<Runtime>, claw_home: &Path, runtime_rw: &[PathBuf]) -> Vec<String> {
-    let full = |extra: &[PathBuf]| {
-        let mut l = vec![
-            "NoNewPrivileges=yes".to_string(),
-            "PrivateTmp=yes".into(),
-            "ProtectSystem=strict".into(),
-            format!(
-                "ReadWritePaths={}",
-                systemd_quote(&claw_home.display().to_string())
-            ),
-        ];
-        for p in extra {
-            // `-` : a path that does not exist on this machine is skipped, not fatal.
-            l.push(format!(
-                "ReadWritePaths={}",
-                systemd_quote(&format!("-{}", p.display()))
-            ));
-        }
-        l
-    };
-    match rt {
-        Some(Runtime {
-            kind: RuntimeKind::Docker,
-            ..
-        }) => full(runtime_rw),
-        Some(Runtime {
-            kind: RuntimeKind::Podman,
-            rootless: false,
-        }) => full(runtime_rw),
-        Some(Runtime {
-            kind: RuntimeKind::Podman,
-            rootless: true,
-        }) => vec![
-            "# No NoNewPrivileges/PrivateTmp/ProtectSystem: rootless podman needs the setuid".into(),
-            "# newuidmap and its full subordinate id map, which they take away (docs/OPERATIONS.md).".into(),
-            "# The agent containers keep their own hardening (--cap-drop ALL, no-new-privileges, ...).".into(),
-        ],
-        _ => vec![
-            "# No runtime was detected at install time, so no sandboxing that could break it is".into(),
-            "# set. Rerun `claw service install` once a runtime works to get the hardened units.".into(),
-        ],
-    }
-}
-
-/// Writable paths a runtime needs besides the claw home (rootful podman's storage and state).
-pub fn runtime_storage(rt: Option<Runtime>, user_home: &Path) -> Vec<PathBuf> {
-    match rt.map(|r| (r.kind, r.rootless)) {
-        Some((RuntimeKind::Podman, false)) => {
-            let mut v: Vec<PathBuf> = ["{{.Store.GraphRoot}}", "{{.Store.RunRoot}}"]
-                .iter()
-                .filter_map(|f| podman_info(f))
-                .map(PathBuf::from)
-                .collect();
-            for p in [
-                "/var/lib/containers",
-                "/run/containers",
-                "/run/libpod",
-                "/run/runc",
-                "/run/crun",
-                "/var/tmp",
-            ] {
-                v.push(PathBuf::from(p));
-            }
-            v.sort();
-            v.dedup();
-            v
-        }
-        Some((RuntimeKind::Docker, _)) => vec![user_home.join(".docker")],
-        _ => vec![],
-    }
-}
-
-fn podman_info(format: &str) -> Option<String> {
-    let out = Command::new("podman")
-        .args(["info", "--format", format])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (out.status.success() && s.starts_with('/')).then_some(s)
-}
+const TICK_SERVICE: &str = include_str!("../../systemd/claw-tick.service");
+const TICK_TIMER: &str = include_str!("../../systemd/claw-tick.timer");
+const INGEST_SERVICE: &str = include_str!("../../systemd/claw-ingest@.service");
+const INGEST_TIMER: &str = include_str!("../../systemd/claw-ingest@.timer");
+const WHATSAPP_SERVICE: &str = include_str!("../../systemd/claw-whatsapp.service");
+const TICK_PLIST: &str = include_str!("../../launchd/claw.tick.plist");
+const INGEST_PLIST: &str = include_str!("../../launchd/claw.ingest.plist");
+const WHATSAPP_PLIST: &str = include_str!("../../launchd/claw.whatsapp.plist");
 
 /// Quote a value for a systemd unit: `%` doubled (specifiers), `"`/`\` escaped, whole value quoted
 /// when it has whitespace or quotes.
@@ -547,155 +461,6 @@ pub fn uid() -> u32 {
     // SAFETY: getuid cannot fail and touches no memory.
     unsafe { libc::getuid() }
 }
-
-/// One unit's state as the service manager reports it.
-#[derive(Debug, Clone, Serialize)]
-pub struct UnitState {
-    pub unit: String,
-    /// The unit file exists in the user's unit folder.
-    pub installed: bool,
-    /// `active`, `inactive`, `failed`, `running`, … or `unknown` without a service manager.
-    pub state: String,
-    /// Extra facts (last trigger, last exit code), as the manager words them.
-    pub detail: String,
-}
-
-/// Status of every claw unit plus whether the manager could be asked.
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    pub platform: Platform,
-    pub unit_dir: PathBuf,
-    pub manager_available: bool,
-    pub units: Vec<UnitState>,
-}
-
-/// Ask the service manager about claw's units.
-pub fn status(platform: Platform, user_home: &Path) -> Status {
-    let dir = unit_dir(platform, user_home);
-    let files = installed_files(platform, &dir);
-    let manager = match platform {
-        Platform::Systemd => "systemctl",
-        Platform::Launchd => "launchctl",
-    };
-    let mut st = Status {
-        platform,
-        unit_dir: dir.clone(),
-        manager_available: on_path(manager),
-        units: vec![],
-    };
-    let mut names: Vec<String> = Vec::new();
-    match platform {
-        Platform::Systemd => {
-            names.push("claw-tick.timer".into());
-            names.push("claw-tick.service".into());
-            for c in installed_instances(&dir) {
-                names.push(format!("claw-ingest@{c}.timer"));
-            }
-            if dir.join("claw-whatsapp.service").exists() {
-                names.push("claw-whatsapp.service".into());
-            }
-        }
-        Platform::Launchd => {
-            names.extend(files.iter().map(|f| {
-                f.file_stem()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .to_string()
-            }));
-            if names.is_empty() {
-                names.push("claw.tick".into());
-            }
-        }
-    }
-    for unit in names {
-        let installed = match platform {
-            Platform::Systemd => {
-                dir.join(&unit).exists() || dir.join(template_file(&unit)).exists()
-            }
-            Platform::Launchd => dir.join(format!("{unit}.plist")).exists(),
-        };
-        let (state, detail) = if !st.manager_available {
-            ("unknown".to_string(), format!("{manager} not found"))
-        } else {
-            match platform {
-                Platform::Systemd => systemd_state(&unit),
-                Platform::Launchd => launchd_state(&unit),
-            }
-        };
-        st.units.push(UnitState {
-            unit,
-            installed,
-            state,
-            detail,
-        });
-    }
-    st
-}
-
-fn systemd_state(unit: &str) -> (String, String) {
-    let props = "ActiveState,SubState,UnitFileState,LastTriggerUSec,Result,ExecMainStatus";
-    match quiet(&["systemctl", "--user", "show", unit, "--property", props]) {
-        Some(out) => parse_systemd_show(&out),
-        None => (
-            "unknown".into(),
-            "systemctl --user show failed (no user session?)".into(),
-        ),
-    }
-}
-
-/// Turns `systemctl show` key=value output into a state and a one-line detail. Pure.
-pub fn parse_systemd_show(out: &str) -> (String, String) {
-    let get = |k: &str| {
-        out.lines()
-            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
-            .unwrap_or("")
-            .to_string()
-    };
-    let state = match (get("ActiveState"), get("SubState")) {
-        (a, s) if a.is_empty() => ("unknown".to_string(), s),
-        (a, s) => (a, s),
-    };
-    let mut detail = vec![];
-    for (k, label) in [
-        ("SubState", "sub"),
-        ("UnitFileState", "file"),
-        ("LastTriggerUSec", "last trigger"),
-        ("Result", "result"),
-        ("ExecMainStatus", "exit"),
-    ] {
-        let v = get(k);
-        if !v.is_empty() && v != "n/a" {
-            detail.push(format!("{label} {v}"));
-        }
-    }
-    (state.0, detail.join(", "))
-}
-
-fn launchd_state(label: &str) -> (String, String) {
-    match quiet(&["launchctl", "print", &format!("gui/{}/{label}", uid())]) {
-        Some(out) => parse_launchctl_print(&out),
-        None => ("not loaded".into(), String::new()),
-    }
-}
-
-/// Picks `state`, `runs` and `last exit code` out of `launchctl print` output. Pure.
-pub fn parse_launchctl_print(out: &str) -> (String, String) {
-    let get = |k: &str| {
-        out.lines()
-            .find_map(|l| l.trim().strip_prefix(k)?.trim_start().strip_prefix('='))
-            .map(|v| v.trim().to_string())
-    };
-    let state = get("state").unwrap_or_else(|| "unknown".into());
-    let mut detail = vec![];
-    if let Some(r) = get("runs") {
-        detail.push(format!("runs {r}"));
-    }
-    if let Some(c) = get("last exit code") {
-        detail.push(format!("last exit {c}"));
-    }
-    (state, detail.join(", "))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -711,47 +476,6 @@ mod tests {
             runtime: rt,
             runtime_rw: vec!["/var/lib/containers".into()],
         }
-    }
-
-    #[test]
-    fn hardening_per_runtime() {
-        let home = Path::new("/h");
-        let rw = [PathBuf::from("/var/lib/containers")];
-        let docker = hardening(
-            Some(Runtime {
-                kind: RuntimeKind::Docker,
-                rootless: false,
-            }),
-            home,
-            &rw,
-        );
-        assert!(docker.contains(&"NoNewPrivileges=yes".to_string()));
-        assert!(docker.contains(&"ProtectSystem=strict".to_string()));
-        assert!(docker.contains(&"ReadWritePaths=/h".to_string()));
-        assert!(docker.contains(&"ReadWritePaths=-/var/lib/containers".to_string()));
-        let rootless = hardening(
-            Some(Runtime {
-                kind: RuntimeKind::Podman,
-                rootless: true,
-            }),
-            home,
-            &rw,
-        );
-        assert!(rootless.iter().all(|l| l.starts_with('#')), "{rootless:?}");
-        let rootful = hardening(
-            Some(Runtime {
-                kind: RuntimeKind::Podman,
-                rootless: false,
-            }),
-            home,
-            &rw,
-        );
-        assert!(rootful.contains(&"PrivateTmp=yes".to_string()));
-        assert!(
-            hardening(None, home, &rw)
-                .iter()
-                .all(|l| l.starts_with('#'))
-        );
     }
 
     #[test]
@@ -836,24 +560,5 @@ mod tests {
             ["telegram", "signal"]
         );
         assert!(parse_channels(&["irc".into()]).unwrap_err().contains("irc"));
-    }
-
-    #[test]
-    fn manager_output_parsing() {
-        let (s, d) = parse_systemd_show(
-            "ActiveState=active\nSubState=waiting\nUnitFileState=enabled\nLastTriggerUSec=Sat 2026-11-21 10:00:00 UTC\nResult=success\n",
-        );
-        assert_eq!(s, "active");
-        assert!(
-            d.contains("sub waiting")
-                && d.contains("file enabled")
-                && d.contains("last trigger Sat"),
-            "{d}"
-        );
-        let (s, d) = parse_launchctl_print(
-            "gui/501/claw.tick = {\n\tactive count = 0\n\tstate = not running\n\truns = 14\n\tlast exit code = 0\n}\n",
-        );
-        assert_eq!(s, "not running");
-        assert_eq!(d, "runs 14, last exit 0");
     }
 }
