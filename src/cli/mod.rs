@@ -115,6 +115,8 @@ pub fn run(cli: Cli) -> Result<()> {
     let ctx = Ctx::new(cli.home);
     match cli.command {
         Command::Init(a) => init::run(&ctx, a),
+        Command::Service(c) => service::run(&ctx, c),
+        Command::Doctor(a) => doctor::run(&ctx, a),
         Command::Ingest(a) => ingest::run(&ctx, a),
         Command::Group(c) => group::run(&ctx, c),
         Command::Status(a) => status::run(&ctx, a),
@@ -125,7 +127,5 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Logs(a) => logs::run(&ctx, a),
         Command::Audit(a) => audit::run(&ctx, a),
         Command::Image(c) => image::run(&ctx, c),
-        Command::Service(c) => service::run(&ctx, c),
-        Command::Doctor(a) => doctor::run(&ctx, a),
     }
 }
