@@ -5,6 +5,7 @@ pub mod audit;
 pub mod chat;
 pub mod deliver;
 pub mod dispatch;
+pub mod doctor;
 pub mod group;
 pub mod image;
 pub mod ingest;
@@ -12,6 +13,7 @@ pub mod init;
 pub mod logs;
 pub mod outbox;
 pub mod run_group;
+pub mod service;
 pub mod status;
 
 use anyhow::Result;
@@ -66,6 +68,11 @@ pub enum Command {
     /// Build the agent image.
     #[command(subcommand)]
     Image(image::Cmd),
+    /// Install, remove or inspect the timers and services that run claw.
+    #[command(subcommand)]
+    Service(service::Cmd),
+    /// Check the runtime, image, config, secrets, allowlist, timers and database; run one probe container.
+    Doctor(doctor::Args),
 }
 
 /// Shared context for subcommands: where the home is and lazy access to its parts.
@@ -111,6 +118,8 @@ pub fn run(cli: Cli) -> Result<()> {
     let ctx = Ctx::new(cli.home);
     match cli.command {
         Command::Init(a) => init::run(&ctx, a),
+        Command::Service(c) => service::run(&ctx, c),
+        Command::Doctor(a) => doctor::run(&ctx, a),
         Command::Ingest(a) => ingest::run(&ctx, a),
         Command::Group(c) => group::run(&ctx, c),
         Command::Status(a) => status::run(&ctx, a),
