@@ -12,7 +12,11 @@ fn group_json(h: &TestHome, folder: &str) -> serde_json::Value {
         .args(["group", "show", folder, "--json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("group show --json is JSON")
 }
 
@@ -29,7 +33,14 @@ fn bad_folder_names_are_refused_with_a_reason() {
     ];
     for (i, (folder, why)) in cases.iter().enumerate() {
         h.claw()
-            .args(["group", "add", "--chat", &format!("tg:{i}"), "--folder", folder])
+            .args([
+                "group",
+                "add",
+                "--chat",
+                &format!("tg:{i}"),
+                "--folder",
+                folder,
+            ])
             .assert()
             .code(2)
             .stderr(predicate::str::contains(format!("`{folder}`")))
@@ -49,7 +60,9 @@ fn bad_folder_names_are_refused_with_a_reason() {
 fn there_is_only_one_main_group() {
     let h = TestHome::init();
     h.claw()
-        .args(["group", "add", "--chat", "tg:1", "--folder", "boss", "--main"])
+        .args([
+            "group", "add", "--chat", "tg:1", "--folder", "boss", "--main",
+        ])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("already a main group (`main`)"));
@@ -75,7 +88,9 @@ fn a_folder_or_chat_is_registered_once() {
         .args(["group", "add", "--chat", "tg:1", "--folder", "fam2"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("already registered as group `fam`"));
+        .stderr(predicate::str::contains(
+            "already registered as group `fam`",
+        ));
     h.claw()
         .args(["group", "add", "--chat", "nochannel", "--folder", "x"])
         .assert()
@@ -91,8 +106,14 @@ fn add_list_show_set_and_rm() {
         .args(["--name", "Family", "--allow", "tg:1", "--allow", "tg:2"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("registered tg:-100 as group `family`"));
-    for d in ["groups/family/AGENTS.md", "sessions/family", "ipc/family/messages"] {
+        .stdout(predicate::str::contains(
+            "registered tg:-100 as group `family`",
+        ));
+    for d in [
+        "groups/family/AGENTS.md",
+        "sessions/family",
+        "ipc/family/messages",
+    ] {
         assert!(h.root.join(d).exists(), "{d}");
     }
     let out = h.claw().args(["group", "list", "--json"]).output().unwrap();
@@ -113,13 +134,23 @@ fn add_list_show_set_and_rm() {
 
     h.claw()
         .args(["group", "set", "family", "--requires-trigger", "false"])
-        .args(["--trigger", "@Bot", "--egress", "api.example.com", "--timeout", "60"])
+        .args([
+            "--trigger",
+            "@Bot",
+            "--egress",
+            "api.example.com",
+            "--timeout",
+            "60",
+        ])
         .assert()
         .success();
     let g = group_json(&h, "family");
     assert_eq!(g["requires_trigger"], false);
     assert_eq!(g["trigger"], "@Bot");
-    assert_eq!(g["config"]["egress"], serde_json::json!(["api.example.com"]));
+    assert_eq!(
+        g["config"]["egress"],
+        serde_json::json!(["api.example.com"])
+    );
     assert_eq!(g["config"]["timeout_secs"], 60);
     h.claw()
         .args(["group", "set", "family", "--allow-everyone"])
@@ -133,7 +164,10 @@ fn add_list_show_set_and_rm() {
 
     h.claw().args(["group", "rm", "family"]).assert().success();
     assert_eq!(h.count("SELECT count(*) FROM groups"), 1);
-    assert!(h.root.join("groups/family/AGENTS.md").is_file(), "rm deleted files");
+    assert!(
+        h.root.join("groups/family/AGENTS.md").is_file(),
+        "rm deleted files"
+    );
     h.claw()
         .args(["group", "show", "family"])
         .assert()

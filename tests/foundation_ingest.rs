@@ -33,18 +33,19 @@ fn a_mixed_batch_stores_exactly_the_good_lines_and_reports_the_bad_ones() {
     let at_cap = "x".repeat(100);
     let over_cap = "é".repeat(51); // 102 bytes: the cap counts bytes, not characters
     let batch = [
-        line("tg:-100", "1", "tg:1", "@Andy hi"),                     // 1 stored
-        "{\"chat\": \"tg:-100\", \"id\": ".to_string(),               // 2 bad JSON
-        line("tg:-100", "2", "tg:2", "second"),                       // 3 stored
-        r#"{"chat":"tg:-100","id":"3","text":"no sender"}"#.into(),   // 4 missing field
-        line("tg:-100", "1", "tg:1", "@Andy hi again"),               // 5 duplicate in batch
+        line("tg:-100", "1", "tg:1", "@Andy hi"),       // 1 stored
+        "{\"chat\": \"tg:-100\", \"id\": ".to_string(), // 2 bad JSON
+        line("tg:-100", "2", "tg:2", "second"),         // 3 stored
+        r#"{"chat":"tg:-100","id":"3","text":"no sender"}"#.into(), // 4 missing field
+        line("tg:-100", "1", "tg:1", "@Andy hi again"), // 5 duplicate in batch
         r#"{"chat":"tg:-100","id":"4","sender":"tg:1","text":"t","time":"yesterday"}"#.into(), // 6 bad time
         serde_json::json!({"chat":"tg:999","id":"9","sender":"tg:5","text":"who am I",
-            "chat_name":"Stranger","is_group":true}).to_string(),   // 7 unregistered
-        line("tg:-100", "5", "tg:1", &over_cap),                      // 8 oversize
-        String::new(),                                                // 9 blank: skipped
-        line("tg:-100", "0", "tg:1", "earlier"),                      // 10 duplicate of stored
-        line("tg:-100", "6", "tg:1", &at_cap),                        // 11 stored (exactly the cap)
+            "chat_name":"Stranger","is_group":true})
+        .to_string(), // 7 unregistered
+        line("tg:-100", "5", "tg:1", &over_cap), // 8 oversize
+        String::new(),                           // 9 blank: skipped
+        line("tg:-100", "0", "tg:1", "earlier"), // 10 duplicate of stored
+        line("tg:-100", "6", "tg:1", &at_cap),   // 11 stored (exactly the cap)
     ]
     .join("\n");
     let out = h.ingest(&batch).code(4);
@@ -85,7 +86,10 @@ fn a_mixed_batch_stores_exactly_the_good_lines_and_reports_the_bad_ones() {
             .collect::<Result<_, _>>()
             .unwrap()
     };
-    assert_eq!(texts[1].1, "@Andy hi", "a duplicate overwrote the first copy");
+    assert_eq!(
+        texts[1].1, "@Andy hi",
+        "a duplicate overwrote the first copy"
+    );
     assert_eq!(texts[3].1.len(), 100, "text at the cap was changed");
     // The unknown chat is recorded (so main can register it) but its text is not kept.
     assert_eq!(
@@ -188,10 +192,7 @@ fn the_one_shot_form_stores_one_message() {
         .stderr(predicate::str::contains("over the 10-byte cap"));
     assert_eq!(h.count("SELECT count(*) FROM messages"), 2);
     // --text without --chat is a usage error.
-    h.claw()
-        .args(["ingest", "--text", "x"])
-        .assert()
-        .code(2);
+    h.claw().args(["ingest", "--text", "x"]).assert().code(2);
 }
 
 #[test]
@@ -249,9 +250,9 @@ fn eight_concurrent_ingests_store_every_message_without_lock_errors() {
         );
     }
     assert_eq!(h.count("SELECT count(*) FROM messages"), 8000);
+    assert_eq!(h.count("SELECT count(DISTINCT msg_id) FROM messages"), 8000);
     assert_eq!(
-        h.count("SELECT count(DISTINCT msg_id) FROM messages"),
+        h.count("SELECT max(seq) - min(seq) + 1 FROM messages"),
         8000
     );
-    assert_eq!(h.count("SELECT max(seq) - min(seq) + 1 FROM messages"), 8000);
 }

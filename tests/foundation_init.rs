@@ -16,7 +16,9 @@ fn init_creates_the_home_and_a_second_run_changes_nothing() {
         .assert()
         .success()
         .stdout(predicate::str::contains("created database"))
-        .stdout(predicate::str::contains("main group `main` for chat cli:local"));
+        .stdout(predicate::str::contains(
+            "main group `main` for chat cli:local",
+        ));
     for p in [
         "claw.toml",
         "secrets.env",
@@ -26,7 +28,13 @@ fn init_creates_the_home_and_a_second_run_changes_nothing() {
     ] {
         assert!(h.root.join(p).is_file(), "{p} missing after init");
     }
-    for d in ["sessions/main", "ipc/main/messages", "ipc/errors", "logs", "locks"] {
+    for d in [
+        "sessions/main",
+        "ipc/main/messages",
+        "ipc/errors",
+        "logs",
+        "locks",
+    ] {
         assert!(h.root.join(d).is_dir(), "{d} missing after init");
     }
     let before = snapshot(&h.root);
@@ -39,7 +47,11 @@ fn init_creates_the_home_and_a_second_run_changes_nothing() {
         .stdout(predicate::str::contains("nothing changed"))
         .stdout(predicate::str::contains("created").not());
     let after = snapshot(&h.root);
-    assert_eq!(before.len(), after.len(), "second init added or removed files");
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "second init added or removed files"
+    );
     for (b, a) in before.iter().zip(&after) {
         assert_eq!(b.0, a.0, "file set changed");
         assert!(b.1 == a.1, "{} content changed", b.0.display());
@@ -56,7 +68,12 @@ fn secrets_file_is_private_and_the_database_uses_wal() {
         .unwrap()
         .permissions()
         .mode();
-    assert_eq!(mode & 0o777, 0o600, "secrets.env mode is {:o}", mode & 0o777);
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "secrets.env mode is {:o}",
+        mode & 0o777
+    );
     let journal: String = h
         .db()
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -90,7 +107,11 @@ fn init_takes_the_assistant_name_and_main_chat() {
         .unwrap();
     assert_eq!(chat, "tg:42");
     h.add_group("tg:7", "fam", &[]);
-    let out = h.claw().args(["group", "show", "fam", "--json"]).output().unwrap();
+    let out = h
+        .claw()
+        .args(["group", "show", "fam", "--json"])
+        .output()
+        .unwrap();
     let g: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(g["trigger"], "@Bob");
 }
@@ -163,7 +184,43 @@ fn a_database_from_a_newer_claw_is_refused_and_not_modified() {
             .stderr(predicate::str::contains("newer claw"))
             .stderr(predicate::str::contains("not touched"));
     }
-    assert!(std::fs::read(h.db_path()).unwrap() == before, "claw.db bytes changed");
+    assert!(
+        std::fs::read(h.db_path()).unwrap() == before,
+        "claw.db bytes changed"
+    );
+}
+
+#[test]
+fn an_older_database_is_migrated_forward() {
+    let h = TestHome::init();
+    let current: i64 = h
+        .db()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert!(current >= 2);
+    h.ingest(&home::line("cli:local", "1", "cli:owner", "kept"))
+        .success();
+    {
+        // Put the file back to schema 1 (before the pending-message index existed).
+        let db = h.db();
+        db.execute_batch("DROP INDEX messages_chat_seq_human; PRAGMA user_version = 1;")
+            .unwrap();
+    }
+    h.claw().arg("status").assert().success();
+    let db = h.db();
+    let v: i64 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, current);
+    let index: i64 = db
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'messages_chat_seq_human'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(index, 1);
+    assert_eq!(h.count("SELECT count(*) FROM messages"), 1);
 }
 
 #[test]

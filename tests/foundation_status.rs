@@ -22,7 +22,10 @@ fn assert_group(status: &Value, folder: &str, pending: i64, would_run: bool, why
     assert_eq!(g["pending"], pending, "{folder}: {g}");
     assert_eq!(g["would_run"], would_run, "{folder}: {g}");
     let reason = g["reason"].as_str().unwrap();
-    assert!(reason.contains(why), "{folder}: reason {reason:?} lacks {why:?}");
+    assert!(
+        reason.contains(why),
+        "{folder}: reason {reason:?} lacks {why:?}"
+    );
 }
 
 #[test]
@@ -30,7 +33,13 @@ fn main_runs_on_every_message() {
     let h = TestHome::init();
     assert_group(&h.status(), "main", 0, false, "no pending messages");
     h.claw()
-        .args(["ingest", "--chat", "cli:local", "--text", "hello, no trigger"])
+        .args([
+            "ingest",
+            "--chat",
+            "cli:local",
+            "--text",
+            "hello, no trigger",
+        ])
         .assert()
         .success();
     h.claw()
@@ -61,7 +70,11 @@ fn other_groups_need_the_trigger_at_the_start_on_a_word_boundary() {
     h.ingest(&input).success();
     let s = h.status();
     for (folder, _, want) in cases {
-        let why = if want { "starts with @Andy" } else { "waiting for a message starting with @Andy" };
+        let why = if want {
+            "starts with @Andy"
+        } else {
+            "waiting for a message starting with @Andy"
+        };
         assert_group(&s, folder, 1, want, why);
     }
     // A later triggered message makes the waiting context runnable too: all of it is pending.
@@ -74,7 +87,8 @@ fn other_groups_need_the_trigger_at_the_start_on_a_word_boundary() {
 fn requires_trigger_false_runs_on_any_message() {
     let h = TestHome::init();
     h.add_group("tg:1", "chatty", &[]);
-    h.ingest(&line("tg:1", "1", "tg:55", "just chatting")).success();
+    h.ingest(&line("tg:1", "1", "tg:55", "just chatting"))
+        .success();
     assert_group(&h.status(), "chatty", 1, false, "waiting");
     h.claw()
         .args(["group", "set", "chatty", "--requires-trigger", "false"])
@@ -107,7 +121,8 @@ fn a_denied_sender_never_makes_a_group_runnable_but_its_message_is_pending() {
         2
     );
     // An allowed sender's triggered message makes it runnable, with both messages pending.
-    h.ingest(&line("tg:1", "2", "tg:ok", "@Andy summarise")).success();
+    h.ingest(&line("tg:1", "2", "tg:ok", "@Andy summarise"))
+        .success();
     assert_group(&h.status(), "club", 2, true, "starts with @Andy");
     // Where no trigger is required, any message from an allowed sender is enough.
     h.ingest(&line("tg:2", "2", "tg:ok", "plain")).success();
@@ -117,7 +132,8 @@ fn a_denied_sender_never_makes_a_group_runnable_but_its_message_is_pending() {
 #[test]
 fn messages_before_registration_are_not_pending() {
     let h = TestHome::init();
-    h.ingest(&line("tg:9", "1", "tg:55", "@Andy early")).success();
+    h.ingest(&line("tg:9", "1", "tg:55", "@Andy early"))
+        .success();
     h.add_group("tg:9", "late", &[]);
     assert_group(&h.status(), "late", 0, false, "no pending messages");
     h.ingest(&line("tg:9", "2", "tg:55", "@Andy now")).success();

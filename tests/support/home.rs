@@ -137,7 +137,12 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>, std::time::SystemTime, u32
             let md = std::fs::symlink_metadata(&p).unwrap();
             if md.is_dir() {
                 stack.push(p.clone());
-                out.push((p, Vec::new(), std::time::UNIX_EPOCH, md.permissions().mode()));
+                out.push((
+                    p,
+                    Vec::new(),
+                    std::time::UNIX_EPOCH,
+                    md.permissions().mode(),
+                ));
             } else {
                 let bytes = std::fs::read(&p).unwrap();
                 out.push((p, bytes, md.modified().unwrap(), md.permissions().mode()));
