@@ -149,6 +149,37 @@ fn reingesting_a_whole_batch_is_a_no_op() {
 }
 
 #[test]
+fn large_inputs_span_several_transactions_without_losing_or_doubling_a_line() {
+    let h = TestHome::init();
+    h.add_group("tg:1", "big", &[]);
+    // 20,000 short lines (several count-bounded batches) with a bad line and repeats spread
+    // across batch boundaries, then 100 lines near the 64 KiB cap (byte-bounded batches).
+    let mut input = String::new();
+    for i in 0..20_000 {
+        if i == 12_345 {
+            input.push_str("{oops\n");
+        }
+        let id = if i % 1000 == 999 { i - 500 } else { i };
+        input.push_str(&line("tg:1", &format!("s{id}"), "tg:2", "hi"));
+        input.push('\n');
+    }
+    let big = "b".repeat(60_000);
+    for i in 0..100 {
+        input.push_str(&line("tg:1", &format!("b{i}"), "tg:2", &big));
+        input.push('\n');
+    }
+    h.ingest(&input)
+        .code(4)
+        .stdout("stored 20080, duplicates 20, unregistered 0, rejected 1\n")
+        .stderr(predicate::str::contains("line 12346: invalid message JSON"));
+    assert_eq!(h.count("SELECT count(*) FROM messages"), 20_080);
+    assert_eq!(
+        h.count("SELECT count(*) FROM messages WHERE length(text) = 60000"),
+        100
+    );
+}
+
+#[test]
 fn the_one_shot_form_stores_one_message() {
     let h = TestHome::init();
     h.claw()

@@ -203,8 +203,12 @@ fn an_older_database_is_migrated_forward() {
     {
         // Put the file back to schema 1 (before the pending-message index existed).
         let db = h.db();
-        db.execute_batch("DROP INDEX messages_chat_seq_human; PRAGMA user_version = 1;")
-            .unwrap();
+        db.execute_batch(
+            "DROP INDEX messages_chat_seq_human;
+             CREATE INDEX messages_chat_seq ON messages (chat_id, seq);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
     }
     h.claw().arg("status").assert().success();
     let db = h.db();
@@ -212,14 +216,16 @@ fn an_older_database_is_migrated_forward() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(v, current);
-    let index: i64 = db
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE name = 'messages_chat_seq_human'",
-            [],
+    let index = |name: &str| -> i64 {
+        db.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?1",
+            [name],
             |r| r.get(0),
         )
-        .unwrap();
-    assert_eq!(index, 1);
+        .unwrap()
+    };
+    assert_eq!(index("messages_chat_seq_human"), 1);
+    assert_eq!(index("messages_chat_seq"), 0);
     assert_eq!(h.count("SELECT count(*) FROM messages"), 1);
 }
 
