@@ -24,12 +24,16 @@ pub fn has_trigger(text: &str, trigger: &str) -> bool {
 
 /// True when this sender may trigger a run in this group.
 pub fn sender_allowed(group: &Group, m: &Message) -> bool {
-    if m.from_me {
+    allowed(group, &m.sender, m.from_me)
+}
+
+fn allowed(group: &Group, sender: &str, from_me: bool) -> bool {
+    if from_me {
         return true;
     }
     match &group.allowed_senders {
         None => true,
-        Some(list) => list.iter().any(|s| s == &m.sender),
+        Some(list) => list.iter().any(|s| s == sender),
     }
 }
 
@@ -43,54 +47,89 @@ pub struct Decision {
 
 /// Decide from the pending messages (oldest first, assistant's own excluded).
 pub fn decide(group: &Group, pending: &[Message]) -> Decision {
-    let n = pending.len();
-    if n == 0 {
-        return Decision {
-            pending: 0,
-            runnable: false,
-            reason: "no pending messages".into(),
-        };
+    let mut scan = Scan::new(group, pending.len());
+    // Newest first, like callers that stream from the database.
+    for m in pending.iter().rev() {
+        if scan.push(m) {
+            break;
+        }
     }
-    let allowed: Vec<&Message> = pending
-        .iter()
-        .filter(|m| sender_allowed(group, m))
-        .collect();
-    if allowed.is_empty() {
-        return Decision {
-            pending: n,
-            runnable: false,
-            reason: "pending messages are from senders not on the allowlist (kept as context)"
-                .into(),
-        };
+    scan.finish()
+}
+
+/// The same rule as [`decide`], fed one message at a time so a caller reading from the database
+/// can stop as soon as the answer is known (`claw status` over many groups depends on this).
+pub struct Scan<'g> {
+    group: &'g Group,
+    pending: usize,
+    any_allowed: bool,
+    runnable: Option<String>,
+}
+
+impl<'g> Scan<'g> {
+    /// Start a decision for `group` with `pending` messages waiting in all.
+    pub fn new(group: &'g Group, pending: usize) -> Scan<'g> {
+        Scan {
+            group,
+            pending,
+            any_allowed: false,
+            runnable: None,
+        }
     }
-    if group.is_main {
-        return Decision {
-            pending: n,
-            runnable: true,
-            reason: "main group: every message runs".into(),
-        };
+
+    /// Look at one pending message; returns true once the group is known to be runnable.
+    pub fn push(&mut self, m: &Message) -> bool {
+        self.push_parts(&m.sender, m.from_me, &m.text)
     }
-    if !group.requires_trigger {
-        return Decision {
-            pending: n,
-            runnable: true,
-            reason: "trigger not required in this group".into(),
+
+    /// [`Scan::push`] for callers holding only the fields the rule reads.
+    pub fn push_parts(&mut self, sender: &str, from_me: bool, text: &str) -> bool {
+        if self.runnable.is_some() {
+            return true;
+        }
+        if !allowed(self.group, sender, from_me) {
+            return false;
+        }
+        self.any_allowed = true;
+        let g = self.group;
+        self.runnable = if g.is_main {
+            Some("main group: every message runs".into())
+        } else if !g.requires_trigger {
+            Some("trigger not required in this group".into())
+        } else if has_trigger(text, &g.trigger) {
+            Some(format!("a message starts with {}", g.trigger))
+        } else {
+            None
         };
+        self.runnable.is_some()
     }
-    if allowed.iter().any(|m| has_trigger(&m.text, &group.trigger)) {
-        return Decision {
-            pending: n,
-            runnable: true,
-            reason: format!("a message starts with {}", group.trigger),
+
+    /// The decision from what was pushed.
+    pub fn finish(self) -> Decision {
+        let pending = self.pending;
+        let (runnable, reason) = if pending == 0 {
+            (false, "no pending messages".to_string())
+        } else if let Some(why) = self.runnable {
+            (true, why)
+        } else if !self.any_allowed {
+            (
+                false,
+                "pending messages are from senders not on the allowlist (kept as context)".into(),
+            )
+        } else {
+            (
+                false,
+                format!(
+                    "waiting for a message starting with {} (the rest is kept as context)",
+                    self.group.trigger
+                ),
+            )
         };
-    }
-    Decision {
-        pending: n,
-        runnable: false,
-        reason: format!(
-            "waiting for a message starting with {} (the rest is kept as context)",
-            group.trigger
-        ),
+        Decision {
+            pending,
+            runnable,
+            reason,
+        }
     }
 }
 
@@ -146,6 +185,22 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(has_trigger(text, "@Andy"), want, "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_scan_stops_at_the_deciding_message_and_keeps_the_full_count() {
+        let g = group(false, true, Some(vec!["tg:ok"]));
+        let mut scan = Scan::new(&g, 120);
+        assert!(!scan.push_parts("tg:evil", false, "@Andy no"));
+        assert!(!scan.push_parts("tg:ok", false, "plain"));
+        assert!(scan.push_parts("tg:ok", false, "@andy yes"));
+        // Once decided, later messages cannot undo it.
+        assert!(scan.push_parts("tg:evil", false, "x"));
+        let d = scan.finish();
+        assert_eq!((d.pending, d.runnable), (120, true));
+        let mut denied = Scan::new(&g, 3);
+        denied.push_parts("tg:evil", false, "@Andy");
+        assert!(denied.finish().reason.contains("allowlist"));
     }
 
     #[test]

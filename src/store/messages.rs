@@ -154,6 +154,32 @@ pub fn latest_since(
     Ok(rows)
 }
 
+/// Call `f(sender, from_me, text)` on the newest non-bot messages of a chat after `after_seq`,
+/// newest first, at most `limit`, until it returns false. Lets a caller stop reading once it knows
+/// its answer, and borrows the text instead of copying whole rows (`claw status` over many groups).
+pub fn scan_latest_since(
+    conn: &Connection,
+    chat_id: &str,
+    after_seq: i64,
+    limit: usize,
+    mut f: impl FnMut(&str, bool, &str) -> bool,
+) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT sender, from_me, text FROM messages
+         WHERE chat_id = ?1 AND seq > ?2 AND is_bot = 0 ORDER BY seq DESC LIMIT ?3",
+    )?;
+    let mut rows = stmt.query(params![chat_id, after_seq, limit as i64])?;
+    while let Some(r) = rows.next()? {
+        let sender = r.get_ref(0)?.as_str()?;
+        let from_me: bool = r.get(1)?;
+        let text = r.get_ref(2)?.as_str()?;
+        if !f(sender, from_me, text) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// How many non-bot messages a chat has after `after_seq`.
 pub fn count_since(conn: &Connection, chat_id: &str, after_seq: i64) -> Result<i64> {
     Ok(conn
