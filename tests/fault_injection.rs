@@ -62,7 +62,9 @@ fn setup() -> (Env, std::path::PathBuf) {
     env.max_concurrent = 2;
     env.write_config();
     // Many kills make many failed attempts; the suite checks loss, not the attempt limit.
-    let toml = std::fs::read_to_string(env.home.join("claw.toml")).unwrap().replace("max_attempts = 3", "max_attempts = 50");
+    let toml = std::fs::read_to_string(env.home.join("claw.toml"))
+        .unwrap()
+        .replace("max_attempts = 3", "max_attempts = 50");
     std::fs::write(env.home.join("claw.toml"), toml).unwrap();
     for (f, c) in GROUPS {
         env.add_group(f, c);
@@ -82,8 +84,15 @@ fn settle(env: &Env, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
         // Backoff timing is tested elsewhere; here only the eventual outcome counts.
-        env.db().execute("UPDATE runs SET retry_at = 0 WHERE retry_at IS NOT NULL", []).unwrap();
-        env.db().execute("UPDATE outbox SET next_attempt_at = 0", []).unwrap();
+        env.db()
+            .execute(
+                "UPDATE runs SET retry_at = 0 WHERE retry_at IS NOT NULL",
+                [],
+            )
+            .unwrap();
+        env.db()
+            .execute("UPDATE outbox SET next_attempt_at = 0", [])
+            .unwrap();
         let out = env.claw_std().arg("tick").output().unwrap();
         assert!(
             !String::from_utf8_lossy(&out.stderr).contains("database is locked"),
@@ -92,10 +101,18 @@ fn settle(env: &Env, limit: Duration) {
         );
         let db = env.db();
         let busy: i64 = db
-            .query_row("SELECT count(*) FROM runs WHERE status IN ('queued', 'running')", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM runs WHERE status IN ('queued', 'running')",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         let unsent: i64 = db
-            .query_row("SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         let behind: i64 = db
             .query_row(
@@ -107,7 +124,11 @@ fn settle(env: &Env, limit: Duration) {
             .unwrap();
         let files = ["g1", "g2", "g3"]
             .iter()
-            .map(|g| std::fs::read_dir(env.home.join("ipc").join(g).join("messages")).map(|d| d.count()).unwrap_or(0))
+            .map(|g| {
+                std::fs::read_dir(env.home.join("ipc").join(g).join("messages"))
+                    .map(|d| d.count())
+                    .unwrap_or(0)
+            })
             .sum::<usize>();
         if busy == 0 && unsent == 0 && behind == 0 && files == 0 {
             return;
@@ -124,8 +145,14 @@ fn settle(env: &Env, limit: Duration) {
 #[test]
 fn kill_nine_anywhere_loses_nothing() {
     let (env, sent) = setup();
-    let seed = std::env::var("FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_c1a7_u64);
-    let iters: usize = std::env::var("FAULT_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let seed = std::env::var("FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_c1a7_u64);
+    let iters: usize = std::env::var("FAULT_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
     let mut rng = Rng(seed);
     let mut deliver_killed = false;
     let mut kills: HashMap<&str, usize> = HashMap::new();
@@ -134,7 +161,13 @@ fn kill_nine_anywhere_loses_nothing() {
             let (_, chat) = GROUPS[rng.below(3) as usize];
             let mut ingest = env
                 .claw_std()
-                .args(["ingest", "--chat", chat, "--text", &format!("m-{i}{} please", rng.below(1000))])
+                .args([
+                    "ingest",
+                    "--chat",
+                    chat,
+                    "--text",
+                    &format!("m-{i}{} please", rng.below(1000)),
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -156,7 +189,13 @@ fn kill_nine_anywhere_loses_nothing() {
             5 => vec!["tick"],
             _ => vec!["dispatch", "--wait"],
         };
-        let mut child = env.claw_std().args(&step).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = env
+            .claw_std()
+            .args(&step)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(rng.below(600)));
         if child.try_wait().unwrap().is_none() {
             kill9(&mut child);
@@ -169,7 +208,11 @@ fn kill_nine_anywhere_loses_nothing() {
         if rng.below(4) == 0 {
             let pid: Option<i64> = env
                 .db()
-                .query_row("SELECT pid FROM runs WHERE status = 'running' ORDER BY random() LIMIT 1", [], |r| r.get(0))
+                .query_row(
+                    "SELECT pid FROM runs WHERE status = 'running' ORDER BY random() LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
                 .ok();
             if let Some(pid) = pid {
                 // SAFETY: kill(2); the pid belongs to a run-group of this test's home.
@@ -192,15 +235,30 @@ fn kill_nine_anywhere_loses_nothing() {
         .map(|t| t.unwrap().split_whitespace().next().unwrap().to_string())
         .collect();
     assert!(!tokens.is_empty());
-    let mut st = db.prepare("SELECT id, text FROM outbox WHERE origin LIKE 'run:%'").unwrap();
-    let replies: Vec<(i64, String)> = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(|r| r.unwrap()).collect();
+    let mut st = db
+        .prepare("SELECT id, text FROM outbox WHERE origin LIKE 'run:%'")
+        .unwrap();
+    let replies: Vec<(i64, String)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
     for t in &tokens {
-        let n = replies.iter().filter(|(_, text)| text.split_whitespace().any(|w| w == t)).count();
+        let n = replies
+            .iter()
+            .filter(|(_, text)| text.split_whitespace().any(|w| w == t))
+            .count();
         assert_eq!(n, 1, "message {t} answered {n} times");
         let ipc = db
-            .query_row("SELECT count(*) FROM outbox WHERE text = ?1", [format!("ipc {t}")], |r| r.get::<_, i64>(0))
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE text = ?1",
+                [format!("ipc {t}")],
+                |r| r.get::<_, i64>(0),
+            )
             .unwrap();
-        let first_of_prompt = replies.iter().any(|(_, text)| text.split_whitespace().nth(1) == Some(t.as_str()));
+        let first_of_prompt = replies
+            .iter()
+            .any(|(_, text)| text.split_whitespace().nth(1) == Some(t.as_str()));
         if first_of_prompt {
             assert!(ipc >= 1, "IPC send_message for {t} lost");
         }
@@ -222,14 +280,25 @@ fn kill_nine_anywhere_loses_nothing() {
     for id in &all_ids {
         let n = seen.get(id).copied().unwrap_or(0);
         assert!(n >= 1, "outbox row {id} never delivered");
-        assert!(n == 1 || (deliver_killed && n == 2), "outbox row {id} delivered {n} times");
+        assert!(
+            n == 1 || (deliver_killed && n == 2),
+            "outbox row {id} delivered {n} times"
+        );
     }
     // No stuck lock, no orphaned container, nothing left running.
     for entry in std::fs::read_dir(env.home.join("locks")).unwrap() {
         let p = entry.unwrap().path();
-        assert!(claw::lock::try_acquire(&p).unwrap().is_some(), "lock {} still held", p.display());
+        assert!(
+            claw::lock::try_acquire(&p).unwrap().is_some(),
+            "lock {} still held",
+            p.display()
+        );
     }
-    assert!(env.containers().is_empty(), "orphaned containers: {:?}", env.containers());
+    assert!(
+        env.containers().is_empty(),
+        "orphaned containers: {:?}",
+        env.containers()
+    );
 }
 
 #[test]
@@ -239,7 +308,14 @@ fn twenty_parallel_ticks_never_see_a_locked_database() {
         env.say(c, "m-1 hello");
     }
     let children: Vec<Child> = (0..20)
-        .map(|_| env.claw_std().arg("tick").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap())
+        .map(|_| {
+            env.claw_std()
+                .arg("tick")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     for c in children {
         let out = c.wait_with_output().unwrap();
@@ -248,7 +324,14 @@ fn twenty_parallel_ticks_never_see_a_locked_database() {
         assert!(out.status.success(), "tick failed: {err}");
     }
     settle(&env, Duration::from_secs(120));
-    let runs: i64 = env.db().query_row("SELECT count(*) FROM runs WHERE status = 'succeeded'", [], |r| r.get(0)).unwrap();
+    let runs: i64 = env
+        .db()
+        .query_row(
+            "SELECT count(*) FROM runs WHERE status = 'succeeded'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(runs, 3, "one run per group, not one per tick");
 }
 
@@ -257,31 +340,54 @@ fn runtime_missing_or_dying_mid_run_is_a_retried_failure() {
     let (env, _) = setup();
     env.say("fx:1", "m-7 hi");
     // The runtime is not on PATH: a clear failure, the message kept for a retry.
-    let out = env.claw_std().args(["run-group", "g1"]).env("PATH", "/nonexistent").output().unwrap();
+    let out = env
+        .claw_std()
+        .args(["run-group", "g1"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let (status, error, retry_at, _) = env.last_run("g1");
     assert_eq!(status, "failed");
-    assert!(error.unwrap_or_default().contains("runtime"), "error does not name the runtime");
+    assert!(
+        error.unwrap_or_default().contains("runtime"),
+        "error does not name the runtime"
+    );
     assert!(retry_at.is_some());
     assert_eq!(env.cursor("g1"), 0);
     // The runtime client dies mid-run: the run fails and is retried, not lost.
     let slow = env.group_dir("g2").join("probe.sh");
     std::fs::write(&slow, "#!/bin/bash\nsleep 120\n").unwrap();
     env.say("fx:2", "m-8 hi");
-    let mut rg = env.claw_std().args(["run-group", "g2"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut rg = env
+        .claw_std()
+        .args(["run-group", "g2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while env.containers().is_empty() {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(100));
     }
-    let client = std::process::Command::new("pkill").args(["-9", "-f", &format!("--name {}", env.containers()[0])]).status().unwrap();
+    let client = std::process::Command::new("pkill")
+        .args(["-9", "-f", "--", &format!("--name {}", env.containers()[0])])
+        .status()
+        .unwrap();
     assert!(client.success(), "could not kill the runtime client");
     assert!(!rg.wait().unwrap().success());
     assert_eq!(env.last_run("g2").0, "failed");
     std::fs::write(&slow, ECHO_AGENT).unwrap();
     settle(&env, Duration::from_secs(120));
-    assert_eq!(env.outbox("fx:1"), vec!["echo m-7 ".to_string(), "ipc m-7".to_string()]);
-    assert_eq!(env.outbox("fx:2"), vec!["echo m-8 ".to_string(), "ipc m-8".to_string()]);
+    assert_eq!(
+        env.outbox("fx:1"),
+        vec!["echo m-7 ".to_string(), "ipc m-7".to_string()]
+    );
+    assert_eq!(
+        env.outbox("fx:2"),
+        vec!["echo m-8 ".to_string(), "ipc m-8".to_string()]
+    );
     assert!(env.containers().is_empty());
 }
 
@@ -294,15 +400,26 @@ fn corrupt_ipc_folders_are_reported_and_the_rest_carries_on() {
     std::fs::write(ipc.join("g1"), "not a folder").unwrap();
     let outside = env.dir.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
-    std::fs::write(outside.join("x.json"), r#"{"type":"send_message","text":"from outside"}"#).unwrap();
+    std::fs::write(
+        outside.join("x.json"),
+        r#"{"type":"send_message","text":"from outside"}"#,
+    )
+    .unwrap();
     std::fs::remove_dir_all(ipc.join("g2/messages")).unwrap();
     std::os::unix::fs::symlink(&outside, ipc.join("g2/messages")).unwrap();
-    std::fs::write(ipc.join("g3/messages/ok.json"), r#"{"type":"send_message","text":"fine"}"#).unwrap();
+    std::fs::write(
+        ipc.join("g3/messages/ok.json"),
+        r#"{"type":"send_message","text":"fine"}"#,
+    )
+    .unwrap();
     let out = env.claw_std().arg("ipc-apply").output().unwrap();
     assert!(!out.status.success(), "corruption not reported");
     assert_eq!(env.outbox("fx:3"), vec!["fine".to_string()]);
     assert!(env.outbox("fx:2").is_empty(), "followed a planted symlink");
-    assert!(outside.join("x.json").exists(), "touched a file outside the home");
+    assert!(
+        outside.join("x.json").exists(),
+        "touched a file outside the home"
+    );
     // The timer keeps working for everyone else.
     env.say("fx:3", "m-9 hi");
     let out = env.claw_std().arg("tick").output().unwrap();
@@ -313,7 +430,11 @@ fn corrupt_ipc_folders_are_reported_and_the_rest_carries_on() {
 fn settle_group(env: &Env, chat: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !env.outbox(chat).iter().any(|t| t == want) {
-        assert!(Instant::now() < deadline, "no answer in {chat}; logs:\n{}", env.all_logs());
+        assert!(
+            Instant::now() < deadline,
+            "no answer in {chat}; logs:\n{}",
+            env.all_logs()
+        );
         let _ = env.claw_std().arg("tick").output();
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -322,11 +443,19 @@ fn settle_group(env: &Env, chat: &str, want: &str) {
 #[test]
 fn disk_full_fails_clearly_and_recovers() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "this test mounts a small tmpfs and needs root (CI runs as root)");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test mounts a small tmpfs and needs root (CI runs as root)"
+    );
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("small");
     std::fs::create_dir(&mnt).unwrap();
-    let ok = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"]).arg(&mnt).status().unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
     assert!(ok.success(), "cannot mount a tmpfs");
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
@@ -337,14 +466,35 @@ fn disk_full_fails_clearly_and_recovers() {
     let _guard = Unmount(mnt.clone());
     let home = mnt.join("home");
     let claw = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_claw")).env("CLAW_HOME", &home).args(args).output().unwrap()
+        std::process::Command::new(env!("CARGO_BIN_EXE_claw"))
+            .env("CLAW_HOME", &home)
+            .args(args)
+            .output()
+            .unwrap()
     };
     assert!(claw(&["init"]).status.success());
-    assert!(claw(&["group", "add", "--chat", "fx:1", "--folder", "g1"]).status.success());
-    assert!(claw(&["ingest", "--chat", "fx:1", "--text", "before the disk filled"]).status.success());
+    assert!(
+        claw(&["group", "add", "--chat", "fx:1", "--folder", "g1"])
+            .status
+            .success()
+    );
+    assert!(
+        claw(&[
+            "ingest",
+            "--chat",
+            "fx:1",
+            "--text",
+            "before the disk filled"
+        ])
+        .status
+        .success()
+    );
     // Fill the disk.
     let filler = mnt.join("filler");
-    let _ = std::process::Command::new("dd").args(["if=/dev/zero", "bs=64k", "count=100"]).arg(format!("of={}", filler.display())).output();
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k", "count=100"])
+        .arg(format!("of={}", filler.display()))
+        .output();
     let big: String = "x".repeat(60_000);
     let mut failed = None;
     for i in 0..50 {
@@ -355,13 +505,28 @@ fn disk_full_fails_clearly_and_recovers() {
         }
     }
     let err = failed.expect("the disk never filled");
-    assert!(err.contains("full") || err.contains("space"), "unclear disk-full error: {err}");
+    assert!(
+        err.contains("full") || err.contains("space"),
+        "unclear disk-full error: {err}"
+    );
     // Free the space: the database is intact and ingest works again.
     std::fs::remove_file(&filler).unwrap();
-    assert!(claw(&["ingest", "--chat", "fx:1", "--text", "after"]).status.success());
+    assert!(
+        claw(&["ingest", "--chat", "fx:1", "--text", "after"])
+            .status
+            .success()
+    );
     let db = rusqlite::Connection::open(home.join("claw.db")).unwrap();
-    let check: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(check, "ok");
-    let texts: i64 = db.query_row("SELECT count(*) FROM messages WHERE text IN ('before the disk filled', 'after')", [], |r| r.get(0)).unwrap();
+    let texts: i64 = db
+        .query_row(
+            "SELECT count(*) FROM messages WHERE text IN ('before the disk filled', 'after')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(texts, 2);
 }

@@ -57,15 +57,7 @@ impl Store {
 
     fn open_path(home: &Home, flags: OpenFlags) -> Result<Store> {
         let path = home.db();
-        let corrupt = |e: rusqlite::Error| {
-            Coded::err(
-                Code::NotInitialised,
-                format!(
-                    "{} is not a usable claw database ({e}); restore it from a backup or move it aside and run `claw init`",
-                    path.display()
-                ),
-            )
-        };
+        let corrupt = |e: rusqlite::Error| open_error(&path, e);
         let conn = Connection::open_with_flags(&path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(corrupt)?;
         conn.busy_timeout(Duration::from_secs(30))
@@ -124,6 +116,57 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?)
     }
+}
+
+/// Explain why the database could not be opened. A full disk or an I/O error must never be
+/// reported as corruption: the advice for corruption (move the file aside) would lose data.
+fn open_error(path: &std::path::Path, e: rusqlite::Error) -> anyhow::Error {
+    use rusqlite::ErrorCode;
+    let code = e.sqlite_error_code();
+    let full =
+        code == Some(ErrorCode::DiskFull) || free_bytes(path).is_some_and(|b| b < 1024 * 1024);
+    let message = if full {
+        format!(
+            "the disk holding {} is full ({e}); free some space and run the command again, nothing was lost",
+            path.display()
+        )
+    } else {
+        match code {
+            Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => format!(
+                "{} is not a usable claw database ({e}); restore it from a backup or move it aside and run `claw init`",
+                path.display()
+            ),
+            Some(ErrorCode::ReadOnly)
+            | Some(ErrorCode::PermissionDenied)
+            | Some(ErrorCode::CannotOpen) => {
+                format!(
+                    "cannot open {} ({e}); check its permissions and the folder's",
+                    path.display()
+                )
+            }
+            _ => format!(
+                "cannot use {} ({e}); check the disk, then run `claw doctor`",
+                path.display()
+            ),
+        }
+    };
+    Coded::err(Code::NotInitialised, message)
+}
+
+/// Bytes available to us on the filesystem holding `path`.
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = path.parent()?;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: c is a valid NUL-terminated path and st points to writable memory of the right size.
+    let r = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Append-only audit helper usable inside any transaction or connection.
