@@ -11,15 +11,19 @@ pub mod error;
 pub mod groups;
 pub mod ingest;
 pub mod init;
+pub mod ipc;
 pub mod lock;
 pub mod logging;
 pub mod output;
 pub mod paths;
 pub mod pending;
 pub mod protocol;
+pub mod schedule;
 pub mod secrets;
+pub mod snapshot;
 pub mod status;
 pub mod store;
+pub mod tasks;
 pub mod time;
 
 /// The assistant's name becomes `@Name`, so it must be one word of letters, digits, `-` or `_`.

@@ -5,8 +5,11 @@ pub mod deliver;
 pub mod group;
 pub mod ingest;
 pub mod init;
+pub mod ipc_apply;
 pub mod outbox;
+pub mod schedule;
 pub mod status;
+pub mod task;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -47,6 +50,13 @@ pub enum Command {
     Outbox(outbox::Args),
     /// Send pending outbox messages through their channels.
     Deliver(deliver::Args),
+    /// Apply the requests agents wrote under ipc/FOLDER/{messages,tasks}/.
+    IpcApply(ipc_apply::Args),
+    /// Queue a run for every due scheduled task (run from a timer, e.g. every minute).
+    Schedule(schedule::Args),
+    /// Scheduled tasks: add, list, show, pause, resume, cancel, update, runs.
+    #[command(subcommand)]
+    Task(task::Cmd),
 }
 
 /// Shared context for subcommands: where the home is and lazy access to its parts.
@@ -97,5 +107,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status(a) => status::run(&ctx, a),
         Command::Outbox(a) => outbox::run(&ctx, a),
         Command::Deliver(a) => deliver::run(&ctx, a),
+        Command::IpcApply(a) => ipc_apply::run(&ctx, a),
+        Command::Schedule(a) => schedule::run(&ctx, a),
+        Command::Task(c) => task::run(&ctx, c),
     }
 }
