@@ -212,3 +212,40 @@ fn schedule_cli_reports_and_refuses_a_bad_now() {
         .success()
         .stdout(predicates::str::contains("no task is due"));
 }
+
+#[test]
+fn a_run_that_ended_without_reporting_stops_blocking_its_task() {
+    let mut e = common::env();
+    let t0 = claw::time::now_ms() - 3_600_000;
+    let id = e.task("fam", "interval", "60", t0);
+    let r = claim_due(&mut e.store, t0 + 60_000).unwrap();
+    let c = &r.claimed[0];
+    // run-group failed for good and never called finish_task_run.
+    claw::store::runs::finish(
+        &e.store.conn,
+        c.run_id,
+        false,
+        Some(1),
+        Some("container died"),
+        None,
+    )
+    .unwrap();
+    let soon = claw::time::now_ms();
+    assert!(
+        claim_due(&mut e.store, soon).unwrap().claimed.is_empty(),
+        "within the grace period"
+    );
+    let later = soon + claw::schedule::ORPHAN_GRACE_MS + 1;
+    let r = claim_due(&mut e.store, later).unwrap();
+    assert_eq!(r.claimed.len(), 1);
+    let runs = task_runs(&e, id);
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1].status, "failed");
+    assert!(
+        runs[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("ended without reporting")
+    );
+}

@@ -266,6 +266,26 @@ impl Dir {
     }
 }
 
+impl Dir {
+    /// Overwrite a regular, singly-linked file in place (truncate, write). Anything else (a link,
+    /// FIFO, device, or a file with other hard links) is refused without being written.
+    pub fn overwrite_regular(&self, name: &OsStr, bytes: &[u8]) -> io::Result<()> {
+        let c = cstr(name)?;
+        let flags = libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        let fd = check(unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags) })?;
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+        if !matches!(kind_of(&st), Kind::File { .. }) || st.st_nlink != 1 {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        let f = std::fs::File::from(fd);
+        f.set_len(0)?;
+        (&f).write_all(bytes)?;
+        Ok(())
+    }
+}
+
 /// Open `parent/name` as a real directory, creating it if missing. If an agent put a symlink or
 /// a file there, it is moved into `quarantine` (when given) or removed, and a real directory made.
 /// Returns the directory and, when something was displaced, what it was.

@@ -111,12 +111,21 @@ pub fn apply_group(
 pub fn apply_all(home: &Home, store: &mut Store, config: &Config) -> Result<Report> {
     let mut report = Report::default();
     let mut touched = Touched::default();
+    let mut first_err = None;
     for group in groups::list(&store.conn)? {
-        apply_one(home, store, config, &group, &mut report, &mut touched)
-            .with_context(|| format!("applying IPC requests of group `{}`", group.folder))?;
+        // One group's broken folder must not hold up every other group's messages.
+        if let Err(e) = apply_one(home, store, config, &group, &mut report, &mut touched)
+            .with_context(|| format!("applying IPC requests of group `{}`", group.folder))
+        {
+            tracing::error!(folder = %group.folder, error = %format!("{e:#}"), "ipc-apply failed for group");
+            first_err.get_or_insert(e);
+        }
     }
     refresh(home, store, &touched)?;
-    Ok(report)
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
 }
 
 fn refresh(home: &Home, store: &Store, touched: &Touched) -> Result<()> {
@@ -328,6 +337,16 @@ fn finish_file(
         reason: None,
         moved_to: None,
     };
+    let wants_reply = item.sub == IPC_TASKS_DIR && item.stem.is_some();
+    if wants_reply && replies.is_none() {
+        let q = format!("{folder}-replies-{}", crate::time::now_ms());
+        match fsat::ensure_subdir(gdir, IPC_REPLIES_DIR, Some((errors, OsStr::new(&q)))) {
+            Ok((d, _)) => *replies = Some(d),
+            Err(e) => {
+                tracing::warn!(folder, error = %e, "replies folder unusable; no replies written")
+            }
+        }
+    }
     let reply = match &outcome {
         Ok(effect) => {
             entry.task_id = effect.task_id;
@@ -336,7 +355,8 @@ fn finish_file(
                 touched.task_folders.insert(f.clone());
             }
             touched.chats |= effect.chats_changed;
-            if let Err(e) = dir.unlink(&item.name)
+            if !(wants_reply && replies.is_some())
+                && let Err(e) = dir.unlink(&item.name)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
                 tracing::warn!(folder, file = %label, error = %e, "applied request file could not be deleted");
@@ -381,20 +401,54 @@ fn finish_file(
             }
         }
     };
-    if item.sub == IPC_TASKS_DIR
-        && let Some(stem) = &item.stem
+    if let (Some(r), Some(stem)) = (replies.as_ref(), &item.stem)
+        && wants_reply
     {
-        if replies.is_none() {
-            let q = format!("{folder}-replies-{}", crate::time::now_ms());
-            *replies =
-                Some(fsat::ensure_subdir(gdir, IPC_REPLIES_DIR, Some((errors, OsStr::new(&q))))?.0);
-        }
         let body = serde_json::to_vec_pretty(&reply)?;
-        if let Some(r) = replies.as_ref()
-            && let Err(e) = r.write_atomic(&format!("{stem}.json"), &body)
-        {
+        let written = if entry.ok {
+            reply_in_place(dir, r, &item.name, stem, &body)
+        } else {
+            r.write_atomic(&format!("{stem}.json"), &body)
+        };
+        if let Err(e) = written {
             tracing::warn!(folder, file = %label, error = %e, "reply could not be written");
+            // An applied request must never stay where it would be applied again.
+            if entry.ok
+                && let Err(e) = dir.unlink(&item.name)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(folder, file = %label, error = %e, "applied request file could not be deleted");
+            }
         }
     }
     Ok(entry)
+}
+
+/// Turn an applied request file into its reply: move it to `replies/.reply-<stem>`, overwrite it,
+/// then rename it to `<stem>.json`. Reusing the file avoids a delete plus a create per request,
+/// which on ext4 gets slow when thousands of files were just deleted. If the file was swapped for
+/// anything but a plain file, it is removed and a fresh reply written instead.
+fn reply_in_place(
+    dir: &Dir,
+    replies: &Dir,
+    name: &OsStr,
+    stem: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
+    let tmp = format!(".reply-{stem}");
+    let tmp = OsStr::new(&tmp);
+    dir.rename_to(name, replies, tmp)?;
+    if replies.overwrite_regular(tmp, body).is_ok()
+        && replies
+            .rename_to(tmp, replies, OsStr::new(&format!("{stem}.json")))
+            .is_ok()
+    {
+        return Ok(());
+    }
+    match replies.kind(tmp)? {
+        Some(Kind::Dir) => replies.rmdir(tmp)?,
+        Some(_) => replies.unlink(tmp)?,
+        None => {}
+    }
+    replies.write_atomic(&format!("{stem}.json"), body)
 }

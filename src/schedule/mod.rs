@@ -166,6 +166,9 @@ pub fn next_after(
     }
 }
 
+/// How long after its `runs` row ended an unclosed task run is closed by `claw schedule`.
+pub const ORPHAN_GRACE_MS: i64 = 10 * 60 * 1000;
+
 /// One task run queued by [`claim_due`].
 #[derive(Debug, Clone, Serialize)]
 pub struct Claimed {
@@ -196,6 +199,11 @@ pub fn claim_due(store: &mut Store, now: i64) -> Result<ScheduleReport> {
         now,
         ..Default::default()
     };
+    // A run that ended without closing its task run would block the task forever.
+    for (task_run_id, run_id, ok) in q::orphaned_runs(&tx, now - ORPHAN_GRACE_MS)? {
+        let error = format!("run {run_id} ended without reporting to its task");
+        finish_task_run(&tx, task_run_id, ok, None, (!ok).then_some(error.as_str()))?;
+    }
     let due = q::due(&tx, now)?;
     if due.is_empty() {
         tx.commit()?;

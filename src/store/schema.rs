@@ -2,7 +2,8 @@
 //! with a higher number than this binary knows is refused rather than touched.
 
 /// Migration N (1-based) is `MIGRATIONS[N-1]`. Append only: never edit a released migration.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE chats (
     id            TEXT PRIMARY KEY,          -- channel-prefixed: tg:-100123, wa:…@g.us, cli:local
     channel       TEXT NOT NULL,
@@ -147,4 +148,9 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_at ON audit (at);
 CREATE INDEX audit_folder ON audit (folder, at);
-"#];
+"#,
+    // 2: per-group task listings, snapshots and the per-group task cap without a table scan.
+    r#"
+CREATE INDEX tasks_folder ON tasks (folder, status);
+"#,
+];

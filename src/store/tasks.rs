@@ -265,3 +265,17 @@ pub fn set_status(conn: &Connection, id: i64, status: &str) -> Result<()> {
         .execute(params![id, status])?;
     Ok(())
 }
+
+/// Unfinished task runs whose `runs` row ended (for good) before `ended_before` with nothing
+/// still queued or running for them: `(task_run_id, run_id, run succeeded)`.
+pub fn orphaned_runs(conn: &Connection, ended_before: i64) -> Result<Vec<(i64, i64, bool)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT tr.id, r.id, r.status = 'succeeded' FROM task_runs tr JOIN runs r ON r.id = tr.run_id
+         WHERE tr.status IN ('queued', 'running') AND r.status IN ('succeeded', 'failed')
+           AND r.retry_at IS NULL AND r.ended_at < ?1
+           AND NOT EXISTS (SELECT 1 FROM runs r2 WHERE r2.task_run_id = tr.id
+                                                  AND r2.status IN ('queued', 'running'))",
+    )?;
+    let rows = stmt.query_map([ended_before], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
