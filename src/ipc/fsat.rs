@@ -174,11 +174,30 @@ impl Dir {
             Kind::File { .. } => {}
             k => return Err(format!("not a regular file but a {}", k.describe())),
         }
-        let mut buf = Vec::new();
-        std::fs::File::from(fd)
-            .take(max + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| format!("cannot read file: {e}"))?;
+        // Sized from fstat so a small file costs one read plus the one that sees EOF.
+        let expected = match kind_of(&st) {
+            Kind::File { size } => size as usize,
+            _ => 0,
+        };
+        let mut buf = Vec::with_capacity(expected + 1);
+        let mut f = std::fs::File::from(fd).take(max + 1);
+        loop {
+            if buf.len() == buf.capacity() {
+                buf.reserve(4096);
+            }
+            let spare = buf.capacity() - buf.len();
+            let start = buf.len();
+            buf.resize(start + spare, 0);
+            match f.read(&mut buf[start..]) {
+                Ok(0) => {
+                    buf.truncate(start);
+                    break;
+                }
+                Ok(n) => buf.truncate(start + n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(start),
+                Err(e) => return Err(format!("cannot read file: {e}")),
+            }
+        }
         if buf.len() as u64 > max {
             return Err(format!("file grew past the limit of {max} bytes"));
         }
