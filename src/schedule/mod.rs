@@ -27,7 +27,13 @@ pub struct Checked {
 }
 
 /// The host's IANA zone: `TZ`, then `/etc/timezone`, then the `/etc/localtime` link, else UTC.
+/// Looked up once per process.
 pub fn host_timezone() -> String {
+    static ZONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ZONE.get_or_init(lookup_host_timezone).clone()
+}
+
+fn lookup_host_timezone() -> String {
     let from_env = std::env::var("TZ").ok().and_then(|v| zone_from_text(&v));
     let from_file = || {
         std::fs::read_to_string("/etc/timezone")
@@ -298,5 +304,39 @@ pub fn now_from(arg: Option<&str>) -> Result<i64, String> {
         None => Ok(crate::time::now_ms()),
         Some(s) => crate::time::parse_rfc3339(s)
             .ok_or_else(|| format!("--now `{s}` must be RFC 3339, e.g. 2026-03-30T09:00:00Z")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zone_names_from_env_file_and_link() {
+        assert_eq!(
+            zone_from_text("Europe/Berlin\n").as_deref(),
+            Some("Europe/Berlin")
+        );
+        assert_eq!(
+            zone_from_text(":America/New_York").as_deref(),
+            Some("America/New_York")
+        );
+        assert_eq!(
+            zone_from_text("/usr/share/zoneinfo/Asia/Tokyo").as_deref(),
+            Some("Asia/Tokyo")
+        );
+        assert_eq!(zone_from_text("Not/AZone"), None);
+        assert_eq!(zone_from_text(""), None);
+    }
+
+    #[test]
+    fn interval_keeps_its_phase_when_catching_up() {
+        // Due at 1000, interval 60 s, now 1000 + 5.5 slots: next is slot 6, not now + 60 s.
+        let next = next_after("interval", "60", "UTC", Some(1000), 1000 + 330_000).unwrap();
+        assert_eq!(next, Some(1000 + 360_000));
+        // Exactly on a slot: strictly after now.
+        let next = next_after("interval", "60", "UTC", Some(1000), 1000 + 60_000).unwrap();
+        assert_eq!(next, Some(1000 + 120_000));
+        assert_eq!(next_after("once", "x", "UTC", Some(1), 2).unwrap(), None);
     }
 }
