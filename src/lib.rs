@@ -16,6 +16,7 @@ pub mod groups;
 pub mod image;
 pub mod ingest;
 pub mod init;
+pub mod ipc;
 pub mod lock;
 pub mod logging;
 pub mod mounts;
@@ -27,10 +28,14 @@ pub mod protocol;
 pub mod proxy;
 pub mod run_group;
 pub mod runtime;
+pub mod schedule;
 pub mod secrets;
 pub mod service;
+pub mod snapshot;
 pub mod status;
 pub mod store;
+pub mod tasks;
+pub mod tick;
 pub mod time;
 
 /// The assistant's name becomes `@Name`, so it must be one word of letters, digits, `-` or `_`.

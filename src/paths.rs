@@ -52,6 +52,10 @@ impl Home {
     pub fn slot_lock(&self, n: usize) -> PathBuf {
         self.locks().join(format!("slot-{n}.lock"))
     }
+    /// Lockfile serialising IPC application for one group (timer and run-group may overlap).
+    pub fn ipc_lock(&self, folder: &str) -> PathBuf {
+        self.locks().join(format!("ipc-{folder}.lock"))
+    }
     /// Lockfile for delivering one channel's outbox.
     pub fn channel_lock(&self, channel: &str) -> PathBuf {
         self.locks().join(format!("deliver-{channel}.lock"))

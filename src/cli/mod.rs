@@ -10,11 +10,15 @@ pub mod group;
 pub mod image;
 pub mod ingest;
 pub mod init;
+pub mod ipc_apply;
 pub mod logs;
 pub mod outbox;
 pub mod run_group;
+pub mod schedule;
 pub mod service;
 pub mod status;
+pub mod task;
+pub mod tick;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -63,6 +67,8 @@ pub enum Command {
     Logs(logs::Args),
     /// Show the audit trail of security-relevant acts.
     Audit(audit::Args),
+    /// Run ipc-apply, schedule, dispatch and deliver once (what the timer runs).
+    Tick(tick::Args),
     /// Talk to your assistant from the terminal.
     Chat(chat::Args),
     /// Build the agent image.
@@ -73,6 +79,13 @@ pub enum Command {
     Service(service::Cmd),
     /// Check the runtime, image, config, secrets, allowlist, timers and database; run one probe container.
     Doctor(doctor::Args),
+    /// Apply the requests agents wrote under ipc/FOLDER/{messages,tasks}/.
+    IpcApply(ipc_apply::Args),
+    /// Queue a run for every due scheduled task (run from a timer, e.g. every minute).
+    Schedule(schedule::Args),
+    /// Scheduled tasks: add, list, show, pause, resume, cancel, update, runs.
+    #[command(subcommand)]
+    Task(task::Cmd),
 }
 
 /// Shared context for subcommands: where the home is and lazy access to its parts.
@@ -131,5 +144,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Audit(a) => audit::run(&ctx, a),
         Command::Image(c) => image::run(&ctx, c),
         Command::Chat(a) => chat::run(&ctx, a),
+        Command::Tick(a) => tick::run(&ctx, a),
+        Command::IpcApply(a) => ipc_apply::run(&ctx, a),
+        Command::Schedule(a) => schedule::run(&ctx, a),
+        Command::Task(c) => task::run(&ctx, c),
     }
 }

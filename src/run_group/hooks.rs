@@ -11,49 +11,28 @@ use crate::store::groups::Group;
 
 /// Write the read-only snapshots the agent sees (its tasks; for main also the chats).
 pub fn write_snapshots(home: &Home, store: &Store, group: &Group) -> Result<()> {
-    let _ = (home, store, group);
-    Ok(())
+    crate::snapshot::write_snapshots(home, store, &group.folder, group.is_main)
 }
 
 /// Apply the group's pending IPC requests; returns how many files were handled.
 pub fn apply_ipc(home: &Home, store: &mut Store, config: &Config, group: &Group) -> Result<usize> {
-    let _ = (home, store, config, group);
-    Ok(0)
-}
-
-/// The parts of a task a run needs.
-pub struct TaskRow {
-    pub prompt: String,
-    pub chat_id: String,
-    pub context_mode: String,
+    let r = crate::ipc::apply_group(home, store, config, &group.folder)?;
+    Ok(r.applied + r.rejected)
 }
 
 /// Load a task for its run.
-pub fn task_for_run(conn: &Connection, task_id: i64) -> Result<TaskRow> {
-    conn.query_row(
-        "SELECT prompt, chat_id, context_mode FROM tasks WHERE id = ?1",
-        [task_id],
-        |r| {
-            Ok(TaskRow {
-                prompt: r.get(0)?,
-                chat_id: r.get(1)?,
-                context_mode: r.get(2)?,
-            })
-        },
-    )
-    .with_context(|| format!("task {task_id} not found"))
+pub fn task_for_run(conn: &Connection, task_id: i64) -> Result<crate::store::tasks::Task> {
+    crate::store::tasks::get(conn, task_id)?.with_context(|| format!("task {task_id} not found"))
 }
 
 /// Queue a run of a group's task right now (`claw run-group FOLDER --task ID`).
 pub fn queue_task_now(conn: &Connection, group: &Group, task_id: i64) -> Result<i64> {
-    let folder: String = conn
-        .query_row("SELECT folder FROM tasks WHERE id = ?1", [task_id], |r| {
-            r.get(0)
-        })
+    let task = crate::store::tasks::get(conn, task_id)?
         .with_context(|| format!("task {task_id} not found; see `claw task list`"))?;
-    if folder != group.folder {
+    if task.folder != group.folder {
         anyhow::bail!(
-            "task {task_id} belongs to group `{folder}`, not `{}`",
+            "task {task_id} belongs to group `{}`, not `{}`",
+            task.folder,
             group.folder
         );
     }
@@ -71,7 +50,13 @@ pub fn queue_task_now(conn: &Connection, group: &Group, task_id: i64) -> Result<
     Ok(run)
 }
 
-/// Record a task run's end in the task's history.
+/// Mark a task run as started.
+pub fn start_task_run(conn: &Connection, task_run_id: i64) -> Result<()> {
+    crate::schedule::start_task_run(conn, task_run_id)?;
+    Ok(())
+}
+
+/// Record a task run's end in the task's history (same transaction as the run's end).
 pub fn finish_task_run(
     conn: &Connection,
     task_run_id: i64,
@@ -79,6 +64,6 @@ pub fn finish_task_run(
     result: Option<&str>,
     error: Option<&str>,
 ) -> Result<()> {
-    let _ = (conn, task_run_id, ok, result, error);
+    crate::schedule::finish_task_run(conn, task_run_id, ok, result, error)?;
     Ok(())
 }

@@ -205,6 +205,9 @@ fn claim_work(
             work.session_id = None;
             work.keep_session = false;
         }
+        if let Some(tr) = work.run.task_run_id {
+            hooks::start_task_run(&tx, tr)?;
+        }
         work.task = Some(TaskInfo {
             id: task_id,
             task_run_id: work.run.task_run_id,

@@ -10,6 +10,7 @@ pub mod messages;
 pub mod outbox;
 pub mod runs;
 mod schema;
+pub mod tasks;
 
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};

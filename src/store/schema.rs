@@ -159,4 +159,8 @@ CREATE INDEX audit_folder ON audit (folder, at);
 CREATE INDEX messages_chat_seq_human ON messages (chat_id, seq) WHERE is_bot = 0;
 DROP INDEX messages_chat_seq;
 "#,
+    // 3: per-group task listings, snapshots and the per-group task cap without a table scan.
+    r#"
+CREATE INDEX tasks_folder ON tasks (folder, status);
+"#,
 ];

@@ -1,0 +1,279 @@
+use anyhow::Result;
+
+use super::Ctx;
+use crate::error::{Code, Coded};
+use crate::store::tasks::{self as q, Task};
+use crate::tasks::{Changes, NewTask};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// Schedule a prompt to run in a group's container.
+    Add(AddArgs),
+    /// List tasks (active and paused; --all adds finished ones).
+    List {
+        /// Only this group's tasks.
+        #[arg(long, value_name = "FOLDER")]
+        group: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one task.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a task from running until resumed.
+    Pause {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a paused task run again.
+    Resume {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a task for good (its history stays).
+    Cancel {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a task's prompt, schedule, zone or context mode.
+    Update(UpdateArgs),
+    /// A task's run history, newest first.
+    Runs {
+        id: i64,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Exactly one way to say when.
+#[derive(Debug, clap::Args)]
+#[group(multiple = false)]
+pub struct When {
+    /// Standard 5-field cron, e.g. "0 9 * * 1-5".
+    #[arg(long, value_name = "EXPR")]
+    pub cron: Option<String>,
+    /// Every this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub every: Option<String>,
+    /// Once, at an RFC 3339 time or local "YYYY-MM-DD HH:MM".
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+}
+
+impl When {
+    fn pair(&self) -> Option<(String, String)> {
+        let p = |k: &str, v: &Option<String>| v.clone().map(|v| (k.to_string(), v));
+        p("cron", &self.cron)
+            .or_else(|| p("interval", &self.every))
+            .or_else(|| p("once", &self.at))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// The group whose container runs the task and whose chat gets the result.
+    #[arg(long, value_name = "FOLDER")]
+    pub group: String,
+    /// What the agent is asked to do each time.
+    #[arg(long)]
+    pub prompt: String,
+    #[command(flatten)]
+    pub when: When,
+    /// IANA time zone for cron and local times (default the host's).
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+    /// `group` resumes the chat's session; `isolated` starts fresh.
+    #[arg(long, value_parser = ["group", "isolated"])]
+    pub context: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpdateArgs {
+    pub id: i64,
+    #[arg(long)]
+    pub prompt: Option<String>,
+    #[command(flatten)]
+    pub when: When,
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+    #[arg(long, value_parser = ["group", "isolated"])]
+    pub context: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
+    let now = crate::time::now_ms();
+    match cmd {
+        Cmd::Add(a) => {
+            let Some((kind, value)) = a.when.pair() else {
+                return Err(Coded::err(
+                    Code::Usage,
+                    "say when: --cron EXPR, --every SECS or --at TIME",
+                ));
+            };
+            let t = write(ctx, |tx| {
+                crate::tasks::create(
+                    tx,
+                    NewTask {
+                        folder: a.group,
+                        prompt: a.prompt,
+                        kind,
+                        value,
+                        timezone: a.tz,
+                        context_mode: a.context,
+                        created_by: "cli".into(),
+                    },
+                    now,
+                )
+            })?;
+            print_one(&t, a.json, "created")
+        }
+        Cmd::List { group, all, json } => {
+            let store = ctx.store()?;
+            let list = q::list(&store.conn, group.as_deref(), all)?;
+            if json {
+                return crate::output::json(&list);
+            }
+            if list.is_empty() {
+                println!(
+                    "no tasks; add one with `claw task add --group FOLDER --prompt … --cron …`"
+                );
+                return Ok(());
+            }
+            let rows = list
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.id.to_string(),
+                        t.folder.clone(),
+                        t.status.clone(),
+                        format!("{} {}", t.kind, t.schedule),
+                        t.next_run.map(crate::time::local_short).unwrap_or_default(),
+                        crate::output::clip(&t.prompt, 40),
+                    ]
+                })
+                .collect();
+            crate::output::table(
+                &["ID", "GROUP", "STATE", "SCHEDULE", "NEXT", "PROMPT"],
+                rows,
+            );
+            Ok(())
+        }
+        Cmd::Show { id, json } => {
+            let store = ctx.store()?;
+            let t = crate::tasks::get(&store.conn, id)?;
+            print_one(&t, json, "")
+        }
+        Cmd::Pause { id, json } => {
+            let t = write(ctx, |tx| crate::tasks::pause(tx, id, "cli"))?;
+            print_one(&t, json, "paused")
+        }
+        Cmd::Resume { id, json } => {
+            let t = write(ctx, |tx| crate::tasks::resume(tx, id, "cli", now))?;
+            print_one(&t, json, "resumed")
+        }
+        Cmd::Cancel { id, json } => {
+            let t = write(ctx, |tx| crate::tasks::cancel(tx, id, "cli"))?;
+            print_one(&t, json, "cancelled")
+        }
+        Cmd::Update(a) => {
+            let (kind, value) = a.when.pair().unzip();
+            let t = write(ctx, |tx| {
+                crate::tasks::update(
+                    tx,
+                    a.id,
+                    Changes {
+                        prompt: a.prompt,
+                        kind,
+                        value,
+                        timezone: a.tz,
+                        context_mode: a.context,
+                    },
+                    "cli",
+                    now,
+                )
+            })?;
+            print_one(&t, a.json, "updated")
+        }
+        Cmd::Runs { id, limit, json } => {
+            let store = ctx.store()?;
+            crate::tasks::get(&store.conn, id)?;
+            let runs = q::runs(&store.conn, id, limit)?;
+            if json {
+                return crate::output::json(&runs);
+            }
+            let rows = runs
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.id.to_string(),
+                        r.status.clone(),
+                        crate::time::local_short(r.scheduled_for),
+                        r.ended_at.map(crate::time::local_short).unwrap_or_default(),
+                        crate::output::clip(
+                            r.error.as_deref().or(r.result.as_deref()).unwrap_or(""),
+                            50,
+                        ),
+                    ]
+                })
+                .collect();
+            crate::output::table(&["RUN", "STATE", "DUE", "ENDED", "RESULT / ERROR"], rows);
+            Ok(())
+        }
+    }
+}
+
+/// Run one task operation in a write transaction, refresh the snapshots, and return the task.
+fn write(ctx: &Ctx, f: impl FnOnce(&rusqlite::Connection) -> Result<Task>) -> Result<Task> {
+    let mut store = ctx.store()?;
+    let tx = store.write()?;
+    let t = f(&tx)?;
+    tx.commit()?;
+    let main = crate::store::groups::main(&store.conn)?;
+    if main.as_ref().is_none_or(|m| m.folder != t.folder) {
+        crate::snapshot::write_snapshots(&ctx.home, &store, &t.folder, false)?;
+    }
+    if let Some(m) = main {
+        crate::snapshot::write_snapshots(&ctx.home, &store, &m.folder, true)?;
+    }
+    Ok(t)
+}
+
+fn print_one(t: &Task, json: bool, verb: &str) -> Result<()> {
+    if json {
+        return crate::output::json(t);
+    }
+    if !verb.is_empty() {
+        println!("{verb} task {}", t.id);
+    }
+    println!("group:    {} (chat {})", t.folder, t.chat_id);
+    println!("state:    {}", t.status);
+    println!("schedule: {} {} ({})", t.kind, t.schedule, t.timezone);
+    println!("context:  {}", t.context_mode);
+    println!(
+        "next run: {}",
+        t.next_run.map_or("none".into(), crate::time::local_short)
+    );
+    if let Some(l) = t.last_run {
+        println!(
+            "last run: {} {}",
+            crate::time::local_short(l),
+            t.last_result.as_deref().unwrap_or("")
+        );
+    }
+    println!("prompt:   {}", t.prompt);
+    Ok(())
+}

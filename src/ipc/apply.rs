@@ -1,0 +1,167 @@
+//! Carrying out an authorised request: the outbox, the task operations, group registration.
+//!
+//! Called only with an [`Allowed`] from `auth::authorise`; it never decides who may do what.
+//! Validation errors come back as `Ok(Err(reason))` so the file is rejected with that reason;
+//! store failures come back as `Err` and stop the batch (nothing half-applied is committed).
+
+use anyhow::Result;
+use rusqlite::Connection;
+
+use super::auth::{Allowed, Origin};
+use crate::config::Config;
+use crate::error::{Code, Coded};
+use crate::groups::NewGroup;
+use crate::paths::Home;
+use crate::protocol::IpcRequest;
+use crate::store::{Store, outbox};
+use crate::tasks::{self, Changes, NewTask};
+
+/// What applying a request changed.
+#[derive(Debug, Clone, Default)]
+pub struct Effect {
+    pub task_id: Option<i64>,
+    pub outbox_id: Option<i64>,
+    /// The group whose task list changed.
+    pub task_folder: Option<String>,
+    /// Main's chat list changed or was asked for.
+    pub chats_changed: bool,
+}
+
+/// A validation failure becomes the rejection reason; anything else is a real failure.
+fn reason(e: anyhow::Error) -> Result<String> {
+    match e.downcast_ref::<Coded>() {
+        Some(c) if c.code == Code::Usage => Ok(c.message.clone()),
+        _ => Err(e),
+    }
+}
+
+/// Apply everything except `register_group` (which needs its own transaction) on `conn`.
+pub fn apply(
+    conn: &Connection,
+    origin: &Origin,
+    tag: &str,
+    req: &IpcRequest,
+    allowed: Allowed,
+    now: i64,
+) -> Result<Result<Effect, String>> {
+    let task_effect = |r: Result<crate::store::tasks::Task>| -> Result<Result<Effect, String>> {
+        match r {
+            Ok(t) => Ok(Ok(Effect {
+                task_id: Some(t.id),
+                task_folder: Some(t.folder),
+                ..Effect::default()
+            })),
+            Err(e) => Ok(Err(reason(e)?)),
+        }
+    };
+    match (req, allowed) {
+        (IpcRequest::SendMessage { text, .. }, Allowed::Send { chat }) => {
+            if text.trim().is_empty() {
+                return Ok(Err("message text is empty".into()));
+            }
+            let id = outbox::enqueue(conn, &chat, text, tag)?;
+            Ok(Ok(Effect {
+                outbox_id: Some(id),
+                ..Effect::default()
+            }))
+        }
+        (
+            IpcRequest::ScheduleTask {
+                prompt,
+                schedule_type,
+                schedule_value,
+                context_mode,
+                timezone,
+                ..
+            },
+            Allowed::Schedule { folder },
+        ) => task_effect(tasks::create(
+            conn,
+            NewTask {
+                folder,
+                prompt: prompt.clone(),
+                kind: schedule_type.clone(),
+                value: schedule_value.clone(),
+                timezone: timezone.clone(),
+                context_mode: context_mode.clone(),
+                created_by: tag.to_string(),
+            },
+            now,
+        )),
+        (
+            IpcRequest::UpdateTask {
+                prompt,
+                schedule_type,
+                schedule_value,
+                timezone,
+                ..
+            },
+            Allowed::Task { task_id },
+        ) => task_effect(tasks::update(
+            conn,
+            task_id,
+            Changes {
+                prompt: prompt.clone(),
+                kind: schedule_type.clone(),
+                value: schedule_value.clone(),
+                timezone: timezone.clone(),
+                context_mode: None,
+            },
+            tag,
+            now,
+        )),
+        (IpcRequest::PauseTask { .. }, Allowed::Task { task_id }) => {
+            task_effect(tasks::pause(conn, task_id, tag))
+        }
+        (IpcRequest::ResumeTask { .. }, Allowed::Task { task_id }) => {
+            task_effect(tasks::resume(conn, task_id, tag, now))
+        }
+        (IpcRequest::CancelTask { .. }, Allowed::Task { task_id }) => {
+            task_effect(tasks::cancel(conn, task_id, tag))
+        }
+        (IpcRequest::RefreshGroups, Allowed::Refresh) => Ok(Ok(Effect {
+            chats_changed: true,
+            ..Effect::default()
+        })),
+        (req, allowed) => Err(anyhow::anyhow!(
+            "internal: request {req:?} does not match its authorisation {allowed:?} from {}",
+            origin.folder
+        )),
+    }
+}
+
+/// Register a chat as a group for main (uses `crate::groups::add`, its own transaction).
+pub fn register(
+    store: &mut Store,
+    home: &Home,
+    config: &Config,
+    tag: &str,
+    req: &IpcRequest,
+) -> Result<Result<Effect, String>> {
+    let IpcRequest::RegisterGroup {
+        chat,
+        folder,
+        name,
+        trigger,
+        requires_trigger,
+    } = req
+    else {
+        anyhow::bail!("internal: register called with {req:?}");
+    };
+    let g = NewGroup {
+        chat_id: chat.clone(),
+        folder: folder.clone(),
+        name: name.clone(),
+        trigger: trigger.clone(),
+        requires_trigger: requires_trigger.unwrap_or(true),
+        is_main: false,
+        allowed_senders: None,
+    };
+    match crate::groups::add(store, home, &config.default_trigger(), g, tag) {
+        Ok(_) => Ok(Ok(Effect {
+            chats_changed: true,
+            ..Effect::default()
+        })),
+        Err(e) => Ok(Err(reason(e)?)),
+    }
+}

@@ -1,0 +1,123 @@
+//! Cron expressions: the standard 5-field crontab and the maths for its next firing time.
+//!
+//! Owns which cron syntax claw accepts (minute hour day-of-month month day-of-week, weekdays 0–7
+//! with 0 and 7 Sunday, names like MON/JAN, `@daily`-style aliases) and how the next time is found
+//! in a task's IANA zone. It never accepts a seconds or year field or croner's extensions (`L`,
+//! `W`, `#`, `+`, `?`): a pattern that means something different elsewhere is refused, not guessed.
+
+use chrono::{TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+
+const ALIASES: &[&str] = &[
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@midnight",
+    "@hourly",
+];
+
+/// Parse a standard 5-field cron expression; the error says what is wrong and what is expected.
+pub fn parse(expr: &str) -> Result<Cron, String> {
+    let expr = expr.trim();
+    let lower = expr.to_ascii_lowercase();
+    let expr = if lower == "@midnight" { "@daily" } else { expr };
+    if expr.starts_with('@') {
+        if !ALIASES.contains(&lower.as_str()) {
+            return Err(format!(
+                "cron alias `{expr}` is unknown: use @hourly, @daily, @weekly, @monthly or @yearly, or 5 fields"
+            ));
+        }
+    } else {
+        let fields: Vec<&str> = expr.split_whitespace().collect();
+        if fields.len() == 6 || fields.len() == 7 {
+            return Err(format!(
+                "cron `{expr}` has {} fields; claw uses standard 5-field cron (minute hour day month weekday) with no seconds or year field",
+                fields.len()
+            ));
+        }
+        if fields.len() != 5 {
+            return Err(format!(
+                "cron `{expr}` must have 5 fields: minute hour day-of-month month day-of-week"
+            ));
+        }
+        if let Some(c) = expr.chars().find(|c| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/' | ' ' | '\t'))
+        }) {
+            return Err(format!(
+                "cron `{expr}` uses `{c}`, which standard cron does not have: use numbers, names, `*`, `,`, `-` and `/`"
+            ));
+        }
+        // Letters are only month and weekday names; croner's `L` and `W` are single letters.
+        for f in &fields {
+            for word in f.split(|c: char| !c.is_ascii_alphabetic()) {
+                if !word.is_empty() && word.len() != 3 {
+                    return Err(format!(
+                        "cron `{expr}` has `{word}`: only three-letter month or weekday names are allowed"
+                    ));
+                }
+            }
+        }
+    }
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(expr)
+        .map_err(|e| format!("cron `{expr}` is not valid: {e}"))
+}
+
+/// The first firing strictly after `after_ms`, in zone `tz`, as epoch milliseconds.
+pub fn next_after(cron: &Cron, tz: Tz, after_ms: i64) -> Option<i64> {
+    let start = Utc
+        .timestamp_millis_opt(after_ms)
+        .single()?
+        .with_timezone(&tz);
+    cron.find_next_occurrence(&start, false)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_standard_and_refuses_the_rest() {
+        for ok in [
+            "* * * * *",
+            "0 9 * * 1-5",
+            "*/15 * * * *",
+            "0 0 1 * 0",
+            "0 0 * * 7",
+            "5,10 1-3/2 * JAN-MAR mon",
+            "@daily",
+            "@Hourly",
+        ] {
+            assert!(parse(ok).is_ok(), "{ok}: {:?}", parse(ok).err());
+        }
+        for (bad, want) in [
+            ("0 0 9 * * 1", "6 fields"),
+            ("0 0 9 * * 1 2030", "7 fields"),
+            ("* * * *", "5 fields"),
+            ("60 * * * *", "not valid"),
+            ("* 24 * * *", "not valid"),
+            ("* * 32 * *", "not valid"),
+            ("* * 0 * *", "not valid"),
+            ("* * * 13 *", "not valid"),
+            ("* * * * 8", "not valid"),
+            ("0 0 L * *", "three-letter"),
+            ("0 0 * * 5#2", "`#`"),
+            ("0 0 1 * +MON", "`+`"),
+            ("0 0 ? * *", "`?`"),
+            ("@reboot", "unknown"),
+            ("", "5 fields"),
+        ] {
+            let e = parse(bad).err().unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+}

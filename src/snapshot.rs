@@ -1,0 +1,99 @@
+//! Read-only snapshots for agents: `ipc/FOLDER/current_tasks.json` (the group's tasks, all tasks
+//! for main) and, for main, `ipc/FOLDER/available_chats.json`.
+//!
+//! Each file is replaced atomically (temp file, then rename) relative to an open `ipc/FOLDER`
+//! directory, so a symlink an agent planted at the snapshot's name is replaced, never written
+//! through. Nothing secret is ever put in a snapshot.
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use std::ffi::OsStr;
+
+use crate::ipc::fsat::{Dir, Kind};
+use crate::paths::Home;
+use crate::protocol::{IPC_CHATS_SNAPSHOT, IPC_TASKS_SNAPSHOT};
+use crate::store::{Store, messages, tasks};
+
+/// A task as the agent sees it.
+#[derive(Debug, Serialize)]
+struct TaskView<'a> {
+    id: i64,
+    folder: &'a str,
+    prompt: &'a str,
+    schedule_type: &'a str,
+    schedule_value: &'a str,
+    timezone: &'a str,
+    context_mode: &'a str,
+    status: &'a str,
+    next_run: Option<String>,
+    last_run: Option<String>,
+    last_result: Option<&'a str>,
+}
+
+/// A chat as main's agent sees it.
+#[derive(Debug, Serialize)]
+struct ChatView<'a> {
+    id: &'a str,
+    name: Option<&'a str>,
+    channel: &'a str,
+    is_group: bool,
+    registered: bool,
+    last_activity: String,
+}
+
+/// Write the group's snapshots (run-group calls this before each run; ipc-apply after changes).
+pub fn write_snapshots(home: &Home, store: &Store, folder: &str, is_main: bool) -> Result<()> {
+    crate::groups::validate_folder(folder).map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(home.ipc())?;
+    let ipc = Dir::open(&home.ipc())
+        .with_context(|| format!("cannot open {} (is it a symlink?)", home.ipc().display()))?;
+    match ipc.kind(OsStr::new(folder))? {
+        None => ipc.mkdir(folder)?,
+        Some(Kind::Dir) => {}
+        Some(k) => bail!(
+            "ipc/{folder} is a {}, not a directory; remove it so snapshots can be written",
+            k.describe()
+        ),
+    }
+    let dir = ipc.sub(folder)?;
+    let list = tasks::list(
+        &store.conn,
+        if is_main { None } else { Some(folder) },
+        false,
+    )?;
+    let view: Vec<TaskView> = list
+        .iter()
+        .map(|t| TaskView {
+            id: t.id,
+            folder: &t.folder,
+            prompt: &t.prompt,
+            schedule_type: &t.kind,
+            schedule_value: &t.schedule,
+            timezone: &t.timezone,
+            context_mode: &t.context_mode,
+            status: &t.status,
+            next_run: t.next_run.map(crate::time::rfc3339),
+            last_run: t.last_run.map(crate::time::rfc3339),
+            last_result: t.last_result.as_deref(),
+        })
+        .collect();
+    dir.write_atomic(IPC_TASKS_SNAPSHOT, &serde_json::to_vec_pretty(&view)?)
+        .with_context(|| format!("cannot write ipc/{folder}/{IPC_TASKS_SNAPSHOT}"))?;
+    if is_main {
+        let chats = messages::chats(&store.conn)?;
+        let view: Vec<ChatView> = chats
+            .iter()
+            .map(|c| ChatView {
+                id: &c.id,
+                name: c.name.as_deref(),
+                channel: &c.channel,
+                is_group: c.is_group,
+                registered: c.registered,
+                last_activity: crate::time::rfc3339(c.last_activity),
+            })
+            .collect();
+        dir.write_atomic(IPC_CHATS_SNAPSHOT, &serde_json::to_vec_pretty(&view)?)
+            .with_context(|| format!("cannot write ipc/{folder}/{IPC_CHATS_SNAPSHOT}"))?;
+    }
+    Ok(())
+}

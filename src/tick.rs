@@ -1,0 +1,58 @@
+//! `claw tick`: one timer drives everything. Runs ipc-apply, schedule, dispatch and deliver in
+//! that order (each step's output feeds the next), and keeps going when one step fails so a broken
+//! channel never stops agents from running.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::paths::Home;
+use crate::secrets::Secrets;
+use crate::store::Store;
+
+/// What one tick did; `errors` names each step that failed and why.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub ipc_applied: usize,
+    pub ipc_rejected: usize,
+    pub tasks_queued: usize,
+    pub runs_started: usize,
+    pub runs_recovered: usize,
+    pub delivered: u64,
+    pub delivery_failures: u64,
+    pub errors: Vec<(String, String)>,
+}
+
+/// Run the four steps once.
+pub fn tick(home: &Home, config: &Config, secrets: &Secrets) -> Result<Report> {
+    let mut r = Report::default();
+    let mut store = Store::open(home)?;
+    match crate::ipc::apply_all(home, &mut store, config) {
+        Ok(x) => {
+            r.ipc_applied = x.applied;
+            r.ipc_rejected = x.rejected;
+        }
+        Err(e) => r.errors.push(("ipc-apply".into(), format!("{e:#}"))),
+    }
+    match crate::schedule::claim_due(&mut store, crate::time::now_ms()) {
+        Ok(x) => r.tasks_queued = x.claimed.len(),
+        Err(e) => r.errors.push(("schedule".into(), format!("{e:#}"))),
+    }
+    drop(store);
+    match crate::dispatch::dispatch(home, config, &crate::dispatch::Options::default()) {
+        Ok(x) => {
+            r.runs_started = x.decisions.iter().filter(|d| d.pid.is_some()).count();
+            r.runs_recovered = x.recovered_runs.len();
+        }
+        Err(e) => r.errors.push(("dispatch".into(), format!("{e:#}"))),
+    }
+    let mut store = Store::open(home)?;
+    match crate::deliver::deliver(home, &mut store, config, secrets, None) {
+        Ok(x) => {
+            r.delivered = x.sent;
+            r.delivery_failures = x.failed;
+        }
+        Err(e) => r.errors.push(("deliver".into(), format!("{e:#}"))),
+    }
+    Ok(r)
+}

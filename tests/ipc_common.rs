@@ -1,0 +1,152 @@
+// Shared setup for the ipc_*, schedule_* and task_* tests (included with `#[path]`).
+#![allow(dead_code)]
+
+use claw::config::Config;
+use claw::groups::NewGroup;
+use claw::paths::Home;
+use claw::store::Store;
+use std::path::PathBuf;
+
+pub struct Env {
+    pub _tmp: tempfile::TempDir,
+    pub home: Home,
+    pub store: Store,
+    pub config: Config,
+    /// Outside the home: stands for any host file an agent must never reach.
+    pub outside: PathBuf,
+}
+
+/// A home with main (`main`, tg:1), `fam` (tg:2), `other` (tg:3) and a known unregistered chat tg:9.
+pub fn env() -> Env {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = Home::new(tmp.path().join("home"));
+    claw::init::init(
+        &home,
+        &claw::init::Options {
+            assistant_name: "Andy".into(),
+            main_chat: "tg:1".into(),
+        },
+    )
+    .unwrap();
+    let config = Config::load(&home.config()).unwrap();
+    let mut store = Store::open(&home).unwrap();
+    for (chat, folder) in [("tg:2", "fam"), ("tg:3", "other")] {
+        claw::groups::add(
+            &mut store,
+            &home,
+            "@Andy",
+            NewGroup {
+                chat_id: chat.into(),
+                folder: folder.into(),
+                name: None,
+                trigger: None,
+                requires_trigger: true,
+                is_main: false,
+                allowed_senders: None,
+            },
+            "test",
+        )
+        .unwrap();
+    }
+    claw::store::messages::upsert_chat(&store.conn, "tg:9", Some("Nine"), Some(true), 1, None)
+        .unwrap();
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    Env {
+        _tmp: tmp,
+        home,
+        store,
+        config,
+        outside,
+    }
+}
+
+impl Env {
+    pub fn main_folder(&self) -> String {
+        claw::store::groups::main(&self.store.conn)
+            .unwrap()
+            .unwrap()
+            .folder
+    }
+
+    /// Write a request file as an agent would.
+    pub fn put(&self, folder: &str, sub: &str, name: &str, body: &str) -> PathBuf {
+        let dir = self.home.ipc_dir(folder).join(sub);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    pub fn apply(&mut self, folder: &str) -> claw::ipc::Report {
+        claw::ipc::apply_group(&self.home, &mut self.store, &self.config, folder).unwrap()
+    }
+
+    pub fn reply(&self, folder: &str, stem: &str) -> claw::protocol::IpcReply {
+        let p = self
+            .home
+            .ipc_dir(folder)
+            .join("replies")
+            .join(format!("{stem}.json"));
+        serde_json::from_str(
+            &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        )
+        .unwrap()
+    }
+
+    /// Names in ipc/errors.
+    pub fn errors(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.home.ipc_errors())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The reason text for a rejected file, found by its moved name.
+    pub fn reason_for(&self, moved: &str) -> String {
+        let r = moved.strip_suffix(".json").unwrap().to_string() + ".reason.txt";
+        std::fs::read_to_string(self.home.ipc_errors().join(r)).unwrap()
+    }
+
+    pub fn outbox(&self) -> Vec<(String, String, String)> {
+        let mut stmt = self
+            .store
+            .conn
+            .prepare("SELECT chat_id, text, origin FROM outbox ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    pub fn audit_kinds(&self, kind: &str) -> usize {
+        self.store
+            .conn
+            .query_row("SELECT count(*) FROM audit WHERE kind = ?1", [kind], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap() as usize
+    }
+
+    /// Create a task directly (as the owner would), returning its id.
+    pub fn task(&self, folder: &str, kind: &str, value: &str, now: i64) -> i64 {
+        claw::tasks::create(
+            &self.store.conn,
+            claw::tasks::NewTask {
+                folder: folder.into(),
+                prompt: format!("task for {folder}"),
+                kind: kind.into(),
+                value: value.into(),
+                timezone: Some("UTC".into()),
+                context_mode: None,
+                created_by: "test".into(),
+            },
+            now,
+        )
+        .unwrap()
+        .id
+    }
+}
