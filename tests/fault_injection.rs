@@ -382,11 +382,11 @@ fn runtime_missing_or_dying_mid_run_is_a_retried_failure() {
     settle(&env, Duration::from_secs(120));
     assert_eq!(
         env.outbox("fx:1"),
-        vec!["echo m-7 ".to_string(), "ipc m-7".to_string()]
+        vec!["echo m-7".to_string(), "ipc m-7".to_string()]
     );
     assert_eq!(
         env.outbox("fx:2"),
-        vec!["echo m-8 ".to_string(), "ipc m-8".to_string()]
+        vec!["echo m-8".to_string(), "ipc m-8".to_string()]
     );
     assert!(env.containers().is_empty());
 }
@@ -424,7 +424,7 @@ fn corrupt_ipc_folders_are_reported_and_the_rest_carries_on() {
     env.say("fx:3", "m-9 hi");
     let out = env.claw_std().arg("tick").output().unwrap();
     let _ = out;
-    settle_group(&env, "fx:3", "echo m-9 ");
+    settle_group(&env, "fx:3", "echo m-9");
 }
 
 fn settle_group(env: &Env, chat: &str, want: &str) {
