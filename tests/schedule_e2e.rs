@@ -20,24 +20,41 @@ fn agent_schedules_a_task_that_later_runs_and_answers_in_its_chat() {
     env.write_config();
     env.set_secret("ANTHROPIC_API_KEY", "sk-ant-sched");
     env.add_group("family", "fx:42");
-    let at = (chrono::Utc::now() + chrono::Duration::seconds(4)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(4))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     llm.push(Reply::tool(
         "schedule_task",
         json!({"prompt": "Remind everyone to water the plants", "schedule_type": "once", "schedule_value": at}),
     ));
     llm.push(Reply::text("Done, I will remind you.").when("tool_result"));
-    llm.push(Reply::text("Time to water the plants! <internal>task done</internal>").when("scheduled_task"));
+    llm.push(
+        Reply::text("Time to water the plants! <internal>task done</internal>")
+            .when("scheduled_task"),
+    );
     env.say("fx:42", "remind us to water the plants in a moment");
     env.claw().args(["dispatch", "--wait"]).assert().success();
-    assert_eq!(env.outbox("fx:42"), vec!["Done, I will remind you.".to_string()], "logs:\n{}", env.all_logs());
+    assert_eq!(
+        env.outbox("fx:42"),
+        vec!["Done, I will remind you.".to_string()],
+        "logs:\n{}",
+        env.all_logs()
+    );
     // The request was applied during the run; the agent's tool saw the created task id.
     let (task_id, folder, chat, status): (i64, String, String, String) = env
         .db()
-        .query_row("SELECT id, folder, chat_id, status FROM tasks", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .query_row("SELECT id, folder, chat_id, status FROM tasks", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .unwrap();
-    assert_eq!((folder.as_str(), chat.as_str(), status.as_str()), ("family", "fx:42", "active"));
+    assert_eq!(
+        (folder.as_str(), chat.as_str(), status.as_str()),
+        ("family", "fx:42", "active")
+    );
     let tool_result = llm.requests()[1].text().to_string();
-    assert!(tool_result.contains(&task_id.to_string()), "agent did not get the task id back: {tool_result}");
+    assert!(
+        tool_result.contains(&task_id.to_string()),
+        "agent did not get the task id back: {tool_result}"
+    );
     // Not due yet: schedule queues nothing.
     let out = env.claw().args(["schedule", "--json"]).output().unwrap();
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -47,7 +64,10 @@ fn agent_schedules_a_task_that_later_runs_and_answers_in_its_chat() {
     env.claw().args(["dispatch", "--wait"]).assert().success();
     assert_eq!(
         env.outbox("fx:42"),
-        vec!["Done, I will remind you.".to_string(), "Time to water the plants!".to_string()],
+        vec![
+            "Done, I will remind you.".to_string(),
+            "Time to water the plants!".to_string()
+        ],
         "logs:\n{}",
         env.all_logs()
     );
@@ -59,8 +79,14 @@ fn agent_schedules_a_task_that_later_runs_and_answers_in_its_chat() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    assert_eq!((run_status.as_str(), task_status.as_str()), ("succeeded", "completed"));
+    assert_eq!(
+        (run_status.as_str(), task_status.as_str()),
+        ("succeeded", "completed")
+    );
     // The task ran isolated: the model saw the task prompt, not the earlier chat.
     let last = llm.requests().last().unwrap().text().to_string();
-    assert!(last.contains("scheduled_task") && !last.contains("in a moment"), "{last}");
+    assert!(
+        last.contains("scheduled_task") && !last.contains("in a moment"),
+        "{last}"
+    );
 }

@@ -35,6 +35,28 @@ fn reason(e: anyhow::Error) -> Result<String> {
     }
 }
 
+/// The outbox row an earlier application of this request file created, if any.
+fn already_sent(conn: &Connection, tag: &str) -> Result<Option<i64>> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .prepare_cached("SELECT id FROM outbox WHERE origin = ?1")?
+        .query_row([tag], |r| r.get(0))
+        .optional()?)
+}
+
+/// The task an earlier application of this request file created, if any.
+fn already_scheduled(conn: &Connection, tag: &str) -> Result<Option<crate::store::tasks::Task>> {
+    use rusqlite::OptionalExtension;
+    let id: Option<i64> = conn
+        .prepare_cached("SELECT id FROM tasks WHERE created_by = ?1")?
+        .query_row([tag], |r| r.get(0))
+        .optional()?;
+    match id {
+        Some(id) => crate::store::tasks::get(conn, id),
+        None => Ok(None),
+    }
+}
+
 /// Apply everything except `register_group` (which needs its own transaction) on `conn`.
 pub fn apply(
     conn: &Connection,
@@ -59,7 +81,12 @@ pub fn apply(
             if text.trim().is_empty() {
                 return Ok(Err("message text is empty".into()));
             }
-            let id = outbox::enqueue(conn, &chat, text, tag)?;
+            // A crash between committing and deleting the file re-applies it: the origin tag
+            // (folder and file stem) makes that a no-op instead of a second message.
+            let id = match already_sent(conn, tag)? {
+                Some(id) => id,
+                None => outbox::enqueue(conn, &chat, text, tag)?,
+            };
             Ok(Ok(Effect {
                 outbox_id: Some(id),
                 ..Effect::default()
@@ -75,19 +102,23 @@ pub fn apply(
                 ..
             },
             Allowed::Schedule { folder },
-        ) => task_effect(tasks::create(
-            conn,
-            NewTask {
-                folder,
-                prompt: prompt.clone(),
-                kind: schedule_type.clone(),
-                value: schedule_value.clone(),
-                timezone: timezone.clone(),
-                context_mode: context_mode.clone(),
-                created_by: tag.to_string(),
-            },
-            now,
-        )),
+        ) => match already_scheduled(conn, tag)? {
+            // Re-applied after a crash: answer with the task the first application created.
+            Some(t) => task_effect(Ok(t)),
+            None => task_effect(tasks::create(
+                conn,
+                NewTask {
+                    folder,
+                    prompt: prompt.clone(),
+                    kind: schedule_type.clone(),
+                    value: schedule_value.clone(),
+                    timezone: timezone.clone(),
+                    context_mode: context_mode.clone(),
+                    created_by: tag.to_string(),
+                },
+                now,
+            )),
+        },
         (
             IpcRequest::UpdateTask {
                 prompt,

@@ -163,4 +163,10 @@ DROP INDEX messages_chat_seq;
     r#"
 CREATE INDEX tasks_folder ON tasks (folder, status);
 "#,
+    // 4: IPC requests are idempotent by origin (folder and file stem), so a request file applied
+    // again after a crash between commit and delete finds what it created the first time.
+    r#"
+CREATE INDEX outbox_origin ON outbox (origin);
+CREATE INDEX tasks_created_by ON tasks (created_by);
+"#,
 ];
