@@ -15,8 +15,10 @@ pub struct Args {
     /// Only entries of this kind (e.g. egress.denied, ipc.rejected).
     #[arg(long)]
     pub kind: Option<String>,
+    /// Show at most this many entries (the newest).
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

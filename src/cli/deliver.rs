@@ -8,6 +8,7 @@ pub struct Args {
     /// Only this channel prefix (e.g. `tg`, `wa`).
     #[arg(long, value_name = "PREFIX")]
     pub channel: Option<String>,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

@@ -10,6 +10,7 @@ pub struct Args {
     /// Wait for the started runs to finish.
     #[arg(long)]
     pub wait: bool,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

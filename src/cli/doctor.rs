@@ -9,6 +9,7 @@ use crate::error::{Code, Coded};
 #[command(after_help = "Exit code 1 when any check fails; warnings alone exit 0.")]
 pub struct Args {
     /// Print the checks as JSON.
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
     /// Skip the probe container (faster; proves less).

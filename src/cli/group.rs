@@ -11,12 +11,14 @@ pub enum Cmd {
     Add(AddArgs),
     /// List registered groups.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Show one group's settings.
     Show {
         folder: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -34,6 +36,7 @@ pub struct AddArgs {
     /// Folder name: lowercase letters, digits, `-`, `_` (max 64).
     #[arg(long)]
     pub folder: String,
+    /// Display name of the group (default: the chat's name).
     #[arg(long)]
     pub name: Option<String>,
     /// Word that must start a message to wake the agent (default `@AssistantName`).
@@ -53,6 +56,7 @@ pub struct AddArgs {
 #[derive(Debug, clap::Args)]
 pub struct SetArgs {
     pub folder: String,
+    /// Display name of the group (default: the chat's name).
     #[arg(long)]
     pub name: Option<String>,
     #[arg(long)]

@@ -19,6 +19,7 @@ pub struct Args {
     #[arg(long)]
     pub sender: Option<String>,
     /// Print the summary as JSON.
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

@@ -8,6 +8,7 @@ pub struct Args {
     /// Only this group's requests (default every registered group).
     #[arg(long, value_name = "FOLDER")]
     pub group: Option<String>,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

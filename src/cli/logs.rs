@@ -19,6 +19,7 @@ pub struct Args {
     /// List runs (do not print a log).
     #[arg(long)]
     pub list: bool,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

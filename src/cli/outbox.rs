@@ -10,6 +10,7 @@ pub struct Args {
     /// At most this many rows, newest first.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

@@ -16,6 +16,7 @@ pub struct Args {
     /// Run this queued run (used by dispatch).
     #[arg(long, value_name = "ID")]
     pub run: Option<i64>,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

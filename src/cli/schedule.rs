@@ -5,6 +5,7 @@ use crate::error::{Code, Coded};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
     /// Pretend it is this time (RFC 3339); for tests and catching up by hand.

@@ -42,6 +42,7 @@ pub struct InstallArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

@@ -4,6 +4,7 @@ use super::Ctx;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

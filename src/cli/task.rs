@@ -14,32 +14,38 @@ pub enum Cmd {
         /// Only this group's tasks.
         #[arg(long, value_name = "FOLDER")]
         group: Option<String>,
+        /// Include completed and cancelled tasks.
         #[arg(long)]
         all: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Show one task.
     Show {
         id: i64,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Stop a task from running until resumed.
     Pause {
         id: i64,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Let a paused task run again.
     Resume {
         id: i64,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Stop a task for good (its history stays).
     Cancel {
         id: i64,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -50,6 +56,7 @@ pub enum Cmd {
         id: i64,
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -95,6 +102,7 @@ pub struct AddArgs {
     /// `group` resumes the chat's session; `isolated` starts fresh.
     #[arg(long, value_parser = ["group", "isolated"])]
     pub context: Option<String>,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -102,14 +110,18 @@ pub struct AddArgs {
 #[derive(Debug, clap::Args)]
 pub struct UpdateArgs {
     pub id: i64,
+    /// New prompt.
     #[arg(long)]
     pub prompt: Option<String>,
     #[command(flatten)]
     pub when: When,
+    /// New IANA time zone for cron and local times.
     #[arg(long, value_name = "ZONE")]
     pub tz: Option<String>,
+    /// New context mode: `group` resumes the chat's session; `isolated` starts fresh.
     #[arg(long, value_parser = ["group", "isolated"])]
     pub context: Option<String>,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

@@ -8,6 +8,7 @@ use crate::error::{Code, Coded};
     after_help = "Runs ipc-apply, schedule, dispatch and deliver in that order. Install it on a timer with `claw service install` (every 2 s).\nExit code 1 if any step failed; the other steps still ran."
 )]
 pub struct Args {
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
