@@ -55,10 +55,12 @@ pub struct AddArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct SetArgs {
+    /// The group's folder.
     pub folder: String,
-    /// Display name of the group (default: the chat's name).
+    /// New display name.
     #[arg(long)]
     pub name: Option<String>,
+    /// New trigger word, e.g. `@Andy`.
     #[arg(long)]
     pub trigger: Option<String>,
     /// Whether messages must start with the trigger.
