@@ -257,18 +257,23 @@ pub fn execute(
             .take(3)
             .map(String::as_str)
             .collect();
-        st.ended.error = Some(format!(
-            "container exited with {}{}",
-            status.map_or("a signal".to_string(), |c| format!("code {c}")),
-            if tail.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    ": {}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                )
-            }
-        ));
+        let tail = tail.into_iter().rev().collect::<Vec<_>>().join(" | ");
+        st.ended.error = Some(match status {
+            // docker and podman exit 125 when they could not start the container at all.
+            Some(125) => format!(
+                "the container runtime could not start the container ({tail}); check the image with `claw image build` and the runtime with `claw doctor`"
+            ),
+            Some(c) if tail.is_empty() => format!("container exited with code {c}"),
+            Some(c) => format!("container exited with code {c}: {tail}"),
+            None => format!(
+                "container was killed by a signal{}",
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {tail}")
+                }
+            ),
+        });
     }
     sandbox::cleanup(sb, log);
     Ok(st.ended)
