@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod init;
 pub mod lock;
 pub mod logging;
+pub mod notice;
 pub mod output;
 pub mod paths;
 pub mod pending;

@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod init;
 pub mod outbox;
 pub mod status;
+pub mod whatsapp;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -43,10 +44,13 @@ pub enum Command {
     Group(group::Cmd),
     /// Show per group what is pending, whether it would run and why, and the outbox backlog.
     Status(status::Args),
-    /// List outbox rows and their delivery state.
+    /// List outbox rows; `claim`, `done`, `fail` for long-running bridges.
     Outbox(outbox::Args),
     /// Send pending outbox messages through their channels.
     Deliver(deliver::Args),
+    /// WhatsApp Web: `pair` once, then `run` as a service (needs the `whatsapp` build feature).
+    #[command(subcommand)]
+    Whatsapp(whatsapp::Cmd),
 }
 
 /// Shared context for subcommands: where the home is and lazy access to its parts.
@@ -97,5 +101,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status(a) => status::run(&ctx, a),
         Command::Outbox(a) => outbox::run(&ctx, a),
         Command::Deliver(a) => deliver::run(&ctx, a),
+        Command::Whatsapp(c) => whatsapp::run(&ctx, c),
     }
 }
