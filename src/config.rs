@@ -329,7 +329,13 @@ mod tests {
         assert!(Config::parse("[runtime]\nmax_concurrent = 0").is_err());
         assert!(Config::parse("[model]\nprovider = \"gemini\"").is_err());
         let c = Config::parse("[channels.wa]\nsend_command = [\"x\"]\nfoo = 1").unwrap();
-        assert_eq!(c.channels["wa"].extra.get("foo").and_then(|v| v.as_integer()), Some(1));
+        assert_eq!(
+            c.channels["wa"]
+                .extra
+                .get("foo")
+                .and_then(|v| v.as_integer()),
+            Some(1)
+        );
         assert_eq!(c.send_command("wa"), Some(&["x".to_string()][..]));
     }
 }

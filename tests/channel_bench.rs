@@ -31,7 +31,11 @@ fn measure(h: &TestHome, args: &[&str]) -> (f64, f64, String) {
     unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let secs = started.elapsed().as_secs_f64();
     // ru_maxrss is KiB on Linux, bytes on macOS.
-    let kib = if cfg!(target_os = "macos") { usage.ru_maxrss as f64 / 1024.0 } else { usage.ru_maxrss as f64 };
+    let kib = if cfg!(target_os = "macos") {
+        usage.ru_maxrss as f64 / 1024.0
+    } else {
+        usage.ru_maxrss as f64
+    };
     (secs, kib / 1024.0, out)
 }
 
@@ -40,7 +44,10 @@ fn measure(h: &TestHome, args: &[&str]) -> (f64, f64, String) {
 fn bench_telegram_ingest_and_delivery() {
     let fake = FakeTelegram::start();
     let h = TestHome::init();
-    h.config(&format!("[channels.telegram]\nenabled = true\napi_base = \"{}\"\n", fake.base));
+    h.config(&format!(
+        "[channels.telegram]\nenabled = true\napi_base = \"{}\"\n",
+        fake.base
+    ));
     h.secret(&format!("TELEGRAM_BOT_TOKEN={TOKEN}"));
     let chats = 20;
     for c in 0..chats {
@@ -49,7 +56,11 @@ fn bench_telegram_ingest_and_delivery() {
     let n = 10_000;
     for i in 0..n {
         let chat = json!({"id": -(1000 + (i % chats)), "type": "supergroup", "title": format!("Group {}", i % chats)});
-        fake.push_message(chat, json!({"id": 500 + i % 37, "first_name": "Ana"}), &format!("message number {i} with some ordinary text in it"));
+        fake.push_message(
+            chat,
+            json!({"id": 500 + i % 37, "first_name": "Ana"}),
+            &format!("message number {i} with some ordinary text in it"),
+        );
     }
     let (secs, mib, out) = measure(&h, &["ingest", "--from", "telegram", "--wait", "0"]);
     let stored = h.count("SELECT count(*) FROM messages");
@@ -64,7 +75,13 @@ fn bench_telegram_ingest_and_delivery() {
         let home = claw::paths::Home::new(h.root());
         let store = claw::store::Store::open(&home).unwrap();
         for i in 0..rows {
-            claw::store::outbox::enqueue(&store.conn, &format!("tg:-{}", 1000 + i % chats), &format!("**Reply {i}**: the answer is `{i}` & more"), "bench").unwrap();
+            claw::store::outbox::enqueue(
+                &store.conn,
+                &format!("tg:-{}", 1000 + i % chats),
+                &format!("**Reply {i}**: the answer is `{i}` & more"),
+                "bench",
+            )
+            .unwrap();
         }
     }
     let (secs, mib, out) = measure(&h, &["deliver", "--channel", "tg"]);

@@ -126,3 +126,16 @@ fn mapped_events_store_through_ingest_and_unknown_dms_do_not() {
         .unwrap();
     assert_eq!(dm_rows, 0);
 }
+
+#[cfg(not(feature = "whatsapp"))]
+#[test]
+fn without_the_feature_the_commands_say_how_to_get_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = assert_cmd::Command::new(env!("CARGO_BIN_EXE_claw"))
+        .env("CLAW_HOME", dir.path())
+        .args(["whatsapp", "run"])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr);
+    assert!(stderr.contains("--features whatsapp"), "{stderr}");
+}
