@@ -122,7 +122,7 @@ impl Api {
         let r = self.call(
             "getUpdates",
             &json!({"offset": offset, "timeout": timeout_secs, "limit": limit,
-                    "allowed_updates": ["message", "edited_message", "channel_post"]}),
+                    "allowed_updates": ["message", "channel_post"]}),
         )?;
         match r {
             Value::Array(v) => Ok(v),
