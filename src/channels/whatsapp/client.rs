@@ -147,6 +147,8 @@ pub fn run(home: &Home, config: &Config) -> Result<()> {
             // Claims of a previous `run` that died are ours to release.
             outbox::release_stale(&store.conn, "wa", 0)?;
         }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot watch for SIGTERM")?;
         loop {
             if client.is_logged_in() && client.is_connected() {
                 let rows = {
@@ -179,6 +181,7 @@ pub fn run(home: &Home, config: &Config) -> Result<()> {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(poll_ms)) => {}
                 _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
             }
         }
         handle.shutdown().await;
