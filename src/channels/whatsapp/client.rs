@@ -128,7 +128,15 @@ pub fn run(home: &Home, config: &Config) -> Result<()> {
             .on_message(move |ctx| {
                 let tx = tx.clone();
                 async move {
-                    let _ = tx.send(to_event(&ctx.info, &ctx.message));
+                    let mut ev = to_event(&ctx.info, &ctx.message);
+                    // Prefer the phone number over a LID when the client has learnt the pair.
+                    if ev.info.sender_alt.is_none()
+                        && ctx.info.source.sender.is_lid()
+                        && let Ok(Some(e)) = ctx.client.get_lid_pn_entry(&ctx.info.source.sender).await
+                    {
+                        ev.info.sender_alt = Some(format!("{}@s.whatsapp.net", e.phone_number));
+                    }
+                    let _ = tx.send(ev);
                 }
             })
             .on_qr_code(|_code, _t| async move {
@@ -144,8 +152,12 @@ pub fn run(home: &Home, config: &Config) -> Result<()> {
         let handle = bot.spawn();
         {
             let store = Store::open(&home2)?;
-            // Claims of a previous `run` that died are ours to release.
-            outbox::release_stale(&store.conn, "wa", 0)?;
+            // Claims of a previous `run` that died are ours to release (other bridges' are not).
+            store.conn.execute(
+                "UPDATE outbox SET status = 'pending', claimed_by = NULL, claimed_at = NULL
+                 WHERE status = 'sending' AND claimed_by = ?1",
+                [CLAIMER],
+            )?;
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot watch for SIGTERM")?;
