@@ -281,10 +281,31 @@ key_env = "ANTHROPIC_API_KEY"   # the variable in secrets.env
 base_url = "https://api.openai.com"   # OpenRouter, Ollama, vLLM, llama.cpp: their base URL
 key_env = "OPENAI_API_KEY"
 
-# A channel whose outbox rows are piped as JSON lines to a script:
+# Channels (docs/channels/). Chat ids carry the channel's prefix: tg:, sig:, wa:, cli:.
+#
+# Telegram: put TELEGRAM_BOT_TOKEN in secrets.env, then `claw ingest --from telegram` on a timer.
+# [channels.telegram]
+# enabled = true
+# api_base = "https://api.telegram.org"   # or a self-hosted Bot API server
+# poll_timeout_secs = 25                   # long-poll wait (0-50)
+# bot_username = "my_claw_bot"             # optional; learnt with getMe when missing
+#
+# Signal through signal-cli: `claw ingest --from signal`; `claw deliver` runs `signal-cli send`.
+# [channels.signal]
+# enabled = true
+# cli = "signal-cli"                       # program name on PATH, or a path
+# account = "+4915112345678"               # or SIGNAL_ACCOUNT in secrets.env
+# receive_timeout_secs = 5
+#
+# WhatsApp (`claw whatsapp run`, or any bridge using `claw outbox claim --channel wa`):
 # [channels.whatsapp]
 # enabled = true
-# send_command = ["/path/to/claw/bin/whatsapp-send"]
+# claim_timeout_secs = 300                 # an unreported claim is released after this
+#
+# A channel whose outbox rows are piped as JSON lines to a script:
+# [channels.matrix]
+# enabled = true
+# send_command = ["/path/to/claw/bin/matrix-send"]
 "#
     )
 }
@@ -308,6 +329,13 @@ mod tests {
         assert!(Config::parse("[runtime]\nmax_concurrent = 0").is_err());
         assert!(Config::parse("[model]\nprovider = \"gemini\"").is_err());
         let c = Config::parse("[channels.wa]\nsend_command = [\"x\"]\nfoo = 1").unwrap();
+        assert_eq!(
+            c.channels["wa"]
+                .extra
+                .get("foo")
+                .and_then(|v| v.as_integer()),
+            Some(1)
+        );
         assert_eq!(c.send_command("wa"), Some(&["x".to_string()][..]));
     }
 }

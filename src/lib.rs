@@ -20,6 +20,7 @@ pub mod ipc;
 pub mod lock;
 pub mod logging;
 pub mod mounts;
+pub mod notice;
 pub mod output;
 pub mod paths;
 pub mod pending;

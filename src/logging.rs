@@ -6,7 +6,11 @@ use tracing_subscriber::EnvFilter;
 
 /// Install the global subscriber once at start.
 pub fn init() {
-    let filter = EnvFilter::try_from_env("CLAW_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_env("CLAW_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn"))
+        // ureq logs request URLs at debug, and Telegram's carry the bot token: never below warn.
+        .add_directive("ureq=warn".parse().expect("static directive"))
+        .add_directive("ureq_proto=warn".parse().expect("static directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -4,6 +4,9 @@
 //! `Sender` is a trait because there are several real implementations (command, telegram, signal).
 
 pub mod command;
+pub mod signal;
+pub mod telegram;
+pub mod whatsapp;
 
 use crate::config::Config;
 use crate::secrets::Secrets;
@@ -18,6 +21,14 @@ pub enum Outcome {
         error: String,
         retry_after_ms: Option<i64>,
     },
+}
+
+/// What a channel's pure mapping made of one inbound event.
+#[derive(Debug)]
+pub enum Mapped {
+    Message(Box<crate::ingest::Inbound>),
+    /// Nothing to store; the reason is for the log.
+    Skip(String),
 }
 
 /// Something that can send text to a chat of one channel.
@@ -41,7 +52,7 @@ pub fn sender_for(
     prefix: &str,
     config: &Config,
     home: &std::path::Path,
-    _secrets: &Secrets,
+    secrets: &Secrets,
 ) -> Result<Box<dyn Sender>, String> {
     let name = channel_name(prefix);
     if let Some(argv) = config
@@ -53,10 +64,32 @@ pub fn sender_for(
             home.to_path_buf(),
         )));
     }
+    match name {
+        "telegram" => {
+            return telegram::Settings::load(config, secrets)
+                .map(|s| Box::new(telegram::TelegramSender::new(&s)) as Box<dyn Sender>)
+                .map_err(|e| e.to_string());
+        }
+        "signal" => {
+            return signal::Settings::load(config, secrets)
+                .map(|s| Box::new(signal::SignalSender::new(s)) as Box<dyn Sender>)
+                .map_err(|e| e.to_string());
+        }
+        _ => {}
+    }
     Err(match name {
+        "whatsapp" => "WhatsApp rows are sent by `claw whatsapp run` (or a bridge using `claw outbox claim`), not by deliver".to_string(),
         "cli" => "terminal chats are printed by `claw chat`, not delivered".to_string(),
         _ => format!(
             "channel `{name}` has no sender: set `send_command` under [channels.{name}] in claw.toml, or run its bridge"
         ),
     })
+}
+
+/// Show a typing indicator in a chat while a run is active. Best effort: channels without one
+/// (or any failure) do nothing. Call it again every few seconds; Telegram's lasts about five.
+pub fn typing(config: &Config, secrets: &Secrets, chat_id: &str) {
+    if chat_id.starts_with("tg:") {
+        telegram::typing(config, secrets, chat_id);
+    }
 }

@@ -9,6 +9,13 @@ use crate::error::{Code, Coded};
     after_help = "Each stdin line is one message:\n  {\"chat\":\"tg:-100123\",\"id\":\"842\",\"sender\":\"tg:55\",\"sender_name\":\"Ana\",\"text\":\"@Andy hi\",\n   \"time\":\"2026-11-21T10:00:00Z\",\"from_me\":false,\"chat_name\":\"Family\",\"is_group\":true}\nBad lines are reported on stderr with their line number; good lines are stored; exit code 4 if any was rejected."
 )]
 pub struct Args {
+    /// Poll a built-in channel once instead of reading stdin (telegram: long-poll then drain the
+    /// backlog; signal: one `signal-cli receive`).
+    #[arg(long, value_name = "CHANNEL", value_parser = ["telegram", "signal"], conflicts_with = "chat")]
+    pub from: Option<String>,
+    /// With --from telegram: seconds to wait for the first update (default poll_timeout_secs, 25).
+    #[arg(long, value_name = "SECS", requires = "from")]
+    pub wait: Option<u64>,
     /// Store one message for this chat instead of reading stdin.
     #[arg(long, value_name = "ID", requires = "text")]
     pub chat: Option<String>,
@@ -28,6 +35,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let config = ctx.config()?;
     let mut store = ctx.store()?;
     let max = config.limits.max_message_bytes;
+    if let Some(from) = &a.from {
+        return poll(ctx, &config, &mut store, from, a.wait, a.json);
+    }
     let summary = match (&a.chat, &a.text) {
         (Some(chat), Some(text)) => {
             crate::ingest::one_shot(&mut store, chat, text, a.sender.as_deref(), max)?
@@ -38,6 +48,17 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             max,
         )?,
     };
+    let notices = crate::notice::notify_unknown(
+        &mut store,
+        &summary.unknown_chats,
+        &std::collections::HashMap::new(),
+    )?;
+    if !notices.is_empty() {
+        eprintln!(
+            "{} unknown chat(s) wrote; main was told how to register them",
+            notices.len()
+        );
+    }
     for r in &summary.errors {
         eprintln!("line {}: {}", r.line, r.reason);
     }
@@ -50,6 +71,58 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         return Err(Coded::err(
             Code::Rejected,
             format!("{} line(s) rejected", summary.rejected),
+        ));
+    }
+    Ok(())
+}
+
+fn poll(
+    ctx: &Ctx,
+    config: &crate::config::Config,
+    store: &mut crate::store::Store,
+    from: &str,
+    wait: Option<u64>,
+    json: bool,
+) -> Result<()> {
+    let secrets = ctx.secrets()?;
+    let (summary, line) = match from {
+        "telegram" => {
+            let r = crate::channels::telegram::poll(&ctx.home, store, config, &secrets, wait)?;
+            let line = format!(
+                "telegram: {} update(s), {}, skipped {}, notices {}, offset {}",
+                r.updates,
+                r.summary.line(),
+                r.skipped,
+                r.notices,
+                r.offset
+            );
+            if json {
+                crate::output::json(&r)?;
+            }
+            (r.summary, line)
+        }
+        _ => {
+            let r = crate::channels::signal::poll(&ctx.home, store, config, &secrets)?;
+            let line = format!(
+                "signal: {} line(s), {}, skipped {}, notices {}",
+                r.lines,
+                r.summary.line(),
+                r.skipped,
+                r.notices
+            );
+            if json {
+                crate::output::json(&r)?;
+            }
+            (r.summary, line)
+        }
+    };
+    if !json {
+        println!("{line}");
+    }
+    if summary.rejected > 0 {
+        return Err(Coded::err(
+            Code::Rejected,
+            format!("{} message(s) rejected (see the log)", summary.rejected),
         ));
     }
     Ok(())

@@ -19,6 +19,7 @@ pub mod service;
 pub mod status;
 pub mod task;
 pub mod tick;
+pub mod whatsapp;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -55,7 +56,7 @@ pub enum Command {
     Group(group::Cmd),
     /// Show per group what is pending, whether it would run and why, and the outbox backlog.
     Status(status::Args),
-    /// List outbox rows and their delivery state.
+    /// List outbox rows; `claim`, `done`, `fail` for long-running bridges.
     Outbox(outbox::Args),
     /// Send pending outbox messages through their channels.
     Deliver(deliver::Args),
@@ -86,6 +87,9 @@ pub enum Command {
     /// Scheduled tasks: add, list, show, pause, resume, cancel, update, runs.
     #[command(subcommand)]
     Task(task::Cmd),
+    /// WhatsApp Web: `pair` once, then `run` as a service (needs the `whatsapp` build feature).
+    #[command(subcommand)]
+    Whatsapp(whatsapp::Cmd),
 }
 
 /// Shared context for subcommands: where the home is and lazy access to its parts.
@@ -148,5 +152,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::IpcApply(a) => ipc_apply::run(&ctx, a),
         Command::Schedule(a) => schedule::run(&ctx, a),
         Command::Task(c) => task::run(&ctx, c),
+        Command::Whatsapp(c) => whatsapp::run(&ctx, c),
     }
 }

@@ -1,9 +1,18 @@
+//! `claw outbox`: list rows, and the claim protocol for long-running bridges in any language
+//! (`claim` → send → `done` or `fail`). A claim never reported back is released by the next
+//! claim after the timeout, so a crashed bridge loses nothing.
+
 use anyhow::Result;
 
 use super::Ctx;
+use crate::error::{Code, Coded};
+use crate::store::outbox;
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
     /// Only rows in this state (pending, sending, sent, failed).
     #[arg(long, value_parser = ["pending", "sending", "sent", "failed"])]
     pub status: Option<String>,
@@ -15,9 +24,138 @@ pub struct Args {
     pub json: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// Claim due rows of one channel for a bridge; prints one JSON object per line.
+    Claim(ClaimArgs),
+    /// Report a claimed row as sent.
+    Done(DoneArgs),
+    /// Report a claimed row as failed; it is retried later (or after --retry-after).
+    Fail(FailArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClaimArgs {
+    /// The chat-id prefix of the channel, e.g. `wa`.
+    #[arg(long, value_name = "PREFIX")]
+    pub channel: String,
+    /// The bridge's name; `done`/`fail` must give the same one.
+    #[arg(long = "as", value_name = "NAME")]
+    pub claimer: String,
+    /// At most this many rows.
+    #[arg(long, default_value_t = 10)]
+    pub limit: usize,
+    /// Release claims older than this first (default `claim_timeout_secs` of the channel, 300).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Print JSON lines (the default and only format; accepted for symmetry).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DoneArgs {
+    pub id: i64,
+    #[arg(long = "as", value_name = "NAME")]
+    pub claimer: String,
+    /// The channel's id for the sent message.
+    #[arg(long, value_name = "X")]
+    pub msg_id: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FailArgs {
+    pub id: i64,
+    #[arg(long = "as", value_name = "NAME")]
+    pub claimer: String,
+    /// What went wrong (kept on the row).
+    #[arg(long)]
+    pub error: String,
+    /// Do not retry before this many seconds (e.g. the channel's rate limit).
+    #[arg(long, value_name = "SECS")]
+    pub retry_after: Option<u64>,
+}
+
+/// Default seconds before an unreported claim is released.
+pub const DEFAULT_CLAIM_TIMEOUT_SECS: u64 = 300;
+
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
+    match a.cmd {
+        Some(Cmd::Claim(c)) => claim(ctx, c),
+        Some(Cmd::Done(d)) => {
+            let store = ctx.store()?;
+            if !outbox::mark_sent(&store.conn, d.id, &d.claimer, d.msg_id.as_deref())? {
+                return Err(not_claimed(d.id, &d.claimer));
+            }
+            Ok(())
+        }
+        Some(Cmd::Fail(f)) => {
+            let store = ctx.store()?;
+            let retry = f.retry_after.map(|s| s.saturating_mul(1000) as i64);
+            if !outbox::mark_failed(&store.conn, f.id, &f.claimer, &f.error, retry)? {
+                return Err(not_claimed(f.id, &f.claimer));
+            }
+            Ok(())
+        }
+        None => list(ctx, a),
+    }
+}
+
+fn not_claimed(id: i64, claimer: &str) -> anyhow::Error {
+    Coded::err(
+        Code::Failure,
+        format!(
+            "outbox row {id} is not claimed by `{claimer}` (it may have been released after the claim timeout and sent by someone else); claim again"
+        ),
+    )
+}
+
+fn claim(ctx: &Ctx, c: ClaimArgs) -> Result<()> {
+    if c.claimer.trim().is_empty() || c.claimer == crate::deliver::CLAIMER {
+        return Err(Coded::err(
+            Code::Usage,
+            format!(
+                "`--as {}` is not allowed: pick a name for this bridge",
+                c.claimer
+            ),
+        ));
+    }
+    let config = ctx.config()?;
+    let timeout = c.timeout.unwrap_or_else(|| {
+        [
+            crate::channels::channel_name(&c.channel),
+            c.channel.as_str(),
+        ]
+        .iter()
+        .find_map(|name| config.channels.get(*name))
+        .and_then(|ch| ch.extra.get("claim_timeout_secs"))
+        .and_then(|v| v.as_integer())
+        .map(|n| n.max(1) as u64)
+        .unwrap_or(DEFAULT_CLAIM_TIMEOUT_SECS)
+    });
+    let mut store = ctx.store()?;
+    // At least one second: a zero timeout would release claims made a moment ago.
+    let released = outbox::release_stale(&store.conn, &c.channel, timeout.max(1) as i64 * 1000)?;
+    if released > 0 {
+        tracing::warn!(
+            released,
+            channel = %c.channel,
+            "released claims that were never reported back"
+        );
+    }
+    let rows = outbox::claim(&mut store.conn, &c.channel, &c.claimer, c.limit)?;
+    let mut out = std::io::stdout().lock();
+    for r in rows {
+        use std::io::Write;
+        let line = serde_json::json!({"id": r.id, "chat": r.chat_id, "text": r.text, "attempts": r.attempts});
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+fn list(ctx: &Ctx, a: Args) -> Result<()> {
     let store = ctx.store()?;
-    let rows = crate::store::outbox::list(&store.conn, a.status.as_deref(), a.limit)?;
+    let rows = outbox::list(&store.conn, a.status.as_deref(), a.limit)?;
     if a.json {
         return crate::output::json(&rows);
     }

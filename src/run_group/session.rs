@@ -141,6 +141,8 @@ pub fn execute(
     let mut idle_since: Option<Instant> = None;
     let mut closing_since: Option<Instant> = None;
     let mut last_poll = Instant::now();
+    let mut typing = Typing::new(config, secrets, &work.chat_id);
+    typing.pulse();
     let mut timed_out = false;
     let mut stderr_tail: VecDeque<String> = VecDeque::new();
     let mut stdout_open = true;
@@ -149,6 +151,9 @@ pub fn execute(
             Ok(Event::Line(line)) => {
                 if let Some(o) = &work.observer {
                     let _ = o.send(line.clone());
+                }
+                if matches!(line, AgentLine::Progress { .. }) {
+                    typing.pulse();
                 }
                 st.on_line(line, store, work, log)?;
                 if st.turn_done {
@@ -460,5 +465,39 @@ fn wait_with_timeout(
             Ok(None) => std::thread::sleep(Duration::from_millis(2)),
             Err(_) => return None,
         }
+    }
+}
+
+/// The chat's "typing…" indicator while the agent works: at most one request every 4 s (Telegram
+/// shows it for 5 s), sent from a short-lived thread so a slow channel never delays the run.
+struct Typing {
+    config: Config,
+    secrets: Secrets,
+    chat: String,
+    last: Option<Instant>,
+}
+
+impl Typing {
+    fn new(config: &Config, secrets: &Secrets, chat: &str) -> Typing {
+        Typing {
+            config: config.clone(),
+            secrets: secrets.clone(),
+            chat: chat.to_string(),
+            last: None,
+        }
+    }
+
+    fn pulse(&mut self) {
+        if !self.chat.starts_with("tg:")
+            || self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(4))
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let (config, secrets, chat) =
+            (self.config.clone(), self.secrets.clone(), self.chat.clone());
+        std::thread::spawn(move || crate::channels::typing(&config, &secrets, &chat));
     }
 }

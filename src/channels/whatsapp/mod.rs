@@ -1,0 +1,6 @@
+//! WhatsApp Web: the pure event mapping (always built) and the live client behind the
+//! `whatsapp` cargo feature (`claw whatsapp pair|run`).
+
+#[cfg(feature = "whatsapp")]
+pub mod client;
+pub mod map;

@@ -1,0 +1,279 @@
+//! A fake Telegram Bot API on 127.0.0.1 for tests and the benchmark: std threads and httparse.
+//!
+//! getUpdates serves scripted updates at or above `offset`, at most `limit` at a time; sendMessage and sendChatAction are recorded; sendMessage can be
+//! told to answer 429 with a retry_after; getUpdates can be told to stall (never answer) or to
+//! serve already-confirmed updates again.
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "123456:TEST-token-do-not-log";
+pub const BOT_USERNAME: &str = "claw_test_bot";
+
+#[derive(Default)]
+struct State {
+    updates: Vec<Value>,
+    next_update_id: i64,
+    /// Offsets asked for by getUpdates, in order.
+    offsets: Vec<i64>,
+    get_updates_calls: usize,
+    /// getUpdates calls with this index or later never answer.
+    stall_from: Option<usize>,
+    /// The next getUpdates serves from this update id whatever offset it was given.
+    serve_again_from: Option<i64>,
+    sent: Vec<Value>,
+    actions: Vec<Value>,
+    /// Answers for the next sendMessage calls: Some(secs) = 429 with retry_after.
+    send_script: VecDeque<Option<u64>>,
+    next_msg_id: i64,
+}
+
+/// A running fake server; it stops accepting when dropped.
+pub struct FakeTelegram {
+    pub base: String,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeTelegram {
+    /// Start on a free loopback port.
+    pub fn start() -> FakeTelegram {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(State {
+            next_update_id: 1,
+            next_msg_id: 1000,
+            ..Default::default()
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, sp) = (state.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if sp.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (st, sp) = (st.clone(), sp.clone());
+                std::thread::spawn(move || serve(conn, st, sp));
+            }
+        });
+        FakeTelegram { base, state, stop }
+    }
+
+    /// Queue a text message update; returns its update id.
+    pub fn push_message(&self, chat: Value, from: Value, text: &str) -> i64 {
+        self.push(|id| {
+            json!({"update_id": id, "message": {"message_id": id, "date": 1_795_255_200 + id,
+                   "chat": chat, "from": from, "text": text}})
+        })
+    }
+
+    /// Queue an arbitrary update built from its id; returns the id.
+    pub fn push(&self, build: impl FnOnce(i64) -> Value) -> i64 {
+        let mut s = self.state.lock().unwrap();
+        let id = s.next_update_id;
+        s.next_update_id += 1;
+        let u = build(id);
+        s.updates.push(u);
+        id
+    }
+
+    /// Offsets getUpdates was called with.
+    pub fn offsets(&self) -> Vec<i64> {
+        self.state.lock().unwrap().offsets.clone()
+    }
+
+    /// Recorded sendMessage bodies.
+    pub fn sent(&self) -> Vec<Value> {
+        self.state.lock().unwrap().sent.clone()
+    }
+
+    /// Recorded sendChatAction bodies.
+    pub fn actions(&self) -> Vec<Value> {
+        self.state.lock().unwrap().actions.clone()
+    }
+
+    /// The next sendMessage calls answer per the script (`Some(secs)` = 429), then normally.
+    pub fn script_sends(&self, script: &[Option<u64>]) {
+        self.state
+            .lock()
+            .unwrap()
+            .send_script
+            .extend(script.iter().copied());
+    }
+
+    /// getUpdates call number `n` (0-based, counted from the start) and later never answer.
+    pub fn stall_get_updates_from(&self, n: usize) {
+        self.state.lock().unwrap().stall_from = Some(n);
+    }
+
+    /// Stop stalling.
+    pub fn unstall(&self) {
+        self.state.lock().unwrap().stall_from = None;
+    }
+
+    /// The next getUpdates serves from `id` again, as if the confirmation had been lost.
+    pub fn serve_again_from(&self, id: i64) {
+        self.state.lock().unwrap().serve_again_from = Some(id);
+    }
+
+    /// Number of getUpdates calls so far.
+    pub fn get_updates_calls(&self) -> usize {
+        self.state.lock().unwrap().get_updates_calls
+    }
+}
+
+impl Drop for FakeTelegram {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.base.trim_start_matches("http://"));
+    }
+}
+
+fn serve(mut conn: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(120)));
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        // Read until a full request (headers + Content-Length body) is buffered.
+        let (path, body, used) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            if let Ok(httparse::Status::Complete(head)) = req.parse(&buf) {
+                let len = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| {
+                        std::str::from_utf8(h.value)
+                            .ok()?
+                            .trim()
+                            .parse::<usize>()
+                            .ok()
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= head + len {
+                    let path = req.path.unwrap_or("/").to_string();
+                    let body: Value =
+                        serde_json::from_slice(&buf[head..head + len]).unwrap_or(json!({}));
+                    break (path, body, head + len);
+                }
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        buf.drain(..used);
+        let (status, answer) = handle(&path, &body, &state, &stop);
+        let Some(answer) = answer else { return };
+        let text = answer.to_string();
+        let reason = if status == 200 { "OK" } else { "Error" };
+        let resp = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{text}",
+            text.len()
+        );
+        if conn.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Status and body for one call; `None` body means hang up without answering.
+fn handle(
+    path: &str,
+    body: &Value,
+    state: &Mutex<State>,
+    stop: &AtomicBool,
+) -> (u16, Option<Value>) {
+    let Some(rest) = path.strip_prefix(&format!("/bot{TOKEN}/")) else {
+        return (
+            401,
+            Some(json!({"ok": false, "error_code": 401, "description": "Unauthorized"})),
+        );
+    };
+    match rest {
+        "getMe" => (
+            200,
+            Some(
+                json!({"ok": true, "result": {"id": 42, "is_bot": true, "first_name": "Claw", "username": BOT_USERNAME}}),
+            ),
+        ),
+        "getUpdates" => {
+            let offset = body.get("offset").and_then(Value::as_i64).unwrap_or(0);
+            let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(100) as usize;
+            let wait = body.get("timeout").and_then(Value::as_u64).unwrap_or(0);
+            let call = {
+                let mut s = state.lock().unwrap();
+                s.offsets.push(offset);
+                s.get_updates_calls += 1;
+                s.get_updates_calls - 1
+            };
+            let deadline = Instant::now() + Duration::from_secs(wait);
+            loop {
+                {
+                    let mut s = state.lock().unwrap();
+                    if s.stall_from.is_some_and(|n| call >= n) {
+                        drop(s);
+                        // Hold the connection open without answering until stopped.
+                        while !stop.load(Ordering::Relaxed)
+                            && Instant::now() < deadline + Duration::from_secs(60)
+                        {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        return (200, None);
+                    }
+                    let from = s.serve_again_from.take().unwrap_or(offset);
+                    let batch: Vec<Value> = s
+                        .updates
+                        .iter()
+                        .filter(|u| u["update_id"].as_i64().unwrap_or(0) >= from)
+                        .take(limit)
+                        .cloned()
+                        .collect();
+                    if !batch.is_empty() || Instant::now() >= deadline {
+                        return (200, Some(json!({"ok": true, "result": batch})));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        "sendMessage" => {
+            let mut s = state.lock().unwrap();
+            if let Some(Some(secs)) = s.send_script.pop_front() {
+                return (
+                    429,
+                    Some(json!({"ok": false, "error_code": 429,
+                    "description": format!("Too Many Requests: retry after {secs}"),
+                    "parameters": {"retry_after": secs}})),
+                );
+            }
+            s.sent.push(body.clone());
+            s.next_msg_id += 1;
+            let id = s.next_msg_id;
+            (
+                200,
+                Some(
+                    json!({"ok": true, "result": {"message_id": id, "date": 0, "chat": {"id": 0, "type": "private"}}}),
+                ),
+            )
+        }
+        "sendChatAction" => {
+            state.lock().unwrap().actions.push(body.clone());
+            (200, Some(json!({"ok": true, "result": true})))
+        }
+        other => (
+            404,
+            Some(
+                json!({"ok": false, "error_code": 404, "description": format!("no method {other}")}),
+            ),
+        ),
+    }
+}
