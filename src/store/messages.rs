@@ -202,17 +202,19 @@ pub fn chats(conn: &Connection) -> Result<Vec<Chat>> {
         "SELECT c.id, c.channel, c.name, c.is_group, c.last_activity, g.folder IS NOT NULL
          FROM chats c LEFT JOIN groups g ON g.chat_id = c.id ORDER BY c.last_activity DESC",
     )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(Chat {
-            id: r.get(0)?,
-            channel: r.get(1)?,
-            name: r.get(2)?,
-            is_group: r.get(3)?,
-            last_activity: r.get(4)?,
-            registered: r.get(5)?,
-        })
-    })?;
+    let rows = stmt.query_map([], chat_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn chat_row(r: &rusqlite::Row) -> rusqlite::Result<Chat> {
+    Ok(Chat {
+        id: r.get(0)?,
+        channel: r.get(1)?,
+        name: r.get(2)?,
+        is_group: r.get(3)?,
+        last_activity: r.get(4)?,
+        registered: r.get(5)?,
+    })
 }
 
 /// One chat by id.
@@ -222,16 +224,7 @@ pub fn chat(conn: &Connection, id: &str) -> Result<Option<Chat>> {
             "SELECT c.id, c.channel, c.name, c.is_group, c.last_activity, g.folder IS NOT NULL
              FROM chats c LEFT JOIN groups g ON g.chat_id = c.id WHERE c.id = ?1",
             params![id],
-            |r| {
-                Ok(Chat {
-                    id: r.get(0)?,
-                    channel: r.get(1)?,
-                    name: r.get(2)?,
-                    is_group: r.get(3)?,
-                    last_activity: r.get(4)?,
-                    registered: r.get(5)?,
-                })
-            },
+            chat_row,
         )
         .optional()?)
 }

@@ -60,17 +60,7 @@ pub fn call(http: &Http, req: &Request) -> Result<Reply, CallError> {
     if resp.streaming {
         parse_stream(resp.body)
     } else {
-        let mut text = String::new();
-        resp.body
-            .take(64 << 20)
-            .read_to_string(&mut text)
-            .map_err(|e| CallError::Failed(format!("reading the model's reply failed: {e}")))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| {
-            CallError::Failed(format!(
-                "the model's reply is not JSON ({e}): {}",
-                &text[..text.len().min(300)]
-            ))
-        })?;
+        let v = super::read_json(resp.body)?;
         parse_message(&v)
     }
 }

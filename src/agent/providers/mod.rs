@@ -42,6 +42,19 @@ pub struct Reply {
 /// How many attempts a call gets before an overload becomes a failure.
 const MAX_ATTEMPTS: u32 = 6;
 
+/// Read a non-streamed reply body (at most 64 MiB) as JSON.
+pub fn read_json(body: Box<dyn std::io::Read + Send>) -> Result<Value, CallError> {
+    use std::io::Read;
+    let mut text = String::new();
+    body.take(64 << 20)
+        .read_to_string(&mut text)
+        .map_err(|e| CallError::Failed(format!("reading the model's reply failed: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| {
+        let head: String = text.chars().take(300).collect();
+        CallError::Failed(format!("the model's reply is not JSON ({e}): {head}"))
+    })
+}
+
 /// Call the configured provider, retrying overloads and rate limits with backoff.
 pub fn complete(http: &Http, req: &Request) -> Result<Reply, CallError> {
     let mut attempt = 0;
