@@ -206,6 +206,9 @@ fn an_older_database_is_migrated_forward() {
         db.execute_batch(
             "DROP INDEX messages_chat_seq_human;
              CREATE INDEX messages_chat_seq ON messages (chat_id, seq);
+             DROP INDEX tasks_folder;
+             DROP INDEX outbox_origin;
+             DROP INDEX tasks_created_by;
              PRAGMA user_version = 1;",
         )
         .unwrap();

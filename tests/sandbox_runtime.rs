@@ -59,8 +59,9 @@ fn spec(script: &str, mounts: Vec<Mount>) -> ContainerSpec {
         tmp_size: "16m".into(),
         env: vec![("LC_ALL".into(), "C".into())],
         workdir: Some("/tmp".into()),
-        extra_args: vec![],
-        command: vec!["sh".into(), "-c".into(), script.into()],
+        // The agent image's entrypoint is claw-agent; these probes are plain shell scripts.
+        extra_args: vec!["--entrypoint".into(), "sh".into()],
+        command: vec!["-c".into(), script.into()],
     }
 }
 

@@ -156,17 +156,17 @@ CREATE INDEX audit_folder ON audit (folder, at);
     // only query without `is_bot = 0` (max_seq, at group registration) is served well enough by
     // the (chat_id, msg_id) unique index.
     r#"
-CREATE INDEX messages_chat_seq_human ON messages (chat_id, seq) WHERE is_bot = 0;
-DROP INDEX messages_chat_seq;
+CREATE INDEX IF NOT EXISTS messages_chat_seq_human ON messages (chat_id, seq) WHERE is_bot = 0;
+DROP INDEX IF EXISTS messages_chat_seq;
 "#,
     // 3: per-group task listings, snapshots and the per-group task cap without a table scan.
     r#"
-CREATE INDEX tasks_folder ON tasks (folder, status);
+CREATE INDEX IF NOT EXISTS tasks_folder ON tasks (folder, status);
 "#,
     // 4: IPC requests are idempotent by origin (folder and file stem), so a request file applied
     // again after a crash between commit and delete finds what it created the first time.
     r#"
-CREATE INDEX outbox_origin ON outbox (origin);
-CREATE INDEX tasks_created_by ON tasks (created_by);
+CREATE INDEX IF NOT EXISTS outbox_origin ON outbox (origin);
+CREATE INDEX IF NOT EXISTS tasks_created_by ON tasks (created_by);
 "#,
 ];
