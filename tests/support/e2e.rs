@@ -20,8 +20,10 @@ pub fn runtime() -> String {
 
 /// Panic with a clear message unless the runtime and image are there: these tests must not skip.
 pub fn require_image() {
+    // `image inspect` (not podman's `image exists`) so docker works too.
     let out = Command::new(runtime())
-        .args(["image", "exists", &image()])
+        .args(["image", "inspect", &image()])
+        .stdout(std::process::Stdio::null())
         .status();
     match out {
         Ok(s) if s.success() => {}
