@@ -240,22 +240,23 @@ fn backoff_doubles_and_a_row_is_given_up_after_the_last_attempt() {
 #[test]
 fn a_channel_without_a_sender_is_skipped_and_its_rows_stay_pending() {
     let (h, _, out) = setup("");
-    let tg = enqueue(&h, "tg:-100", &["to telegram".into()])[0];
+    // `zz` is a prefix no built-in channel serves and claw.toml gives no send command.
+    let zz = enqueue(&h, "zz:-100", &["to nowhere".into()])[0];
     let wa = enqueue(&h, CHAT, &["to whatsapp".into()])[0];
     h.claw()
         .arg("deliver")
         .assert()
         .success()
         .stdout(predicate::str::contains("sent 1, failed 0"))
-        .stdout(predicate::str::contains("skipped tg"))
+        .stdout(predicate::str::contains("skipped zz"))
         .stdout(predicate::str::contains("send_command"));
-    assert_eq!(row(&h, tg), ("pending".into(), 0, None, 0));
+    assert_eq!(row(&h, zz), ("pending".into(), 0, None, 0));
     assert_eq!(row(&h, wa).0, "sent");
     assert_eq!(sent_lines(&out).len(), 1);
     // --channel restricts the pass to one prefix.
     let wa2 = enqueue(&h, CHAT, &["again".into()])[0];
     h.claw()
-        .args(["deliver", "--channel", "tg"])
+        .args(["deliver", "--channel", "zz"])
         .assert()
         .success()
         .stdout(predicate::str::contains("sent 0"));
