@@ -59,7 +59,21 @@ pub fn status(home: &Home, store: &Store, config: &Config) -> Result<Report> {
         // Stream newest first and stop at the first message that decides it: reading every
         // pending row of every group made status slow on busy installs.
         let mut scan = pending::Scan::new(&g, count as usize);
-        if count > 0 {
+        if count > 0 && !g.is_main && g.requires_trigger && g.allowed_senders.is_none() {
+            // Everyone may trigger here, so only texts that start with the trigger matter: let
+            // SQLite pick those instead of handing over every pending text (1,000 quiet groups).
+            let hit = messages::trigger_candidates(
+                conn,
+                &g.chat_id,
+                cursor,
+                config.limits.prompt_messages,
+                &g.trigger,
+            )?
+            .into_iter()
+            .find(|t| pending::has_trigger(t, &g.trigger));
+            // Same decision and reason as scanning every message from an allowed sender.
+            scan.push_parts("", true, hit.as_deref().unwrap_or(""));
+        } else if count > 0 {
             messages::scan_latest_since(
                 conn,
                 &g.chat_id,
@@ -103,4 +117,59 @@ pub fn status(home: &Home, store: &Store, config: &Config) -> Result<Report> {
         queued_runs: runs::with_status(conn, "queued")?.len(),
         outbox_backlog: backlog.values().sum(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::messages::{self, NewMessage};
+
+    #[test]
+    fn trigger_prefilter_agrees_with_has_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::paths::Home::new(dir.path());
+        let store = crate::store::Store::create(&home).unwrap();
+        let texts = [
+            "@andy hi",
+            "\t@ANDY: go",
+            "\u{a0}\u{3000}@Andy please",
+            "\n@Andy",
+            "@Andyx no",
+            "@Andy_x no",
+            "hello @Andy",
+            "@And",
+            "",
+            "@andé",
+            "@Andé ok",
+        ];
+        for trigger in ["@Andy", "@Andé"] {
+            for (i, t) in texts.iter().enumerate() {
+                let chat = format!("tg:{i}");
+                messages::upsert_chat(&store.conn, &chat, None, None, 0, None).unwrap();
+                let id = format!("{trigger}{i}");
+                let m = NewMessage {
+                    chat_id: &chat,
+                    msg_id: &id,
+                    sender: "tg:1",
+                    sender_name: "",
+                    text: t,
+                    sent_at: 0,
+                    from_me: false,
+                    is_bot: false,
+                    reply_to_id: None,
+                    reply_to_sender: None,
+                    reply_to_text: None,
+                };
+                messages::insert(&store.conn, &m).unwrap();
+                let via_sql = messages::trigger_candidates(&store.conn, &chat, 0, 50, trigger)
+                    .unwrap()
+                    .iter()
+                    .any(|c| crate::pending::has_trigger(c, trigger));
+                assert_eq!(
+                    via_sql,
+                    crate::pending::has_trigger(t, trigger),
+                    "{trigger} vs {t:?}"
+                );
+            }
+        }
+    }
 }

@@ -180,6 +180,33 @@ pub fn scan_latest_since(
     Ok(())
 }
 
+/// Texts among the newest `limit` non-bot messages after `after_seq` that may start with
+/// `trigger`: after trimming exactly the characters Rust's `trim_start` trims (Unicode
+/// White_Space), the first `length(trigger)` characters equal the trigger with ASCII case folded,
+/// as `eq_ignore_ascii_case` does. Callers confirm with `pending::has_trigger` (the word
+/// boundary); the filter only saves reading every pending text.
+pub fn trigger_candidates(
+    conn: &Connection,
+    chat_id: &str,
+    after_seq: i64,
+    limit: usize,
+    trigger: &str,
+) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT text FROM (SELECT text FROM messages
+                           WHERE chat_id = ?1 AND seq > ?2 AND is_bot = 0 ORDER BY seq DESC LIMIT ?3)
+         WHERE lower(substr(ltrim(text, ?5), 1, length(?4))) = lower(?4)",
+    )?;
+    let rows = stmt.query_map(
+        params![chat_id, after_seq, limit as i64, trigger, WHITE_SPACE],
+        |r| r.get(0),
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The Unicode White_Space characters (what `str::trim_start` removes).
+const WHITE_SPACE: &str = "\u{9}\u{a}\u{b}\u{c}\u{d}\u{20}\u{85}\u{a0}\u{1680}\u{2000}\u{2001}\u{2002}\u{2003}\u{2004}\u{2005}\u{2006}\u{2007}\u{2008}\u{2009}\u{200a}\u{2028}\u{2029}\u{202f}\u{205f}\u{3000}";
+
 /// How many non-bot messages a chat has after `after_seq`.
 pub fn count_since(conn: &Connection, chat_id: &str, after_seq: i64) -> Result<i64> {
     Ok(conn
