@@ -17,6 +17,8 @@ pub struct Config {
     pub limits: Limits,
     pub model: ModelConfig,
     pub providers: Providers,
+    /// How long host-side records of agents' activity are kept.
+    pub retention: Retention,
     /// Channel settings by channel name (`telegram`, `signal`, or any `command` channel).
     pub channels: BTreeMap<String, ChannelConfig>,
 }
@@ -54,6 +56,35 @@ pub struct Limits {
     pub retry_base_secs: u64,
     /// Model turns per message before the agent stops (runaway guard).
     pub max_steps: u32,
+    /// Disk a group's writable folders (workspace, session, IPC) may use, in MiB; a run that
+    /// passes it is stopped and the chat told. `group set --disk-mb` overrides it per group.
+    pub group_disk_mb: u64,
+    /// Files and folders a group's writable folders may hold (inodes are a disk too).
+    pub group_max_files: u64,
+    /// Size of one run's log in KiB; past it the head and tail are kept and the middle dropped.
+    pub run_log_kb: u64,
+    /// Model requests one run may have in flight at once (the proxy queues the rest).
+    pub llm_concurrency: usize,
+    /// Model requests one run may make in all; past it the proxy refuses them.
+    pub llm_requests_per_run: u32,
+    /// Shortest schedule a non-main group's agent may set for a task (cron or interval).
+    pub min_task_interval_secs: u64,
+    /// Active or paused tasks a non-main group may have.
+    pub max_tasks: u32,
+    /// Runs a non-main group may start in any hour (messages and tasks together); 0 = no limit.
+    pub runs_per_hour: u32,
+}
+
+/// Retention of host-side records (pruned by `claw tick`'s housekeeping, at most hourly).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Audit rows older than this many days are deleted.
+    pub audit_days: u32,
+    /// Rejected IPC files in `ipc/errors/` older than this many days are deleted.
+    pub ipc_errors_days: u32,
+    /// `ipc/errors/` is kept under this many MiB, oldest removed first.
+    pub ipc_errors_mb: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,6 +95,9 @@ pub struct ModelConfig {
     pub name: String,
     pub max_tokens: u32,
     pub context_window: u32,
+    /// Other model names any group's agent may ask for; a request for a model that is neither
+    /// `name`, one of these, nor in the group's own list is rewritten to `name` by the proxy.
+    pub allowed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,6 +136,7 @@ impl Default for Config {
             limits: Limits::default(),
             model: ModelConfig::default(),
             providers: Providers::default(),
+            retention: Retention::default(),
             channels: BTreeMap::new(),
         }
     }
@@ -131,6 +166,24 @@ impl Default for Limits {
             max_attempts: 4,
             retry_base_secs: 5,
             max_steps: 40,
+            group_disk_mb: 1024,
+            group_max_files: 100_000,
+            run_log_kb: 4096,
+            llm_concurrency: 4,
+            llm_requests_per_run: 500,
+            min_task_interval_secs: 300,
+            max_tasks: 20,
+            runs_per_hour: 30,
+        }
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            audit_days: 90,
+            ipc_errors_days: 14,
+            ipc_errors_mb: 64,
         }
     }
 }
@@ -142,6 +195,7 @@ impl Default for ModelConfig {
             name: "claude-sonnet-4-5".into(),
             max_tokens: 4096,
             context_window: 200_000,
+            allowed: vec![],
         }
     }
 }
@@ -198,6 +252,20 @@ impl Config {
                 Code::NotInitialised,
                 "runtime.max_concurrent must be at least 1",
             ));
+        }
+        for (name, v) in [
+            ("limits.llm_concurrency", cfg.limits.llm_concurrency as u64),
+            ("limits.run_log_kb", cfg.limits.run_log_kb),
+            ("limits.group_disk_mb", cfg.limits.group_disk_mb),
+            ("limits.group_max_files", cfg.limits.group_max_files),
+            ("model.max_tokens", u64::from(cfg.model.max_tokens)),
+        ] {
+            if v == 0 {
+                return Err(Coded::err(
+                    Code::NotInitialised,
+                    format!("{name} must be at least 1"),
+                ));
+            }
         }
         if !matches!(cfg.model.provider.as_str(), "anthropic" | "openai") {
             return Err(Coded::err(
@@ -266,12 +334,27 @@ prompt_messages = 50     # most pending messages in one prompt
 max_attempts = 4         # tries of a failing run before the chat is told
 retry_base_secs = 5      # first retry delay, doubling
 max_steps = 40           # model turns per message
+group_disk_mb = 1024     # disk a group's writable folders may use; the run is stopped past it
+group_max_files = 100000 # files and folders in them
+run_log_kb = 4096        # one run's log; past it the head and tail are kept
+llm_concurrency = 4      # model requests one run may have in flight
+llm_requests_per_run = 500
+# Limits for groups other than main (main is the owner's own chat):
+min_task_interval_secs = 300   # shortest task schedule an agent may set
+max_tasks = 20                 # active or paused tasks per group
+runs_per_hour = 30             # runs per group per hour (0 = no limit)
+
+[retention]
+audit_days = 90          # audit rows older than this are deleted
+ipc_errors_days = 14     # rejected IPC files in ipc/errors/ older than this are deleted
+ipc_errors_mb = 64       # and ipc/errors/ is kept under this size
 
 [model]
 provider = "anthropic"   # or "openai" for any OpenAI-compatible endpoint
 name = "claude-sonnet-4-5"
-max_tokens = 4096
+max_tokens = 4096        # the proxy clamps every model request to this
 context_window = 200000
+allowed = []             # other models an agent may ask for; anything else becomes `name`
 
 [providers.anthropic]
 base_url = "https://api.anthropic.com"

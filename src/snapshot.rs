@@ -9,10 +9,10 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::ffi::OsStr;
 
-use crate::ipc::fsat::{Dir, Kind};
 use crate::paths::Home;
 use crate::protocol::{IPC_CHATS_SNAPSHOT, IPC_TASKS_SNAPSHOT};
 use crate::store::{Store, messages, tasks};
+use crate::untrusted::{Dir, Kind};
 
 /// A task as the agent sees it.
 #[derive(Debug, Serialize)]

@@ -23,7 +23,7 @@ pub enum Cmd {
         json: bool,
     },
     /// Change a group's settings.
-    Set(SetArgs),
+    Set(Box<SetArgs>),
     /// Unregister a group (its folder stays on disk).
     Rm { folder: String },
 }
@@ -87,6 +87,18 @@ pub struct SetArgs {
     /// Model name for this group.
     #[arg(long)]
     pub model: Option<String>,
+    /// Let this group's agent also ask for this model (repeatable); others are rewritten to its model.
+    #[arg(long = "allow-model", value_name = "MODEL")]
+    pub allow_model: Vec<String>,
+    /// Stop allowing a model added with --allow-model (repeatable).
+    #[arg(long = "no-allow-model", value_name = "MODEL")]
+    pub no_allow_model: Vec<String>,
+    /// Disk this group's writable folders may use, in MiB (overrides limits.group_disk_mb).
+    #[arg(long, value_name = "MIB")]
+    pub disk_mb: Option<u64>,
+    /// Runs this group may start per hour (overrides limits.runs_per_hour; 0 = no limit).
+    #[arg(long, value_name = "N")]
+    pub runs_per_hour: Option<u32>,
     /// Mount a host folder at /workspace/extra/NAME: `HOST_PATH:NAME[:rw]` (checked against the allowlist at each run).
     #[arg(long, value_name = "SPEC")]
     pub mount: Vec<String>,
@@ -100,7 +112,7 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
         Cmd::Add(a) => add(ctx, a),
         Cmd::List { json } => list(ctx, json),
         Cmd::Show { folder, json } => show(ctx, &folder, json),
-        Cmd::Set(a) => set(ctx, a),
+        Cmd::Set(a) => set(ctx, *a),
         Cmd::Rm { folder } => {
             let mut store = ctx.store()?;
             let g = crate::groups::remove(&mut store, &folder)?;
@@ -233,6 +245,23 @@ fn show(ctx: &Ctx, folder: &str, json: bool) -> Result<()> {
         g.config.provider.as_deref().unwrap_or("default"),
         g.config.model.as_deref().unwrap_or("")
     );
+    if !g.config.models.is_empty() {
+        println!("models allowed:   {}", g.config.models.join(", "));
+    }
+    println!(
+        "disk limit:       {}",
+        g.config
+            .disk_mb
+            .map_or("default".into(), |d| format!("{d} MiB"))
+    );
+    if !g.is_main {
+        println!(
+            "runs per hour:    {}",
+            g.config
+                .runs_per_hour
+                .map_or("default".into(), |r| r.to_string())
+        );
+    }
     for m in &g.config.extra_mounts {
         println!(
             "mount:            {} -> /workspace/extra/{}{}",
@@ -308,6 +337,27 @@ fn set(ctx: &Ctx, a: SetArgs) -> Result<()> {
     }
     if let Some(m) = a.model {
         g.config.model = Some(m);
+    }
+    for m in a.allow_model {
+        if m.trim().is_empty() || m.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Coded::err(
+                Code::Usage,
+                format!("model name `{m}` must be one word, e.g. `claude-haiku-4-5`"),
+            ));
+        }
+        if !g.config.models.contains(&m) {
+            g.config.models.push(m);
+        }
+    }
+    g.config.models.retain(|m| !a.no_allow_model.contains(m));
+    if let Some(d) = a.disk_mb {
+        if d == 0 {
+            return Err(Coded::err(Code::Usage, "--disk-mb must be at least 1"));
+        }
+        g.config.disk_mb = Some(d);
+    }
+    if let Some(r) = a.runs_per_hour {
+        g.config.runs_per_hour = Some(r);
     }
     for spec in a.mount {
         let parts: Vec<&str> = spec.rsplitn(3, ':').collect();

@@ -8,7 +8,6 @@
 
 pub mod apply;
 pub mod auth;
-pub mod fsat;
 pub mod read;
 
 use anyhow::{Context, Result};
@@ -20,9 +19,9 @@ use crate::config::Config;
 use crate::paths::Home;
 use crate::protocol::{IPC_MESSAGES_DIR, IPC_REPLIES_DIR, IPC_TASKS_DIR, IpcReply, IpcRequest};
 use crate::store::{Store, audit, groups};
+use crate::untrusted::{self as fsat, Dir, Kind};
 use apply::Effect;
 use auth::Origin;
-use fsat::{Dir, Kind};
 use read::Item;
 
 /// What happened to one request file.

@@ -6,8 +6,11 @@
 
 use std::ffi::{OsStr, OsString};
 
-use super::fsat::{Dir, Kind};
 use crate::protocol::IpcRequest;
+use crate::untrusted::{Dir, Kind};
+
+/// Most names read from one request directory in one pass; the rest wait for the next pass.
+pub const MAX_NAMES_PER_SCAN: usize = 50_000;
 
 /// Largest request file read.
 pub const MAX_REQUEST_BYTES: u64 = 1024 * 1024;
@@ -64,7 +67,7 @@ pub fn parse(bytes: &[u8]) -> Result<IpcRequest, String> {
 /// agent's files still being written and are left alone.
 pub fn scan(dir: &Dir, sub: &'static str) -> std::io::Result<Vec<Item>> {
     let mut items = Vec::new();
-    for name in dir.entries()? {
+    for name in dir.entries(MAX_NAMES_PER_SCAN)?.0 {
         if name.as_encoded_bytes().starts_with(b".") {
             continue;
         }

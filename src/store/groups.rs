@@ -18,6 +18,12 @@ pub struct GroupConfig {
     pub model: Option<String>,
     /// Hosts this group's container may reach through the proxy (`host`, `host:port`, `*.domain`).
     pub egress: Vec<String>,
+    /// Other models this group's agent may ask for (beside its model and `model.allowed`).
+    pub models: Vec<String>,
+    /// Overrides `limits.group_disk_mb`.
+    pub disk_mb: Option<u64>,
+    /// Overrides `limits.runs_per_hour` (non-main groups).
+    pub runs_per_hour: Option<u32>,
 }
 
 /// An extra mount request: host path, name under `/workspace/extra/`, and whether it should be ro.

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod groups;
+pub mod marks;
 pub mod messages;
 pub mod outbox;
 pub mod runs;

@@ -169,4 +169,24 @@ CREATE INDEX IF NOT EXISTS tasks_folder ON tasks (folder, status);
 CREATE INDEX IF NOT EXISTS outbox_origin ON outbox (origin);
 CREATE INDEX IF NOT EXISTS tasks_created_by ON tasks (created_by);
 "#,
+    // 5: hardening. `containers` lists every container run-group started and has not yet seen
+    // gone, so a leftover of a killed run is removed before its group starts another (and dispatch
+    // need not ask the runtime). `marks` records when a once-per-window thing last happened (a
+    // limit notice to a chat, the hourly housekeeping). Runs per group per hour are counted by
+    // start time.
+    r#"
+CREATE TABLE IF NOT EXISTS containers (
+    name       TEXT PRIMARY KEY,
+    folder     TEXT NOT NULL,
+    run_id     INTEGER,
+    runtime    TEXT NOT NULL,
+    started_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS containers_folder ON containers (folder);
+CREATE TABLE IF NOT EXISTS marks (
+    key TEXT PRIMARY KEY,
+    at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_folder_started ON runs (folder, started_at);
+"#,
 ];

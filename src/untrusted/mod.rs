@@ -1,14 +1,22 @@
-//! Directory-relative file operations that never follow a symlink an agent planted.
+//! The one module that touches agent-writable trees (`groups/F`, `sessions/F`, `ipc/F`, and
+//! `groups/global` for main): everything the host does there goes through a [`Dir`].
 //!
-//! Every path under `ipc/FOLDER` is agent-writable, so each step opens one component relative to
-//! an already-open directory with `O_NOFOLLOW` (`openat`, `fstatat`, `renameat`, `unlinkat`).
-//! This module never opens anything that is not a directory or a regular file, and never reads a
-//! file before checking, on the open descriptor, that it is regular and small enough.
+//! An agent may have replaced any name under those folders with a symlink, a FIFO, a device or a
+//! hard link, and may swap it again between two system calls. So every step opens one component
+//! relative to an already-open directory with `O_NOFOLLOW` (`openat`, `fstatat`, `renameat`,
+//! `unlinkat`, `fchownat(AT_SYMLINK_NOFOLLOW)`), creates with `O_EXCL`, never opens anything that
+//! is not a directory or a regular file (a FIFO is never opened, so it cannot block), checks on the
+//! open descriptor before reading, and bounds every read and every walk. Nothing else in the host
+//! may call `std::fs` on those trees; `tests/untrusted_boundary.rs` greps the crate for it.
+
+mod walk;
+
+pub use walk::{Usage, remove_tree, usage};
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// What a directory entry is, looked at without following it.
@@ -33,6 +41,34 @@ impl Kind {
             Kind::Symlink => "symlink",
             Kind::Fifo => "FIFO",
             Kind::Other => "device or socket",
+        }
+    }
+}
+
+/// What the host needs to know about an entry, read without following it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub kind: Kind,
+    /// Bytes of disk actually used (`st_blocks` × 512), so sparse files count what they cost.
+    pub disk_bytes: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+}
+
+impl Stat {
+    // The stat field types differ by platform (nlink is u32 on some), hence the casts.
+    #[allow(clippy::unnecessary_cast)]
+    fn of(st: &libc::stat) -> Stat {
+        Stat {
+            kind: kind_of(st),
+            disk_bytes: (st.st_blocks as u64).saturating_mul(512),
+            uid: st.st_uid,
+            gid: st.st_gid,
+            nlink: st.st_nlink as u64,
+            mtime: st.st_mtime,
         }
     }
 }
@@ -93,8 +129,39 @@ impl Dir {
         })
     }
 
-    /// Names in the directory (without `.` and `..`), sorted bytewise.
-    pub fn entries(&self) -> io::Result<Vec<OsString>> {
+    /// Open a subdirectory given as any name (not only UTF-8) without following a symlink.
+    pub fn sub_os(&self, name: &OsStr) -> io::Result<Dir> {
+        let c = cstr(name)?;
+        let fd = check(unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), DIR_FLAGS) })?;
+        Ok(Dir {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            path: self.path.join(name),
+        })
+    }
+
+    /// Names in the directory (without `.` and `..`), sorted bytewise; at most `max` of them
+    /// (an agent can create millions of names), the second value saying whether some were left.
+    pub fn entries(&self, max: usize) -> io::Result<(Vec<OsString>, bool)> {
+        let mut names = Vec::new();
+        let mut more = false;
+        self.each_entry(|name| {
+            if names.len() >= max {
+                more = true;
+                return std::ops::ControlFlow::Break(());
+            }
+            names.push(name.to_os_string());
+            std::ops::ControlFlow::Continue(())
+        })?;
+        names.sort();
+        Ok((names, more))
+    }
+
+    /// Calls `f` with each name in the directory (without `.` and `..`) in the order the file
+    /// system gives them, until `f` breaks; nothing is collected, so a huge directory costs no memory.
+    pub fn each_entry(
+        &self,
+        mut f: impl FnMut(&OsStr) -> std::ops::ControlFlow<()>,
+    ) -> io::Result<()> {
         let dup = check(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })?;
         let dirp = unsafe { libc::fdopendir(dup) };
         if dirp.is_null() {
@@ -104,7 +171,6 @@ impl Dir {
         }
         // The dup shares the offset with our fd; start from the beginning every time.
         unsafe { libc::rewinddir(dirp) };
-        let mut names = Vec::new();
         loop {
             let ent = unsafe { libc::readdir(dirp) };
             if ent.is_null() {
@@ -112,13 +178,34 @@ impl Dir {
             }
             let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) };
             let b = name.to_bytes();
-            if b != b"." && b != b".." {
-                names.push(OsString::from_vec(b.to_vec()));
+            if b != b"." && b != b".." && f(OsStr::from_bytes(b)).is_break() {
+                break;
             }
         }
         unsafe { libc::closedir(dirp) };
-        names.sort();
-        Ok(names)
+        Ok(())
+    }
+
+    /// Full metadata of `name`, without following it. `None` if it does not exist.
+    pub fn stat(&self, name: &OsStr) -> io::Result<Option<Stat>> {
+        let c = cstr(name)?;
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let rc = unsafe {
+            libc::fstatat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::NotFound {
+                return Ok(None);
+            }
+            return Err(e);
+        }
+        Ok(Some(Stat::of(&st)))
     }
 
     /// What `name` is, without following it. `None` if it does not exist.
