@@ -125,11 +125,32 @@ pub fn run_group(
         }
     };
     let outcome = finish(&mut store, config, &work, &ending, error, &mut log)?;
-    log.line(format!("finished: {} ({})", outcome.status, outcome.detail));
+    log.line(format!(
+        "finished: {} ({}); peak RSS of this run-group {} KiB",
+        outcome.status,
+        outcome.detail,
+        peak_rss_kb()
+    ));
     Ok(Outcome {
         log: Some(log.path.display().to_string()),
         ..outcome
     })
+}
+
+/// This process's peak resident memory so far, in KiB (the kernel's high-water mark), written to
+/// every run log so a run that pushed the host's memory shows it.
+pub fn peak_rss_kb() -> u64 {
+    // SAFETY: getrusage fills a plain struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0;
+    }
+    // Linux reports KiB; macOS reports bytes.
+    if cfg!(target_os = "macos") {
+        ru.ru_maxrss as u64 / 1024
+    } else {
+        ru.ru_maxrss as u64
+    }
 }
 
 /// Take the first free concurrency slot.
