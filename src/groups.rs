@@ -29,11 +29,65 @@ pub fn validate_folder(folder: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Check a chat id: `channel:rest`, printable, no whitespace.
+/// Check a chat id: `channel:rest`, with `rest` in a conservative character set per channel
+/// (`tg:` a number, `wa:` a jid, `sig:` a phone number, UUID or group id, `cli:` a word, any other
+/// channel letters, digits and `@._+=:/-`). Ids are printed in notices and suggested commands, so
+/// nothing a shell or a terminal would act on may pass.
 pub fn validate_chat_id(chat: &str) -> Result<(), String> {
+    validate_chat_shape(chat)?;
+    let (ch, rest) = chat.split_once(':').unwrap_or(("", ""));
+    let word = |c: char, extra: &str| c.is_ascii_alphanumeric() || extra.contains(c);
+    let (ok, what) = match ch {
+        "tg" => (
+            rest.strip_prefix('-')
+                .unwrap_or(rest)
+                .chars()
+                .all(|c| c.is_ascii_digit())
+                && rest.len() <= 21,
+            "a Telegram chat number such as `tg:-100123`",
+        ),
+        "wa" => (
+            rest.split_once('@').is_some_and(|(user, server)| {
+                !user.is_empty()
+                    && !server.is_empty()
+                    && user.chars().all(|c| word(c, "._:-"))
+                    && server.chars().all(|c| c.is_ascii_lowercase() || c == '.')
+            }),
+            "a WhatsApp jid such as `wa:1203630@g.us`",
+        ),
+        "sig" => (
+            rest.chars().all(|c| word(c, "+/=-")),
+            "a Signal number, UUID or group id such as `sig:+4915112345678`",
+        ),
+        "cli" => (
+            rest.chars().all(|c| word(c, "._-")),
+            "a word such as `cli:local`",
+        ),
+        _ => (
+            rest.chars().all(|c| word(c, "@._+=:/-")),
+            "letters, digits and `@._+=:/-` after the channel prefix",
+        ),
+    };
+    if !ok {
+        return Err(format!(
+            "chat id `{}` is not allowed: expected {what}",
+            crate::output::clean_line(chat)
+        ));
+    }
+    Ok(())
+}
+
+fn validate_chat_shape(chat: &str) -> Result<(), String> {
+    let shown = crate::output::clip(chat, 80);
+    if chat.len() > 200 {
+        return Err(format!(
+            "chat id `{shown}` is {} bytes; the limit is 200",
+            chat.len()
+        ));
+    }
     let Some((ch, rest)) = chat.split_once(':') else {
         return Err(format!(
-            "chat id `{chat}` needs a channel prefix, e.g. `tg:-100123` or `cli:local`"
+            "chat id `{shown}` needs a channel prefix, e.g. `tg:-100123` or `cli:local`"
         ));
     };
     if ch.is_empty()
@@ -43,12 +97,7 @@ pub fn validate_chat_id(chat: &str) -> Result<(), String> {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
     {
         return Err(format!(
-            "chat id `{chat}` must look like `channel:id` with a lowercase channel prefix"
-        ));
-    }
-    if chat.len() > 256 || chat.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "chat id `{chat}` has whitespace or control characters or is too long"
+            "chat id `{shown}` must look like `channel:id` with a lowercase channel prefix"
         ));
     }
     Ok(())
@@ -238,9 +287,46 @@ mod tests {
 
     #[test]
     fn chat_id_rules() {
-        assert!(validate_chat_id("tg:-100123").is_ok());
-        assert!(validate_chat_id("wa:1203@g.us").is_ok());
-        for bad in ["nochannel", ":x", "tg:", "TG:1", "tg:a b", "tg:\n"] {
+        for ok in [
+            "tg:-100123",
+            "tg:42",
+            "wa:1203@g.us",
+            "wa:120363012345678901@g.us",
+            "wa:4915112345678@s.whatsapp.net",
+            "wa:1234-5678@g.us",
+            "wa:99887766@lid",
+            "sig:+4915112345678",
+            "sig:R3JvdXBJZEZvclRlc3Rz+/8=",
+            "sig:0b0e0e3c-8f7a-4c8e-9d43-1b2c3d4e5f60",
+            "cli:local",
+            "matrix:room:example.org",
+            "mx:room_1@example.org",
+        ] {
+            assert!(validate_chat_id(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "nochannel",
+            ":x",
+            "tg:",
+            "TG:1",
+            "tg:a b",
+            "tg:\n",
+            "tg:evil",
+            "tg:-1`id`",
+            "tg:1;rm -rf ~",
+            "wa:$(id)@g.us",
+            "wa:1203",
+            "wa:1@G.US",
+            "sig:+49 151",
+            "sig:x`y`",
+            "cli:a/b",
+            "mx:a`b`",
+            "mx:a$b",
+            "mx:a'b",
+            "mx:a\u{1b}]0;x",
+            &format!("tg:{}", "1".repeat(30)),
+            &format!("mx:{}", "a".repeat(300)),
+        ] {
             assert!(validate_chat_id(bad).is_err(), "{bad}");
         }
     }

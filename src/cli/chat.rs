@@ -33,16 +33,19 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             pb
         });
         let dim = anstyle::Style::new().dimmed();
+        // Replies, tool details and problems come from the agent and the model: only our own
+        // styling may put escape sequences on the terminal.
         let mut ui = |e: Event| {
             let line = match e {
                 Event::Tool { tool, detail } => format!(
-                    "{dim}  ⚙ {tool} {}{dim:#}",
+                    "{dim}  ⚙ {} {}{dim:#}",
+                    crate::output::clip(&tool, 40),
                     crate::output::clip(&detail, 80)
                 ),
-                Event::Reply(text) => text,
+                Event::Reply(text) => crate::output::clean(&text).into_owned(),
                 Event::Problem(p) => {
                     failed = true;
-                    format!("{dim}  ! {p}{dim:#}")
+                    format!("{dim}  ! {}{dim:#}", crate::output::clean(&p))
                 }
             };
             match &spinner {
@@ -89,7 +92,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             continue;
         }
         if let Err(e) = say(&mut chat, line) {
-            eprintln!("claw: {e:#}");
+            eprintln!("claw: {}", crate::output::clean(&format!("{e:#}")));
         }
     }
     chat.finish();

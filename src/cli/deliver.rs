@@ -32,7 +32,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             report.sent, report.failed, report.released
         );
         for (ch, why) in &report.skipped {
-            println!("skipped {ch}: {why}");
+            println!("skipped {ch}: {}", crate::output::clean(why));
         }
     }
     if report.failed > 0 {

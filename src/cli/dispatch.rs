@@ -46,7 +46,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             d.folder,
             d.kind,
             d.run_id.map(|i| format!(" run {i}")).unwrap_or_default(),
-            d.reason
+            crate::output::clean(&d.reason)
         );
     }
     for (id, code) in &report.waited {
@@ -56,7 +56,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         );
     }
     for n in &report.notes {
-        println!("note: {n}");
+        println!("note: {}", crate::output::clean(n));
     }
     if report.decisions.is_empty() && report.recovered_runs.is_empty() {
         println!("nothing to dispatch");

@@ -37,9 +37,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 Level::Warn => "warn",
                 Level::Fail => "FAIL",
             };
-            println!("{mark} {:<13} {}", c.name, c.message);
+            println!("{mark} {:<13} {}", c.name, crate::output::clean(&c.message));
             if let Some(fix) = &c.fix {
-                println!("     {:<13} fix: {fix}", "");
+                println!("     {:<13} fix: {}", "", crate::output::clean(fix));
             }
         }
     }

@@ -187,9 +187,9 @@ fn list(ctx: &Ctx, json: bool) -> Result<()> {
                 } else {
                     "(every message)".into()
                 },
-                g.allowed_senders
-                    .as_ref()
-                    .map_or("everyone".into(), |s| s.join(", ")),
+                g.allowed_senders.as_ref().map_or("everyone".into(), |s| {
+                    crate::output::clean_line(&s.join(", "))
+                }),
             ]
         })
         .collect();
@@ -212,26 +212,29 @@ fn show(ctx: &Ctx, folder: &str, json: bool) -> Result<()> {
     if json {
         return crate::output::json(&g);
     }
+    // The name comes from the chat app and senders from its users: clean them for the terminal.
+    use crate::output::clean_line;
     println!("folder:           {}", g.folder);
-    println!("chat:             {}", g.chat_id);
-    println!("name:             {}", g.name);
+    println!("chat:             {}", clean_line(&g.chat_id));
+    println!("name:             {}", clean_line(&g.name));
     println!("main:             {}", g.is_main);
     println!(
         "trigger:          {} (required: {})",
-        g.trigger, g.requires_trigger
+        clean_line(&g.trigger),
+        g.requires_trigger
     );
     println!(
         "senders:          {}",
         g.allowed_senders
             .as_ref()
-            .map_or("everyone".into(), |s| s.join(", "))
+            .map_or("everyone".into(), |s| clean_line(&s.join(", ")))
     );
     println!(
         "egress:           {}",
         if g.config.egress.is_empty() {
             "none".into()
         } else {
-            g.config.egress.join(", ")
+            clean_line(&g.config.egress.join(", "))
         }
     );
     println!(

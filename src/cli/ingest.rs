@@ -60,7 +60,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         );
     }
     for r in &summary.errors {
-        eprintln!("line {}: {}", r.line, r.reason);
+        eprintln!("line {}: {}", r.line, crate::output::clean(&r.reason));
     }
     if a.json {
         crate::output::json(&summary)?;

@@ -27,8 +27,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             println!(
                 "rejected ipc/{}/{}: {}{}",
                 e.folder,
-                e.file,
-                e.reason.as_deref().unwrap_or(""),
+                crate::output::clean_line(&e.file),
+                crate::output::clean(e.reason.as_deref().unwrap_or("")),
                 e.moved_to
                     .as_deref()
                     .map(|m| format!(" (moved to ipc/errors/{m})"))

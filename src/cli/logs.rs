@@ -42,7 +42,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 format!("cannot read {}: {e}", path.display()),
             )
         })?;
-        print!("{text}");
+        // The log quotes the agent; it is host-written but may still carry what the agent sent.
+        print!("{}", crate::output::clean(&text));
         return Ok(());
     }
     if a.json {

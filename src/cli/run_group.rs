@@ -41,9 +41,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         match outcome.run_id {
             Some(id) => println!(
                 "run {id} of `{}`: {} — {}",
-                a.folder, outcome.status, outcome.detail
+                a.folder,
+                outcome.status,
+                crate::output::clean(&outcome.detail)
             ),
-            None => println!("`{}`: {}", a.folder, outcome.detail),
+            None => println!("`{}`: {}", a.folder, crate::output::clean(&outcome.detail)),
         }
         if let Some(l) = &outcome.log {
             println!("log: {l}");

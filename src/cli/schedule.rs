@@ -35,7 +35,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         println!("task {id} is still running from its last slot; this slot is skipped");
     }
     for (id, e) in &report.broken {
-        println!("task {id} paused: {e}");
+        println!("task {id} paused: {}", crate::output::clean(e));
     }
     if report.claimed.is_empty() && report.skipped_busy.is_empty() && report.broken.is_empty() {
         println!("no task is due");

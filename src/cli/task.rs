@@ -271,9 +271,15 @@ fn print_one(t: &Task, json: bool, verb: &str) -> Result<()> {
     if !verb.is_empty() {
         println!("{verb} task {}", t.id);
     }
-    println!("group:    {} (chat {})", t.folder, t.chat_id);
+    use crate::output::{clean, clean_line};
+    println!("group:    {} (chat {})", t.folder, clean_line(&t.chat_id));
     println!("state:    {}", t.status);
-    println!("schedule: {} {} ({})", t.kind, t.schedule, t.timezone);
+    println!(
+        "schedule: {} {} ({})",
+        t.kind,
+        clean_line(&t.schedule),
+        clean_line(&t.timezone)
+    );
     println!("context:  {}", t.context_mode);
     println!(
         "next run: {}",
@@ -283,9 +289,9 @@ fn print_one(t: &Task, json: bool, verb: &str) -> Result<()> {
         println!(
             "last run: {} {}",
             crate::time::local_short(l),
-            t.last_result.as_deref().unwrap_or("")
+            clean(t.last_result.as_deref().unwrap_or(""))
         );
     }
-    println!("prompt:   {}", t.prompt);
+    println!("prompt:   {}", clean(&t.prompt));
     Ok(())
 }

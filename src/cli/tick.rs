@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             r.delivery_failures
         );
         for (step, e) in &r.errors {
-            eprintln!("claw: {step} failed: {e}");
+            eprintln!("claw: {step} failed: {}", crate::output::clean(e));
         }
     }
     if !r.errors.is_empty() {
