@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 /// Run `cmd` on a fresh 80x24 pty as its controlling terminal; returns (exit code, output bytes).
 pub fn run_on_pty(cmd: &mut Command, timeout: Duration) -> (Option<i32>, Vec<u8>) {
     let (mut master, mut slave) = (-1, -1);
-    let mut ws = libc::winsize {
+    let ws = libc::winsize {
         ws_row: 24,
         ws_col: 80,
         ws_xpixel: 0,
@@ -24,7 +24,7 @@ pub fn run_on_pty(cmd: &mut Command, timeout: Duration) -> (Option<i32>, Vec<u8>
             &mut slave,
             std::ptr::null_mut(),
             std::ptr::null(),
-            &mut ws,
+            &ws,
         )
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
