@@ -9,9 +9,13 @@
 //! open descriptor before reading, and bounds every read and every walk. Nothing else in the host
 //! may call `std::fs` on those trees; `tests/untrusted_boundary.rs` greps the crate for it.
 
+mod chown;
+mod tree;
 mod walk;
 
-pub use walk::{Usage, remove_tree, usage};
+pub use chown::{ChownReport, Owner, chown_tree};
+pub use tree::{MEMORY_FILE, Parents, Prepared, chown_group, create_global, create_group};
+pub use walk::{MAX_DEPTH, Usage, remove_tree, usage};
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{self, Read, Write};
@@ -417,3 +421,6 @@ pub fn ensure_subdir(
     };
     Ok((parent.sub(name)?, displaced))
 }
+
+#[cfg(test)]
+mod tests;
