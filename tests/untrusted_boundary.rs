@@ -119,7 +119,7 @@ fn code(line: &str) -> Option<&str> {
 }
 
 /// `(line number, line)` of each path-based fs call in `text`, if the file refers to a tree.
-fn violations<'a>(text: &'a str) -> Vec<(usize, &'a str)> {
+fn violations(text: &str) -> Vec<(usize, &str)> {
     let refers = text
         .lines()
         .filter_map(code)
