@@ -380,6 +380,10 @@ impl Dir {
     /// Overwrite a regular, singly-linked file in place (truncate, write). Anything else (a link,
     /// FIFO, device, or a file with other hard links) is refused without being written.
     pub fn overwrite_regular(&self, name: &OsStr, bytes: &[u8]) -> io::Result<()> {
+        // Looked at first so a FIFO or device is not even opened (O_NONBLOCK covers a swap).
+        if !matches!(self.kind(name)?, Some(Kind::File { .. })) {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
         let c = cstr(name)?;
         let flags = libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
         let fd = check(unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags) })?;
