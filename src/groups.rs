@@ -1,6 +1,6 @@
 //! Registering chats as groups: every rule about folder names and the one main group lives here.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::error::{Code, Coded};
 use crate::paths::Home;
@@ -199,24 +199,15 @@ pub fn add(
     Ok(group)
 }
 
-/// Create a group's workspace, session and IPC folders (idempotent).
+/// Create a group's workspace, session and IPC folders and its first memory file (idempotent).
+/// All of it goes through `untrusted`: an agent may have planted links or FIFOs in these trees,
+/// and a memory file that exists in any form is left alone, never written through.
 pub fn create_folders(home: &Home, folder: &str) -> Result<()> {
-    for dir in [
-        home.group_dir(folder),
-        home.session_dir(folder),
-        home.ipc_dir(folder),
-    ] {
-        std::fs::create_dir_all(&dir)?;
-    }
-    for sub in ["messages", "tasks", "replies"] {
-        std::fs::create_dir_all(home.ipc_dir(folder).join(sub))?;
-    }
-    let memory = home.group_dir(folder).join("AGENTS.md");
-    if !memory.exists() {
-        std::fs::write(
-            &memory,
-            format!("# Memory for {folder}\n\nNotes the assistant keeps about this chat.\n"),
-        )?;
+    let memory = format!("# Memory for {folder}\n\nNotes the assistant keeps about this chat.\n");
+    let done = crate::untrusted::create_group(home, folder, &memory)
+        .with_context(|| format!("cannot create the folders of group `{folder}`"))?;
+    for d in &done.displaced {
+        tracing::warn!(folder, "{d}");
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
 use crate::config::{self, Config};
+use crate::error::{Code, Coded};
 use crate::groups::{self, NewGroup};
 use crate::paths::Home;
 use crate::store::Store;
@@ -27,15 +28,11 @@ pub fn init(home: &Home, opts: &Options) -> Result<Vec<String>> {
         std::fs::set_permissions(&home.root, std::fs::Permissions::from_mode(0o700))?;
         created.push(format!("home {}", home.root.display()));
     }
-    for dir in [
-        home.groups(),
-        home.sessions(),
-        home.ipc(),
-        home.ipc_errors(),
-        home.logs(),
-        home.locks(),
-        home.run_dirs(),
-    ] {
+    // groups/, sessions/, ipc/ and ipc/errors/ hold the agent-writable trees: `untrusted` makes them.
+    let (_, made) = crate::untrusted::Parents::create(home)
+        .with_context(|| format!("cannot create claw's folders in {}", home.root.display()))?;
+    created.extend(made.iter().map(|d| format!("folder {}", d.display())));
+    for dir in [home.logs(), home.locks(), home.run_dirs()] {
         if !dir.exists() {
             std::fs::create_dir_all(&dir)?;
             created.push(format!("folder {}", dir.display()));
@@ -59,11 +56,11 @@ pub fn init(home: &Home, opts: &Options) -> Result<Vec<String>> {
             home.secrets().display()
         ));
     }
-    let global = home.global_dir();
-    if !global.exists() {
-        std::fs::create_dir_all(&global)?;
-        std::fs::write(global.join("AGENTS.md"), GLOBAL_MEMORY)?;
-        created.push(format!("global memory {}", global.display()));
+    // Main's agent can write groups/global: an AGENTS.md there in any form (even a link) stays.
+    let global = crate::untrusted::create_global(home, GLOBAL_MEMORY)
+        .context("cannot create the global memory folder")?;
+    if global.memory_created {
+        created.push(format!("global memory {}", global.memory.display()));
     }
     let had_db = home.db().exists();
     drop(_lock);
@@ -72,6 +69,16 @@ pub fn init(home: &Home, opts: &Options) -> Result<Vec<String>> {
         created.push(format!("database {}", home.db().display()));
     }
     if crate::store::groups::main(&store.conn)?.is_none() {
+        groups::validate_chat_id(&opts.main_chat).map_err(|e| Coded::err(Code::Usage, e))?;
+        // Main's memory is created before registering, with O_EXCL: if groups/main/AGENTS.md is
+        // already there in any form (an earlier install's notes, or a planted link) it is kept,
+        // never written through; `groups::add` then finds it and leaves it too.
+        let memory = MAIN_MEMORY.replace("{name}", &config.assistant_name);
+        let main = crate::untrusted::create_group(home, "main", &memory)
+            .context("cannot create the main group's folders")?;
+        for d in &main.displaced {
+            tracing::warn!(folder = "main", "{d}");
+        }
         let g = groups::add(
             &mut store,
             home,
@@ -86,10 +93,6 @@ pub fn init(home: &Home, opts: &Options) -> Result<Vec<String>> {
                 allowed_senders: None,
             },
             "init",
-        )?;
-        std::fs::write(
-            home.group_dir("main").join("AGENTS.md"),
-            MAIN_MEMORY.replace("{name}", &config.assistant_name),
         )?;
         created.push(format!("main group `main` for chat {}", g.chat_id));
     }

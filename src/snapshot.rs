@@ -12,7 +12,7 @@ use std::ffi::OsStr;
 use crate::paths::Home;
 use crate::protocol::{IPC_CHATS_SNAPSHOT, IPC_TASKS_SNAPSHOT};
 use crate::store::{Store, messages, tasks};
-use crate::untrusted::{Dir, Kind};
+use crate::untrusted::{Kind, Parents};
 
 /// A task as the agent sees it.
 #[derive(Debug, Serialize)]
@@ -44,9 +44,9 @@ struct ChatView<'a> {
 /// Write the group's snapshots (run-group calls this before each run; ipc-apply after changes).
 pub fn write_snapshots(home: &Home, store: &Store, folder: &str, is_main: bool) -> Result<()> {
     crate::groups::validate_folder(folder).map_err(anyhow::Error::msg)?;
-    std::fs::create_dir_all(home.ipc())?;
-    let ipc = Dir::open(&home.ipc())
-        .with_context(|| format!("cannot open {} (is it a symlink?)", home.ipc().display()))?;
+    let ipc = Parents::open(home)
+        .context("cannot open claw's ipc folder")?
+        .ipc;
     match ipc.kind(OsStr::new(folder))? {
         None => ipc.mkdir(folder)?,
         Some(Kind::Dir) => {}

@@ -294,6 +294,22 @@ fn check_extra(
             "path component `{comp}` matches blocked pattern `{pat}`"
         ));
     }
+    // A path that passes through claw's home is refused before it is resolved to its end: the
+    // group folders are in the home, so an agent could have planted the link it resolves through.
+    // (Each ancestor is only resolved, with readlink/lstat; nothing in it is opened.)
+    for p in &host.protected {
+        let p = p.canonicalize().unwrap_or_else(|_| p.clone());
+        if let Some(a) = asked
+            .ancestors()
+            .find(|a| a.canonicalize().is_ok_and(|r| r.starts_with(&p)))
+        {
+            return Err(format!(
+                "passes through {}, inside claw's own files at {}",
+                a.display(),
+                p.display()
+            ));
+        }
+    }
     let resolved = asked
         .canonicalize()
         .map_err(|e| format!("cannot resolve {}: {e}", asked.display()))?;

@@ -27,6 +27,12 @@ fn env() -> Env {
     symlink(home.join("other"), home.join("projects/escape")).unwrap();
     symlink(home.join("projects/app"), home.join("other/app-link")).unwrap();
     symlink(home.join(".claw"), home.join("projects/clawhome")).unwrap();
+    // What an agent could plant in its group folder, pointing at an allowed root.
+    symlink(
+        home.join("projects/app"),
+        home.join(".claw/groups/main/planted"),
+    )
+    .unwrap();
     let host = HostContext {
         user_home: home.clone(),
         protected: vec![home.join(".claw")],
@@ -221,6 +227,12 @@ fn extra_mount_table() {
             true,
             true,
             Err("`secret-stuff`"),
+        ),
+        (
+            req("~/.claw/groups/main/planted", Some("p"), true),
+            true,
+            true,
+            Err("passes through"),
         ),
     ];
     for (r, is_main, non_main_ro, want) in cases {

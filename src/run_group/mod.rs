@@ -9,6 +9,7 @@ mod hooks;
 pub mod log;
 pub use sandbox::run_id_of;
 pub mod rules;
+mod rundir;
 mod sandbox;
 mod session;
 

@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 
-use super::Work;
 use super::log::RunLog;
+use super::{Work, rundir};
 use crate::config::Config;
 use crate::paths::Home;
 use crate::protocol::ModelSettings;
@@ -80,25 +80,32 @@ pub fn prepare(
     let rt = runtime::resolve_fast(&config.runtime.kind)
         .map_err(|e| crate::error::Coded::err(crate::error::Code::Runtime, e.to_string()))?;
     crate::groups::create_folders(home, &g.folder)?;
-    let run_dir = home.run_dirs().join(work.run.id.to_string());
-    let _ = std::fs::remove_dir_all(&run_dir);
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("cannot create {}", run_dir.display()))?;
-    set_mode(&run_dir, 0o755)?;
+    let run_dir = rundir::create(home, work.run.id)?;
     // SAFETY: geteuid cannot fail and touches no memory.
     if unsafe { libc::geteuid() } == 0 {
-        let (uid, gid) = (1000, 1000);
-        // Running as root: hand the group's writable folders to the unprivileged agent user.
-        let mut dirs = vec![
-            home.group_dir(&g.folder),
-            home.session_dir(&g.folder),
-            home.ipc_dir(&g.folder),
-        ];
-        if g.is_main {
-            dirs.push(home.global_dir());
+        // Running as root: hand the group's writable trees to the unprivileged agent user. This
+        // goes through descriptors, never paths: a container of this group may still be alive
+        // and swapping names for links to host folders while we walk.
+        let owner = crate::untrusted::Owner {
+            uid: 1000,
+            gid: 1000,
+        };
+        // Room above the group's file limit for what the host itself put there.
+        let max = config.limits.group_max_files.saturating_add(1024);
+        let r = crate::untrusted::chown_group(home, &g.folder, g.is_main, owner, max)
+            .with_context(|| format!("cannot hand group `{}`'s folders to the agent", g.folder))?;
+        if r.truncated {
+            log.line(format!(
+                "ownership: stopped after {} entries (cap {max} per folder, or nesting past {} levels); the rest keep their owner",
+                r.visited,
+                crate::untrusted::MAX_DEPTH
+            ));
         }
-        for d in dirs {
-            chown_tree(&d, uid, gid)?;
+        if r.hard_linked > 0 || r.special > 0 {
+            log.line(format!(
+                "ownership: left {} hard-linked files and {} FIFOs/devices as they were",
+                r.hard_linked, r.special
+            ));
         }
     }
 
@@ -116,7 +123,7 @@ pub fn prepare(
         }
     };
     let fixed =
-        crate::mounts::FixedPaths::for_home(&home.root, &g.folder, &skills_dir(home), &run_dir);
+        crate::mounts::FixedPaths::for_home(&home.root, &g.folder, &rundir::skills(home), &run_dir);
     let extras: Vec<crate::mounts::ExtraMountRequest> = g
         .config
         .extra_mounts
@@ -243,7 +250,7 @@ pub fn cleanup(mut sb: Sandbox, log: &mut RunLog) {
     if let Some(mut p) = sb.proxy.take() {
         p.shutdown();
     }
-    if let Err(e) = std::fs::remove_dir_all(&sb.run_dir) {
+    if let Err(e) = rundir::remove(&sb.run_dir) {
         log.line(format!("could not remove {}: {e}", sb.run_dir.display()));
     }
 }
@@ -288,38 +295,9 @@ pub fn proxy_audit(e: &ProxyEvent) -> (&'static str, serde_json::Value) {
     }
 }
 
-/// The skills folder mounted read-only: the home's copy if present, else an empty folder.
-fn skills_dir(home: &Home) -> PathBuf {
-    let d = home.skills();
-    let _ = std::fs::create_dir_all(&d);
-    d
-}
-
 fn local_tz() -> String {
     std::env::var("TZ")
         .ok()
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| "UTC".into())
-}
-
-fn set_mode(p: &std::path::Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
-    Ok(())
-}
-
-/// lchown a tree without following symlinks (an agent may have planted some).
-fn chown_tree(root: &std::path::Path, uid: u32, gid: u32) -> Result<()> {
-    let meta = match std::fs::symlink_metadata(root) {
-        Ok(m) => m,
-        Err(_) => return Ok(()),
-    };
-    std::os::unix::fs::lchown(root, Some(uid), Some(gid))
-        .with_context(|| format!("cannot chown {}", root.display()))?;
-    if meta.is_dir() {
-        for entry in std::fs::read_dir(root)? {
-            chown_tree(&entry?.path(), uid, gid)?;
-        }
-    }
-    Ok(())
 }

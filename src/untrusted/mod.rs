@@ -9,9 +9,13 @@
 //! open descriptor before reading, and bounds every read and every walk. Nothing else in the host
 //! may call `std::fs` on those trees; `tests/untrusted_boundary.rs` greps the crate for it.
 
+mod chown;
+mod tree;
 mod walk;
 
-pub use walk::{Usage, remove_tree, usage};
+pub use chown::{ChownReport, Owner, chown_tree};
+pub use tree::{MEMORY_FILE, Parents, Prepared, chown_group, create_global, create_group};
+pub use walk::{MAX_DEPTH, Usage, remove_tree, usage};
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{self, Read, Write};
@@ -376,6 +380,10 @@ impl Dir {
     /// Overwrite a regular, singly-linked file in place (truncate, write). Anything else (a link,
     /// FIFO, device, or a file with other hard links) is refused without being written.
     pub fn overwrite_regular(&self, name: &OsStr, bytes: &[u8]) -> io::Result<()> {
+        // Looked at first so a FIFO or device is not even opened (O_NONBLOCK covers a swap).
+        if !matches!(self.kind(name)?, Some(Kind::File { .. })) {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
         let c = cstr(name)?;
         let flags = libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
         let fd = check(unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags) })?;
@@ -417,3 +425,6 @@ pub fn ensure_subdir(
     };
     Ok((parent.sub(name)?, displaced))
 }
+
+#[cfg(test)]
+mod tests;

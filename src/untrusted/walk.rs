@@ -78,7 +78,7 @@ fn measure(dir: &Dir, max: u64, depth: usize, u: &mut Usage) -> io::Result<()> {
 }
 
 /// Open a subdirectory by an arbitrary name; `None` if it is gone or no longer a directory.
-fn open_sub(dir: &Dir, name: &OsStr) -> io::Result<Option<Dir>> {
+pub(super) fn open_sub(dir: &Dir, name: &OsStr) -> io::Result<Option<Dir>> {
     match dir.sub_os(name) {
         Ok(d) => Ok(Some(d)),
         Err(e)
