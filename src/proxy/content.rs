@@ -150,3 +150,7 @@ fn openai_part(part: &Object<'_>) -> Result<(), Reject> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "content_tests.rs"]
+mod tests;

@@ -320,7 +320,8 @@ fn worker(listener: &UnixListener, shared: &Shared) {
         if let (Ok(clone), Ok(mut conns)) = (conn.try_clone(), shared.conns.lock()) {
             conns.insert(id, clone);
         }
-        serve(conn, shared);
+        // A bug that panics on one request must not shrink the pool for the rest of the run.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(conn, shared)));
         if let Ok(mut conns) = shared.conns.lock() {
             conns.remove(&id);
         }
