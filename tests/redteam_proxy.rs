@@ -419,3 +419,44 @@ for h in {names} localhost 127.0.0.1; do report "$h" "$(tunnel $h)"; done
         );
     }
 }
+
+#[test]
+fn a_request_flood_is_paced_and_every_request_still_audited() {
+    let (url, _) = upstream(Duration::ZERO);
+    let mut env = env_for(&url);
+    // 8 threads opening connections as fast as they can for 10 s: each request is an event
+    // run-group must log and audit, so unpaced they would queue in its memory.
+    let r = run_probe(
+        &mut env,
+        r#"
+report n "$(python3 - <<'PY'
+import socket, threading, time
+N = [0]
+def go():
+    end = time.time() + 10
+    while time.time() < end:
+        s = socket.socket(socket.AF_UNIX); s.connect("/run/claw/proxy.sock")
+        s.sendall(b"GET /health HTTP/1.1\r\n\r\n"); s.recv(100); s.close(); N[0] += 1
+ts = [threading.Thread(target=go) for _ in range(8)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print(N[0])
+PY
+)"
+"#,
+    );
+    let n: i64 = r["n"].as_str().unwrap().parse().unwrap();
+    let rows: i64 = env
+        .db()
+        .query_row(
+            "SELECT count(*) FROM audit WHERE kind = 'proxy.local'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let peak = run_group_peak_kib(&env);
+    println!("request flood: {n} requests in 10 s, {rows} audit rows, run-group peak {peak} KiB");
+    let most = i64::from(2 * claw::proxy::REQUESTS_PER_SEC + 11 * claw::proxy::REQUESTS_PER_SEC);
+    assert!(n > 100 && n <= most, "{n} requests served in 10 s");
+    assert_eq!(rows, n, "every request is audited");
+    assert!(peak < 64 * 1024, "run-group peak RSS {peak} KiB");
+}

@@ -8,6 +8,50 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// A token bucket: `rate` requests per second on average, `burst` at once after a quiet spell.
+/// [`Pace::wait`] sleeps the caller until its turn, so a client sending faster is slowed down
+/// instead of refused, and whatever each request costs downstream (an audit row, a log line)
+/// arrives no faster than it can be written.
+pub struct Pace {
+    rate: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl Pace {
+    /// A bucket that starts full.
+    pub fn new(rate: f64, burst: f64) -> Pace {
+        Pace {
+            rate,
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// Takes one token, sleeping first if none is left.
+    pub fn wait(&self) {
+        let delay = {
+            let Ok(mut st) = self.state.lock() else {
+                return;
+            };
+            let now = Instant::now();
+            let (tokens, last) = *st;
+            let refilled =
+                (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
+            // Going negative books a future token; the sleep below waits for it.
+            *st = (refilled - 1.0, now);
+            if refilled >= 1.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64((1.0 - refilled) / self.rate)
+            }
+        };
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+    }
+}
+
 /// A capacity of `total` units shared by threads.
 #[derive(Clone)]
 pub struct Gate {
@@ -113,6 +157,26 @@ mod tests {
         assert_eq!(g.in_use(), 10);
         drop(b);
         assert_eq!(g.in_use(), 0);
+    }
+
+    #[test]
+    fn pace_allows_a_burst_then_the_rate() {
+        let p = Pace::new(100.0, 10.0);
+        let t = Instant::now();
+        for _ in 0..10 {
+            p.wait();
+        }
+        assert!(t.elapsed() < Duration::from_millis(50), "burst was slowed");
+        let t = Instant::now();
+        for _ in 0..20 {
+            p.wait();
+        }
+        // 20 more at 100/s take about 200 ms.
+        assert!(
+            t.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            t.elapsed()
+        );
     }
 
     #[test]

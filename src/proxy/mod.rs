@@ -44,10 +44,15 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use limits::Gate;
+use limits::{Gate, Pace};
 
 /// Connection threads per proxy: requests beyond this many at once wait to be accepted.
 pub const POOL_SIZE: usize = 16;
+/// Requests per second one proxy serves on average (with a burst of twice that): each yields an
+/// event that run-group writes to the log and the audit table, and a client sending faster
+/// would otherwise queue events in memory faster than they are written (a flood of `/health`
+/// reached 17,000 a second). Faster clients are slowed down, not refused.
+pub const REQUESTS_PER_SEC: u32 = 200;
 
 /// One LLM upstream: where requests go and the key added on the way out.
 #[derive(Clone)]
@@ -137,6 +142,8 @@ struct Shared {
     llm_sent: AtomicU32,
     /// Open tunnels (CONNECT or plain-HTTP relays), each holding a helper thread.
     tunnels: AtomicUsize,
+    /// Paces accepted connections to [`REQUESTS_PER_SEC`].
+    pace: Pace,
     events: Mutex<Sender<ProxyEvent>>,
     /// Live client connections, so shutdown can cut them rather than wait for them.
     conns: Mutex<HashMap<u64, UnixStream>>,
@@ -203,6 +210,7 @@ impl Proxy {
             llm_slots: Gate::new(concurrency as u64),
             llm_sent: AtomicU32::new(0),
             tunnels: AtomicUsize::new(0),
+            pace: Pace::new(f64::from(REQUESTS_PER_SEC), f64::from(2 * REQUESTS_PER_SEC)),
             events: Mutex::new(events),
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
@@ -215,8 +223,11 @@ impl Proxy {
                 .name("claw-proxy".into())
                 .spawn(move || worker(&l, &sh));
             if let Err(e) = spawned {
-                // Workers already started exit once they see `stopping`.
+                // Workers already started exit once they see `stopping` and are woken.
                 shared.stopping.store(true, Ordering::SeqCst);
+                for _ in 0..POOL_SIZE {
+                    let _ = UnixStream::connect(&cfg.socket_path);
+                }
                 let _ = std::fs::remove_file(&cfg.socket_path);
                 return Err(io::Error::new(
                     e.kind(),
@@ -316,6 +327,7 @@ fn worker(listener: &UnixListener, shared: &Shared) {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
+        shared.pace.wait();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         if let (Ok(clone), Ok(mut conns)) = (conn.try_clone(), shared.conns.lock()) {
             conns.insert(id, clone);
