@@ -1,175 +1,28 @@
 //! The host proxy over real sockets: a temp Unix socket for the client side and fake upstreams
-//! and echo servers on 127.0.0.1 (the LLM APIs are the only thing doubled).
+//! and echo servers on 127.0.0.1 (the LLM APIs are the only thing doubled). The model policy's
+//! effect at the upstream is in `proxy_policy.rs`; resource bounds in `proxy_bounds.rs`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+#[path = "support/proxy_harness.rs"]
+mod harness;
+
+use harness::*;
+use std::io::{BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
 
-use claw::proxy::{Proxy, ProxyConfig, ProxyEvent, Upstream};
-
-const ANT_KEY: &str = "sk-ant-TESTKEY-9f3a7c";
-const OAI_KEY: &str = "sk-oai-TESTKEY-41b2e8";
-const WAIT: Duration = Duration::from_secs(10);
-
-struct Harness {
-    proxy: Proxy,
-    events: Receiver<ProxyEvent>,
-    _dir: tempfile::TempDir,
-}
-
-impl Harness {
-    fn start(upstream: &str, keys: bool, allow: &[String]) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let key = |k: &str| keys.then(|| k.to_string());
-        let cfg = ProxyConfig {
-            socket_path: dir.path().join("proxy.sock"),
-            anthropic: Upstream {
-                base_url: upstream.to_string(),
-                api_key: key(ANT_KEY),
-            },
-            openai: Upstream {
-                base_url: format!("{upstream}/openai-prefix/"),
-                api_key: key(OAI_KEY),
-            },
-            egress_allow: allow.to_vec(),
-            folder: Some("family".into()),
-        };
-        let (tx, rx) = mpsc::channel();
-        let proxy = Proxy::start(cfg, tx).unwrap();
-        Harness {
-            proxy,
-            events: rx,
-            _dir: dir,
-        }
-    }
-
-    fn connect(&self) -> UnixStream {
-        let s = UnixStream::connect(self.proxy.socket_path()).unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        s
-    }
-
-    /// The next event, checked never to carry either key.
-    fn event(&self) -> ProxyEvent {
-        let ev = self
-            .events
-            .recv_timeout(WAIT)
-            .expect("an event for the request");
-        let shown = format!("{ev:?}");
-        assert!(
-            !shown.contains(ANT_KEY) && !shown.contains(OAI_KEY),
-            "key leaked: {shown}"
-        );
-        assert!(!shown.contains("TESTKEY"), "key fragment leaked: {shown}");
-        ev
-    }
-
-    fn no_more_events(&self) {
-        assert!(
-            self.events
-                .recv_timeout(Duration::from_millis(200))
-                .is_err()
-        );
-    }
-}
-
-/// Reads a response head from the client side: (status, lowercased head text).
-fn read_response_head(r: &mut BufReader<UnixStream>) -> (u16, String) {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line).unwrap();
-        assert!(
-            !line.is_empty(),
-            "connection closed inside the response head: {head}"
-        );
-        if line == "\r\n" {
-            break;
-        }
-        head.push_str(&line);
-    }
-    let status = head[9..12].parse().unwrap();
-    (status, head.to_ascii_lowercase())
-}
-
-/// Reads one chunk of a chunked body; `None` at the terminating chunk.
-fn read_chunk(r: &mut BufReader<UnixStream>) -> Option<Vec<u8>> {
-    let mut size = String::new();
-    r.read_line(&mut size).unwrap();
-    let size = usize::from_str_radix(size.trim(), 16).expect("chunk size line");
-    let mut data = vec![0; size + 2];
-    r.read_exact(&mut data).unwrap();
-    assert_eq!(&data[size..], b"\r\n");
-    data.truncate(size);
-    (size > 0).then_some(data)
-}
-
-/// Sends `request` and reads the whole response: (status, head, body).
-fn exchange(h: &Harness, request: &[u8]) -> (u16, String, Vec<u8>) {
-    let mut s = h.connect();
-    s.write_all(request).unwrap();
-    let mut r = BufReader::new(s);
-    let (status, head) = read_response_head(&mut r);
-    let mut body = Vec::new();
-    if head.contains("transfer-encoding: chunked") {
-        while let Some(c) = read_chunk(&mut r) {
-            body.extend_from_slice(&c);
-        }
-    } else {
-        r.read_to_end(&mut body).unwrap();
-    }
-    (status, head, body)
-}
-
-/// A fake upstream that serves one request: sends the raw request (head and body) it received
-/// to the returned channel, then writes `response`.
-fn fake_upstream(response: &'static [u8]) -> (String, Receiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let req = read_request(&mut s);
-        tx.send(req).unwrap();
-        s.write_all(response).unwrap();
-    });
-    (url, rx)
-}
-
-/// Reads one HTTP request with a Content-Length body from a TCP stream, as text.
-fn read_request(s: &mut TcpStream) -> String {
-    let mut r = BufReader::new(s);
-    let mut text = String::new();
-    let mut len = 0;
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line).unwrap();
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap();
-        }
-        text.push_str(&line);
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-    }
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).unwrap();
-    text.push_str(&String::from_utf8(body).unwrap());
-    text
-}
+use claw::proxy::{Provider, ProxyEvent};
 
 #[test]
 fn anthropic_key_is_added_and_client_credentials_are_replaced() {
     let (url, seen) =
         fake_upstream(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}");
     let h = Harness::start(&url, true, &[]);
-    let body = r#"{"model":"m","messages":[]}"#;
+    let body = format!(r#"{{"model":"{MODEL}","max_tokens":10,"messages":[]}}"#);
     let req = format!(
-        "POST /llm/anthropic/v1/messages?beta=true HTTP/1.1\r\nHost: claw\r\n\
+        "POST /llm/anthropic/v1/messages HTTP/1.1\r\nHost: claw\r\n\
          x-api-key: agent-guess\r\nAuthorization: Bearer agent-guess\r\n\
          anthropic-version: 2023-06-01\r\nConnection: keep-alive, x-hop\r\nx-hop: 1\r\n\
          content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
@@ -182,10 +35,7 @@ fn anthropic_key_is_added_and_client_credentials_are_replaced() {
 
     let up = seen.recv_timeout(WAIT).unwrap();
     let lower = up.to_ascii_lowercase();
-    assert!(
-        up.starts_with("POST /v1/messages?beta=true HTTP/1.1\r\n"),
-        "{up}"
-    );
+    assert!(up.starts_with("POST /v1/messages HTTP/1.1\r\n"), "{up}");
     assert_eq!(lower.matches("x-api-key:").count(), 1, "{up}");
     assert!(up.contains(&format!("x-api-key: {ANT_KEY}\r\n")), "{up}");
     assert!(
@@ -198,7 +48,12 @@ fn anthropic_key_is_added_and_client_credentials_are_replaced() {
         !lower.contains("x-hop"),
         "connection-listed header forwarded: {up}"
     );
-    assert!(up.ends_with(body), "{up}");
+    let sent = &up[up.find("\r\n\r\n").unwrap() + 4..];
+    let sent: serde_json::Value = serde_json::from_str(sent).unwrap();
+    assert_eq!(
+        sent,
+        serde_json::json!({"model": MODEL, "max_tokens": 10, "messages": []})
+    );
 
     match h.event() {
         ProxyEvent::Llm {
@@ -208,6 +63,9 @@ fn anthropic_key_is_added_and_client_credentials_are_replaced() {
             status,
             bytes_up,
             bytes_down,
+            model,
+            model_from,
+            max_tokens_clamped,
         } => {
             assert_eq!(
                 (provider.as_str(), method.as_str(), path.as_str()),
@@ -216,6 +74,10 @@ fn anthropic_key_is_added_and_client_credentials_are_replaced() {
             assert_eq!(status, 200);
             assert_eq!(bytes_up, body.len() as u64);
             assert_eq!(bytes_down, 11);
+            assert_eq!(
+                (model.as_str(), model_from, max_tokens_clamped),
+                (MODEL, None, false)
+            );
         }
         other => panic!("expected an Llm event, got {other:?}"),
     }
@@ -225,22 +87,29 @@ fn anthropic_key_is_added_and_client_credentials_are_replaced() {
 #[test]
 fn openai_gets_a_bearer_key_under_the_base_path() {
     let (url, seen) = fake_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}");
-    let h = Harness::start(&url, true, &[]);
-    let (status, _, _) = exchange(
-        &h,
-        b"GET /llm/openai/v1/models HTTP/1.1\r\nAuthorization: Bearer mine\r\n\r\n",
+    let h = Setup {
+        provider: Provider::OpenAi,
+        ..Setup::new(&url)
+    }
+    .start();
+    let body = r#"{"model":"group-model","messages":[]}"#;
+    let req = format!(
+        "POST /llm/openai/v1/chat/completions HTTP/1.1\r\nAuthorization: Bearer mine\r\n\
+         OpenAI-Organization: org-other\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
     );
+    let (status, _, _) = exchange(&h, req.as_bytes());
     assert_eq!(status, 200);
     let up = seen.recv_timeout(WAIT).unwrap();
     assert!(
-        up.starts_with("GET /openai-prefix/v1/models HTTP/1.1\r\n"),
+        up.starts_with("POST /openai-prefix/v1/chat/completions HTTP/1.1\r\n"),
         "{up}"
     );
     assert!(
         up.contains(&format!("authorization: Bearer {OAI_KEY}\r\n")),
         "{up}"
     );
-    assert!(!up.contains("mine"), "{up}");
+    assert!(!up.contains("mine") && !up.contains("org-other"), "{up}");
     assert!(matches!(h.event(), ProxyEvent::Llm { status: 200, .. }));
 }
 
@@ -326,7 +195,12 @@ fn upstream_errors_pass_through_with_their_bodies() {
 
 #[test]
 fn missing_key_names_the_secret_and_unreachable_upstream_is_502() {
-    let h = Harness::start("http://127.0.0.1:9", false, &[]);
+    let h = Setup {
+        keys: false,
+        provider: Provider::OpenAi,
+        ..Setup::new("http://127.0.0.1:9")
+    }
+    .start();
     let (status, _, body) = exchange(
         &h,
         b"POST /llm/openai/v1/chat/completions HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}",
@@ -353,24 +227,6 @@ fn missing_key_names_the_secret_and_unreachable_upstream_is_502() {
     );
     assert!(!text.contains(ANT_KEY));
     assert!(matches!(h.event(), ProxyEvent::Llm { status: 502, .. }));
-}
-
-/// An echo server that serves one connection until the client half-closes.
-fn echo_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut buf = [0; 1024];
-        loop {
-            let n = s.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            s.write_all(&buf[..n]).unwrap();
-        }
-    });
-    port
 }
 
 #[test]
@@ -452,7 +308,12 @@ fn an_allowed_name_that_resolves_to_loopback_is_refused() {
         format!("CONNECT localhost:{port} HTTP/1.1\r\n\r\n").as_bytes(),
     );
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
-    assert!(String::from_utf8_lossy(&body).contains("inward address"));
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("localhost resolves to 127.0.0.1, which is not a public internet address")
+            || text.contains("localhost resolves to ::1"),
+        "{text}"
+    );
     assert!(matches!(
         h.event(),
         ProxyEvent::Egress { allowed: false, .. }

@@ -140,21 +140,6 @@ pub fn check(patterns: &[String], host: &str, port: u16) -> Result<String, Strin
     Err("not on the group's egress allowlist".to_string())
 }
 
-/// Addresses a host *name* must never lead to unless the owner listed the IP itself: loopback
-/// (the host's own services), unspecified and link-local (cloud metadata at 169.254.169.254).
-/// Guards against an allowed name whose DNS points inward.
-pub fn is_inward(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.is_link_local(),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_inward(IpAddr::V4(v4));
-            }
-            v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,22 +225,5 @@ mod tests {
         let err = validate_pattern("https://pypi.org").unwrap_err();
         assert!(err.contains("https://pypi.org"), "{err}");
         assert!(validate_pattern("*.*.org").is_err());
-    }
-
-    #[test]
-    fn inward_addresses() {
-        for ip in [
-            "127.0.0.1",
-            "::1",
-            "0.0.0.0",
-            "169.254.169.254",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(is_inward(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["93.184.216.34", "10.0.0.1", "2606:4700::1"] {
-            assert!(!is_inward(ip.parse().unwrap()), "{ip}");
-        }
     }
 }

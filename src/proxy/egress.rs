@@ -1,19 +1,27 @@
 //! Egress from the container: HTTP `CONNECT` tunnels and absolute-form plain-HTTP requests, both
-//! only to destinations the group's allowlist names (see `allowlist.rs` for the decision itself).
+//! only to destinations the group's allowlist names (see `allowlist.rs` for the decision itself)
+//! and, for host names, only to public addresses (see `addr.rs`).
 //!
+//! A tunnel holds its connection thread plus one helper thread for the other direction; at most
+//! [`MAX_TUNNELS`] are open at once so model requests always find a free connection thread.
 //! Refusals tell the agent what the owner could do about it; they never echo request headers.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::addr;
 use super::allowlist::{self, Host};
 use super::http::{self, Head};
-use super::{ProxyEvent, Shared};
+use super::{POOL_SIZE, ProxyEvent, Shared};
+
+/// CONNECT tunnels open at once per proxy: each holds two threads for as long as it lives, and
+/// half the connection pool stays free for model requests.
+pub const MAX_TUNNELS: usize = POOL_SIZE / 2;
 
 /// How long to wait for a TCP connection to an allowed destination.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -72,44 +80,40 @@ fn decide(
     shared: &Shared,
     raw_host: &str,
     port: u16,
-) -> Result<(Dest, String), ProxyEvent> {
+) -> Result<(Dest, String), Box<ProxyEvent>> {
     let Some(host) = allowlist::normalize_host(raw_host) else {
         let _ = http::write_simple(
             conn,
             400,
             "claw: egress target is not a plain host name or IP address",
         );
-        return Err(egress_event(raw_host, port, false, "invalid host", 0, 0));
+        return Err(Box::new(egress_event(
+            raw_host,
+            port,
+            false,
+            "invalid host",
+            0,
+            0,
+        )));
     };
     let shown = host.to_string();
     match allowlist::check(&shared.egress_allow, &shown, port) {
         Ok(pattern) => Ok((Dest { host, port }, format!("allowed by `{pattern}`"))),
-        Err(reason) => Err(refuse(conn, shared, &shown, port, &reason)),
+        Err(reason) => Err(Box::new(refuse(conn, shared, &shown, port, &reason))),
     }
 }
 
-/// Resolves and connects. A host *name* that resolves inward (loopback, link-local) is refused:
-/// the owner allowed a name on the internet, not the host's own services.
+/// Resolves (once) and connects to the addresses that were checked. A host *name* must lead only
+/// to public addresses that are not this host's (see `addr.rs`); a literal IP got here because
+/// the owner listed it.
 fn dial(dest: &Dest) -> Result<TcpStream, DialError> {
     let addrs: Vec<SocketAddr> = match &dest.host {
         Host::Ip(ip) => vec![SocketAddr::new(*ip, dest.port)],
         Host::Name(name) => {
-            let addrs: Vec<SocketAddr> = (name.as_str(), dest.port)
-                .to_socket_addrs()
-                .map_err(|e| DialError::Failed(format!("could not resolve {name}: {e}")))?
-                .collect();
-            let inward: Vec<IpAddr> = addrs
-                .iter()
-                .map(|a| a.ip())
-                .filter(|ip| allowlist::is_inward(*ip))
-                .collect();
-            if !inward.is_empty() {
-                return Err(DialError::Inward(format!(
-                    "{name} resolves to the inward address {}; only a literal IP pattern allows that",
-                    inward[0]
-                )));
-            }
-            addrs
+            let found = addr::system_resolve(name, dest.port)
+                .map_err(|e| DialError::Failed(format!("could not resolve {name}: {e}")))?;
+            addr::check_resolved(name, found, &addr::local_addresses())
+                .map_err(DialError::Inward)?
         }
     };
     let mut last = String::from("no addresses");
@@ -124,7 +128,7 @@ fn dial(dest: &Dest) -> Result<TcpStream, DialError> {
 
 /// Why a connection to an allowed destination was not made.
 enum DialError {
-    /// Policy: a name resolved to loopback or link-local.
+    /// Policy: a name resolved to an address that is not public, or is this host's.
     Inward(String),
     /// Network: resolution or connection failed.
     Failed(String),
@@ -165,9 +169,23 @@ pub fn connect(
     };
     let (dest, why) = match decide(&mut conn, shared, raw_host, port) {
         Ok(d) => d,
-        Err(ev) => return ev,
+        Err(ev) => return *ev,
     };
     let shown = dest.host.to_string();
+    let Some(_tunnel) = TunnelSlot::take(shared) else {
+        let msg = format!(
+            "claw: {MAX_TUNNELS} tunnels are already open in this run; close one and retry"
+        );
+        let _ = http::write_simple(&mut conn, 503, &msg);
+        return egress_event(
+            &shown,
+            port,
+            true,
+            &format!("{why}; too many tunnels"),
+            0,
+            0,
+        );
+    };
     let upstream = match dial(&dest) {
         Ok(s) => s,
         Err(e) => return dial_failed(&mut conn, shared, &shown, port, &why, e),
@@ -216,9 +234,24 @@ pub fn forward_plain(
     let port = port.unwrap_or(80);
     let (dest, why) = match decide(&mut conn, shared, raw_host, port) {
         Ok(d) => d,
-        Err(ev) => return ev,
+        Err(ev) => return *ev,
     };
     let shown = dest.host.to_string();
+    // Relayed like a tunnel (two threads), so it takes a tunnel slot too.
+    let Some(_tunnel) = TunnelSlot::take(shared) else {
+        let msg = format!(
+            "claw: {MAX_TUNNELS} tunnels are already open in this run; close one and retry"
+        );
+        let _ = http::write_simple(&mut conn, 503, &msg);
+        return egress_event(
+            &shown,
+            port,
+            true,
+            &format!("{why}; too many tunnels"),
+            0,
+            0,
+        );
+    };
     let mut upstream = match dial(&dest) {
         Ok(s) => s,
         Err(e) => return dial_failed(&mut conn, shared, &shown, port, &why, e),
@@ -288,23 +321,31 @@ fn pipe(client: UnixStream, upstream: TcpStream, initial_up: &[u8]) -> (u64, u64
     let activity = Activity::new();
     let up_activity = activity.clone();
     let initial = initial_up.to_vec();
-    let up = thread::spawn(move || {
-        let (mut from, mut to) = (client_r, upstream_w);
-        let (n, clean) = match to.write_all(&initial) {
-            Ok(()) => {
-                let (n, clean) = copy(&mut from, &mut to, &up_activity);
-                (n + initial.len() as u64, clean)
+    // Bounded: only a connection thread holding a tunnel slot gets here, and it joins this one.
+    let up = thread::Builder::new()
+        .name("claw-proxy-pipe".into())
+        .spawn(move || {
+            let (mut from, mut to) = (client_r, upstream_w);
+            let (n, clean) = match to.write_all(&initial) {
+                Ok(()) => {
+                    let (n, clean) = copy(&mut from, &mut to, &up_activity);
+                    (n + initial.len() as u64, clean)
+                }
+                Err(_) => (0, false),
+            };
+            if clean {
+                let _ = to.shutdown(Shutdown::Write);
+            } else {
+                let _ = to.shutdown(Shutdown::Both);
+                let _ = from.shutdown(Shutdown::Both);
             }
-            Err(_) => (0, false),
-        };
-        if clean {
-            let _ = to.shutdown(Shutdown::Write);
-        } else {
-            let _ = to.shutdown(Shutdown::Both);
-            let _ = from.shutdown(Shutdown::Both);
-        }
-        n
-    });
+            n
+        });
+    let Ok(up) = up else {
+        let _ = client.shutdown(Shutdown::Both);
+        let _ = upstream.shutdown(Shutdown::Both);
+        return (0, 0);
+    };
     let (mut from, mut to) = (upstream, client);
     let (down, clean) = copy(&mut from, &mut to, &activity);
     if clean {
@@ -314,6 +355,27 @@ fn pipe(client: UnixStream, upstream: TcpStream, initial_up: &[u8]) -> (u64, u64
         let _ = from.shutdown(Shutdown::Both);
     }
     (up.join().unwrap_or(0), down)
+}
+
+/// One of the [`MAX_TUNNELS`] tunnel slots, given back on drop.
+struct TunnelSlot<'a>(&'a Shared);
+
+impl<'a> TunnelSlot<'a> {
+    fn take(shared: &'a Shared) -> Option<TunnelSlot<'a>> {
+        shared
+            .tunnels
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_TUNNELS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| TunnelSlot(shared))
+    }
+}
+
+impl Drop for TunnelSlot<'_> {
+    fn drop(&mut self) {
+        self.0.tunnels.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// How often a blocked tunnel read wakes to check whether the whole tunnel has gone idle.

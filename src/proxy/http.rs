@@ -14,8 +14,6 @@ pub const MAX_HEAD: usize = 64 * 1024;
 pub const MAX_HEADERS: usize = 128;
 /// Total time a client gets to send a complete head (and each body read) before it is cut off.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest request body buffered for an LLM call (images in prompts make these a few MiB).
-pub const MAX_BODY: usize = 32 * 1024 * 1024;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy `proxy-connection`; never forwarded.
 const HOP_BY_HOP: &[&str] = &[
@@ -74,6 +72,8 @@ pub fn is_hop_by_hop(name: &str, connection_tokens: &[String]) -> bool {
 }
 
 /// Why a request could not be served, as the status and readable text sent back to the client.
+/// The text never holds a header value, so it may be shown anywhere.
+#[derive(Debug)]
 pub struct Reject {
     pub status: u16,
     pub message: String,
@@ -170,149 +170,6 @@ pub fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// Reads the request body announced by `head`, starting with `leftover` bytes already read.
-/// Supports `Content-Length` and chunked bodies up to [`MAX_BODY`]; refuses both at once, the
-/// classic request-smuggling ambiguity.
-pub fn read_body(r: &mut impl Read, head: &Head, leftover: Vec<u8>) -> Result<Vec<u8>, Reject> {
-    let chunked = head.headers.iter().any(|(n, v)| {
-        n == "transfer-encoding"
-            && String::from_utf8_lossy(v)
-                .to_ascii_lowercase()
-                .contains("chunked")
-    });
-    let lengths: Vec<&[u8]> = head
-        .headers
-        .iter()
-        .filter(|(n, _)| n == "content-length")
-        .map(|(_, v)| v.as_slice())
-        .collect();
-    if chunked && !lengths.is_empty() {
-        return Err(Reject::new(
-            400,
-            "claw: request has both Content-Length and chunked Transfer-Encoding",
-        ));
-    }
-    if chunked {
-        return read_chunked(r, leftover);
-    }
-    let Some(first) = lengths.first() else {
-        return Ok(Vec::new());
-    };
-    if lengths.iter().any(|l| l != first) {
-        return Err(Reject::new(400, "claw: conflicting Content-Length headers"));
-    }
-    let len: usize = std::str::from_utf8(first)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| Reject::new(400, "claw: Content-Length is not a number"))?;
-    if len > MAX_BODY {
-        return Err(too_large());
-    }
-    let mut body = leftover;
-    body.truncate(len);
-    let mut chunk = [0u8; 16 * 1024];
-    while body.len() < len {
-        let want = (len - body.len()).min(chunk.len());
-        let n = read_some(r, &mut chunk[..want])?;
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Ok(body)
-}
-
-fn too_large() -> Reject {
-    Reject::new(
-        413,
-        format!("claw: request body is larger than {MAX_BODY} bytes"),
-    )
-}
-
-/// One read that turns EOF and timeouts into a rejection, since a body was promised.
-fn read_some(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, Reject> {
-    loop {
-        match r.read(buf) {
-            Ok(0) => {
-                return Err(Reject::new(
-                    400,
-                    "claw: connection closed inside the request body",
-                ));
-            }
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if is_timeout(&e) => {
-                return Err(Reject::new(408, "claw: request body not received in time"));
-            }
-            Err(_) => {
-                return Err(Reject::new(
-                    400,
-                    "claw: connection failed inside the request body",
-                ));
-            }
-        }
-    }
-}
-
-fn read_chunked(r: &mut impl Read, leftover: Vec<u8>) -> Result<Vec<u8>, Reject> {
-    let mut raw = leftover;
-    let mut pos = 0;
-    let mut body = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let bad = || Reject::new(400, "claw: malformed chunked request body");
-    loop {
-        // Size line.
-        let (size, used) = loop {
-            match httparse::parse_chunk_size(&raw[pos..]) {
-                Ok(httparse::Status::Complete((used, size))) => break (size, used),
-                Ok(httparse::Status::Partial) => {
-                    if raw.len() - pos > 1024 {
-                        return Err(bad());
-                    }
-                    let n = read_some(r, &mut chunk)?;
-                    raw.extend_from_slice(&chunk[..n]);
-                }
-                Err(_) => return Err(bad()),
-            }
-        };
-        pos += used;
-        if size == 0 {
-            // Trailers are skipped up to the blank line that ends the message.
-            loop {
-                if let Some(end) = find(&raw[pos..], b"\r\n") {
-                    if end == 0 {
-                        return Ok(body);
-                    }
-                    pos += end + 2;
-                    continue;
-                }
-                if raw.len() - pos > MAX_HEAD {
-                    return Err(bad());
-                }
-                let n = read_some(r, &mut chunk)?;
-                raw.extend_from_slice(&chunk[..n]);
-            }
-        }
-        let size = usize::try_from(size).map_err(|_| too_large())?;
-        if body.len().saturating_add(size) > MAX_BODY {
-            return Err(too_large());
-        }
-        while raw.len() - pos < size + 2 {
-            let n = read_some(r, &mut chunk)?;
-            raw.extend_from_slice(&chunk[..n]);
-        }
-        body.extend_from_slice(&raw[pos..pos + size]);
-        if &raw[pos + size..pos + size + 2] != b"\r\n" {
-            return Err(bad());
-        }
-        pos += size + 2;
-        // Keep the scratch buffer small on long bodies.
-        raw.drain(..pos);
-        pos = 0;
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 /// Standard reason phrase for the statuses the proxy produces itself.
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -325,9 +182,11 @@ pub fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
+        503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "",
     }
@@ -384,8 +243,6 @@ mod tests {
         assert_eq!(h.target, "/x");
         assert_eq!(h.header("host"), Some(&b"a"[..]));
         assert_eq!(rest, b"abcdef");
-        let body = read_body(&mut &b""[..], &h, rest).ok().unwrap();
-        assert_eq!(body, b"abc");
     }
 
     #[test]
@@ -396,30 +253,6 @@ mod tests {
         }
         let err = read_head(&mut &raw[..]).err().expect("refused");
         assert!(err.status == 431, "status {}", err.status);
-    }
-
-    #[test]
-    fn chunked_body_is_decoded_with_trailers() {
-        let raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nx-t: 1\r\n\r\n";
-        let (h, rest) = head_of(raw);
-        let body = read_body(&mut &b""[..], &h, rest).ok().unwrap();
-        assert_eq!(body, b"abcde");
-    }
-
-    #[test]
-    fn smuggling_shapes_are_refused() {
-        let (h, rest) =
-            head_of(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
-        assert_eq!(
-            read_body(&mut &b""[..], &h, rest).err().unwrap().status,
-            400
-        );
-        let (h, rest) =
-            head_of(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n");
-        assert_eq!(
-            read_body(&mut &b""[..], &h, rest).err().unwrap().status,
-            400
-        );
     }
 
     #[test]

@@ -1,93 +1,44 @@
-//! The LLM routes: `/llm/anthropic/<rest>` and `/llm/openai/<rest>` forwarded to the configured
-//! upstream with the API key added here, on the host, and the response streamed straight back.
+//! The LLM routes: `/llm/anthropic/<rest>` and `/llm/openai/<rest>`, checked against the model
+//! policy (`policy.rs`), forwarded to the configured upstream with the API key added here, on the
+//! host, and the response streamed straight back.
 //!
-//! Client-sent credentials are dropped so the agent can neither learn nor override the key.
-//! Nothing here formats a header value or the key into a message, event or log.
+//! Order of checks, cheapest first, so a refused request costs no body buffering: route and
+//! provider, key, request cap, headers, a slot among `limits.llm_concurrency`, room in the body
+//! budget, then the body itself. Nothing here formats a header value or the key into a message,
+//! event or log.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use ureq::SendBody;
 use ureq::http::{HeaderName, HeaderValue, Method, Request};
 
+use super::body;
 use super::http::{self, Head, Reject};
-use super::{ProxyEvent, Upstream};
+use super::json::{self, Spliced};
+use super::policy::{self, Provider};
+use super::{ProxyEvent, Shared};
 
-/// Which upstream a route goes to; decides the auth header and the secret's name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provider {
-    Anthropic,
-    OpenAi,
-}
-
-impl Provider {
-    /// Name used in routes and events.
-    pub fn name(self) -> &'static str {
-        match self {
-            Provider::Anthropic => "anthropic",
-            Provider::OpenAi => "openai",
-        }
-    }
-
-    /// The `secrets.env` variable that holds this provider's key.
-    pub fn secret_name(self) -> &'static str {
-        match self {
-            Provider::Anthropic => "ANTHROPIC_API_KEY",
-            Provider::OpenAi => "OPENAI_API_KEY",
-        }
-    }
-}
-
-/// Headers the client may not send upstream: credentials (replaced by ours), and framing or
-/// routing headers that ureq sets itself from the URL and body.
-const DROPPED: &[&str] = &[
-    "host",
-    "content-length",
-    "expect",
-    "x-api-key",
-    "authorization",
-    "proxy-authorization",
-];
-
-/// Splits `<rest>?query` into the upstream path and query; refuses `.`/`..` segments (also
-/// percent-encoded) so a route cannot climb out of a base URL's path prefix.
-fn upstream_path(rest: &str) -> Result<(String, Option<&str>), Reject> {
-    let (path, query) = match rest.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (rest, None),
-    };
-    for seg in path.split('/') {
-        let decoded = seg.to_ascii_lowercase().replace("%2e", ".");
-        if decoded == "."
-            || decoded == ".."
-            || seg.contains('\\')
-            || seg.to_ascii_lowercase().contains("%2f")
-        {
-            return Err(Reject::new(
-                400,
-                "claw: LLM route paths may not contain `.`, `..` or encoded slashes",
-            ));
-        }
-    }
-    Ok((format!("/{}", path.trim_start_matches('/')), query))
-}
+/// How long a model request waits for one of the run's `limits.llm_concurrency` slots: as long
+/// as an upstream answer may take, so waiting behaves like a slow upstream.
+const LLM_WAIT: Duration = Duration::from_secs(600);
 
 /// Joins the configured base URL (which may carry a path prefix like `/api`) with the path.
-fn join_url(base: &str, path: &str, query: Option<&str>) -> String {
-    let mut url = format!("{}{}", base.trim_end_matches('/'), path);
-    if let Some(q) = query {
-        url.push('?');
-        url.push_str(q);
-    }
-    url
+fn join_url(base: &str, path: &str) -> String {
+    format!("{}{}", base.trim_end_matches('/'), path)
 }
 
 /// What one LLM request amounted to, for its event.
 #[derive(Default)]
 struct Outcome {
-    path: String,
     status: u16,
     bytes_up: u64,
     bytes_down: u64,
+    model: String,
+    model_from: Option<String>,
+    clamped: bool,
 }
 
 impl Outcome {
@@ -99,24 +50,27 @@ impl Outcome {
     }
 }
 
-/// Serves one LLM request; `rest` is the target after `/llm/<provider>` (starts with `/` or `?`).
+/// Serves one LLM request; `rest` is the target after `/llm/<provider>`.
 pub fn forward(
     mut conn: UnixStream,
     head: &Head,
     leftover: Vec<u8>,
     rest: &str,
-    provider: Provider,
-    upstream: &Upstream,
-    agent: &ureq::Agent,
+    requested: Provider,
+    shared: &Shared,
 ) -> ProxyEvent {
-    let o = serve(&mut conn, head, leftover, rest, provider, upstream, agent);
+    let o = serve(&mut conn, head, leftover, rest, requested, shared);
     ProxyEvent::Llm {
-        provider: provider.name().to_string(),
-        method: head.method.chars().take(16).collect(),
-        path: o.path,
+        provider: requested.name().to_string(),
+        method: json::clip(&head.method, 16),
+        // The query string is left out of the event: some APIs put keys there.
+        path: json::clip(rest.split('?').next().unwrap_or(""), 200),
         status: o.status,
         bytes_up: o.bytes_up,
         bytes_down: o.bytes_down,
+        model: o.model,
+        model_from: o.model_from,
+        max_tokens_clamped: o.clamped,
     }
 }
 
@@ -125,58 +79,87 @@ fn serve(
     head: &Head,
     leftover: Vec<u8>,
     rest: &str,
-    provider: Provider,
-    upstream: &Upstream,
-    agent: &ureq::Agent,
+    requested: Provider,
+    shared: &Shared,
 ) -> Outcome {
-    let mut o = Outcome::default();
-    let (path, query) = match upstream_path(rest) {
-        Ok(pq) => pq,
-        Err(rej) => {
-            o.path = rest
-                .split('?')
-                .next()
-                .unwrap_or("")
-                .chars()
-                .take(200)
-                .collect();
-            return o.reject(conn, rej);
-        }
+    let o = Outcome::default();
+    let p = &shared.llm;
+    let route = match policy::route(p.provider, requested, &head.method, rest) {
+        Ok(r) => r,
+        Err(rej) => return o.reject(conn, rej),
     };
-    // The query string is left out of the event: some APIs put keys there.
-    o.path = path.chars().take(200).collect();
-
+    let upstream = match p.provider {
+        Provider::Anthropic => &shared.anthropic,
+        Provider::OpenAi => &shared.openai,
+    };
     let Some(key) = upstream.api_key.as_deref().filter(|k| !k.is_empty()) else {
         let msg = format!(
             "claw: no API key for {}; the owner can set {} in secrets.env",
-            provider.name(),
-            provider.secret_name()
+            p.provider.name(),
+            p.provider.secret_name()
         );
         return o.reject(conn, Reject::new(401, msg));
     };
-
+    if shared.llm_sent.load(Ordering::SeqCst) >= p.requests_per_run {
+        return o.reject(conn, over_cap(p.requests_per_run));
+    }
+    let headers = match policy::upstream_headers(p.provider, head) {
+        Ok(h) => h,
+        Err(rej) => return o.reject(conn, rej),
+    };
+    let Some(_slot) = shared.llm_slots.acquire(1, LLM_WAIT) else {
+        let msg = format!(
+            "claw: {} model requests of this run are already in flight (limits.llm_concurrency) \
+             and none finished in {} s; retry later",
+            p.concurrency,
+            LLM_WAIT.as_secs()
+        );
+        return o.reject(conn, Reject::new(503, msg));
+    };
     if head
         .header("expect")
         .is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"))
     {
         let _ = conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
     }
-    let body = match http::read_body(conn, head, leftover) {
+    let body = match body::read_body(conn, head, leftover, &shared.body_budget) {
         Ok(b) => b,
         Err(rej) => return o.reject(conn, rej),
     };
-    o.bytes_up = body.len() as u64;
-
-    let request = match build_request(head, body, &path, query, provider, upstream, key) {
+    let rewrite = match policy::rewrite_body(route, p, &body.bytes) {
         Ok(r) => r,
         Err(rej) => return o.reject(conn, rej),
     };
-    let response = match agent.run(request) {
+    let mut o = Outcome {
+        model: json::clip(&rewrite.model, 100),
+        model_from: rewrite.model_from.clone(),
+        clamped: rewrite.clamped,
+        ..o
+    };
+    // Counted only when it really goes upstream, atomically, so parallel requests cannot pass
+    // the cap together.
+    let counted = shared
+        .llm_sent
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < p.requests_per_run).then_some(n + 1)
+        });
+    if counted.is_err() {
+        return o.reject(conn, over_cap(p.requests_per_run));
+    }
+    let len = json::spliced_len(&rewrite.parts);
+    o.bytes_up = len as u64;
+    let reader = Spliced::new(body.bytes, rewrite.parts, body.permit);
+    let url = join_url(&upstream.base_url, route.path());
+    let request = match build_request(&url, &headers, reader, len, p.provider, key) {
+        Ok(r) => r,
+        Err(rej) => return o.reject(conn, rej),
+    };
+    let response = match shared.agent.run(request) {
         Ok(r) => r,
         Err(e) => {
             let msg = format!(
                 "claw: could not reach the {} upstream ({e}); check its base URL in claw.toml and the host's network",
-                provider.name()
+                p.provider.name()
             );
             return o.reject(conn, Reject::new(502, msg));
         }
@@ -186,26 +169,33 @@ fn serve(
     o
 }
 
-/// Builds the upstream request: end-to-end client headers minus credentials, plus our key.
+fn over_cap(cap: u32) -> Reject {
+    Reject::new(
+        429,
+        format!(
+            "claw: this run has made its {cap} model requests (limits.llm_requests_per_run); \
+             finish the task or stop: no more model requests are forwarded in this run"
+        ),
+    )
+}
+
+/// Builds the upstream request: the allowlisted client headers, our content type and length,
+/// and our key.
 fn build_request(
-    head: &Head,
-    body: Vec<u8>,
-    path: &str,
-    query: Option<&str>,
+    url: &str,
+    headers: &[(&'static str, Vec<u8>)],
+    body: Spliced,
+    len: usize,
     provider: Provider,
-    upstream: &Upstream,
     key: &str,
-) -> Result<Request<Vec<u8>>, Reject> {
-    let method = Method::from_bytes(head.method.as_bytes())
-        .map_err(|_| Reject::new(405, "claw: unsupported request method"))?;
-    let mut builder =
-        Request::builder()
-            .method(method)
-            .uri(join_url(&upstream.base_url, path, query));
-    for (name, value) in &head.headers {
-        if DROPPED.contains(&name.as_str()) || head.is_hop_by_hop(name) {
-            continue;
-        }
+) -> Result<Request<SendBody<'static>>, Reject> {
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header("content-type", "application/json")
+        // Explicit, so ureq sends a sized body rather than chunking a reader.
+        .header("content-length", len);
+    for (name, value) in headers {
         // httparse already validated these; anything http refuses is skipped, not echoed.
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),
@@ -234,11 +224,11 @@ fn build_request(
     auth_value.set_sensitive(true);
     builder
         .header(auth_name, auth_value)
-        .body(body)
+        .body(SendBody::from_owned_reader(body))
         .map_err(|_| {
             Reject::new(
-                400,
-                "claw: could not build the upstream request from this one",
+                500,
+                "claw: could not build the upstream request; check the provider's base URL in claw.toml",
             )
         })
 }
@@ -309,32 +299,17 @@ fn relay_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::policy::Route;
 
     #[test]
     fn paths_join_under_the_base() {
-        let (p, q) = upstream_path("/v1/messages?beta=true").ok().unwrap();
         assert_eq!(
-            join_url("https://api.anthropic.com/", &p, q),
-            "https://api.anthropic.com/v1/messages?beta=true"
+            join_url("https://api.anthropic.com/", Route::Messages.path()),
+            "https://api.anthropic.com/v1/messages"
         );
-        let (p, q) = upstream_path("/v1/chat/completions").ok().unwrap();
         assert_eq!(
-            join_url("https://openrouter.ai/api", &p, q),
+            join_url("https://openrouter.ai/api", Route::ChatCompletions.path()),
             "https://openrouter.ai/api/v1/chat/completions"
         );
-    }
-
-    #[test]
-    fn traversal_is_refused() {
-        for bad in [
-            "/../admin",
-            "/v1/%2e%2E/x",
-            "/v1/./x",
-            "/a%2fb",
-            "/a\\..\\b",
-        ] {
-            assert!(upstream_path(bad).is_err(), "{bad}");
-        }
-        assert!(upstream_path("/v1/models/gpt-4.1").is_ok());
     }
 }

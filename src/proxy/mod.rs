@@ -5,16 +5,31 @@
 //! value or a key into an answer, an event or an error. It does not touch SQLite: each request
 //! yields exactly one [`ProxyEvent`] on a channel and run-group writes the audit rows.
 //!
-//! Shape: one thread accepts; one thread per connection serves a single request and closes
-//! (`Connection: close`), which keeps the state machine trivial and costs little on a Unix socket.
+//! Shape: a fixed pool of [`POOL_SIZE`] threads each accepts and serves one request per
+//! connection, then closes (`Connection: close`), which keeps the state machine trivial and costs
+//! little on a Unix socket. Connections beyond the pool wait in the kernel's accept backlog; no
+//! thread is ever spawned per connection except one helper per open tunnel (at most
+//! [`MAX_TUNNELS`]), so one proxy never runs more than `1 + POOL_SIZE + MAX_TUNNELS` threads of
+//! its own. Memory is bounded the same way: a head is at most `MAX_HEAD` per connection, and
+//! request bodies share one byte budget ([`BODY_BUDGET`]) across all connections.
 
+mod addr;
 mod allowlist;
+mod body;
+mod content;
 mod egress;
 mod http;
+mod json;
+mod limits;
 mod llm;
+mod policy;
 
+pub use addr::is_global_unicast;
 pub use allowlist::validate_pattern;
-pub use llm::Provider;
+pub use body::{BODY_BUDGET, MAX_BODY};
+pub use egress::MAX_TUNNELS;
+pub use http::MAX_HEAD;
+pub use policy::{ANTHROPIC_BETAS, LlmPolicy, Provider};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,11 +38,21 @@ use std::net::Shutdown;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
+
+use limits::{Gate, Pace};
+
+/// Connection threads per proxy: requests beyond this many at once wait to be accepted.
+pub const POOL_SIZE: usize = 16;
+/// Requests per second one proxy serves on average (with a burst of twice that): each yields an
+/// event that run-group writes to the log and the audit table, and a client sending faster
+/// would otherwise queue events in memory faster than they are written (a flood of `/health`
+/// reached 17,000 a second). Faster clients are slowed down, not refused.
+pub const REQUESTS_PER_SEC: u32 = 200;
 
 /// One LLM upstream: where requests go and the key added on the way out.
 #[derive(Clone)]
@@ -58,20 +83,31 @@ pub struct ProxyConfig {
     pub egress_allow: Vec<String>,
     /// The group folder, only to make refusal messages name the exact command to run.
     pub folder: Option<String>,
+    /// What model requests may ask for (provider, model, token and request limits).
+    pub llm: LlmPolicy,
 }
 
 /// What happened to one request, for the audit table. Never contains a header value or key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyEvent {
-    /// A request on an LLM route. `path` is the upstream path without the query string;
-    /// `status` is the upstream's, or the proxy's own when it answered (401 no key, 502 down).
+    /// A request on an LLM route. `path` is the route path without the query string;
+    /// `status` is the upstream's, or the proxy's own when it answered (403/404/405 route
+    /// refused, 400 body refused, 401 no key, 429 request cap, 502 down, 503 busy).
     Llm {
         provider: String,
         method: String,
         path: String,
         status: u16,
+        /// Bytes of the (rewritten) body sent upstream.
         bytes_up: u64,
         bytes_down: u64,
+        /// The model sent upstream; empty if the request was refused before its body was read.
+        model: String,
+        /// What the request asked for when the proxy replaced the model (clipped to 100
+        /// characters; `(none)` when it named none).
+        model_from: Option<String>,
+        /// Whether the proxy lowered or inserted the output token limit.
+        max_tokens_clamped: bool,
     },
     /// A CONNECT tunnel or plain-HTTP proxy request.
     Egress {
@@ -96,7 +132,18 @@ struct Shared {
     openai: Upstream,
     egress_allow: Vec<String>,
     folder: Option<String>,
+    llm: LlmPolicy,
     agent: ureq::Agent,
+    /// Bytes of request bodies buffered at once, across connections.
+    body_budget: Gate,
+    /// Model requests in flight (`llm.concurrency` units).
+    llm_slots: Gate,
+    /// Model requests sent upstream so far in this run.
+    llm_sent: AtomicU32,
+    /// Open tunnels (CONNECT or plain-HTTP relays), each holding a helper thread.
+    tunnels: AtomicUsize,
+    /// Paces accepted connections to [`REQUESTS_PER_SEC`].
+    pace: Pace,
     events: Mutex<Sender<ProxyEvent>>,
     /// Live client connections, so shutdown can cut them rather than wait for them.
     conns: Mutex<HashMap<u64, UnixStream>>,
@@ -117,7 +164,7 @@ impl Shared {
 pub struct Proxy {
     socket_path: PathBuf,
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
+    running: bool,
 }
 
 /// The HTTP client for upstream calls: statuses pass through, redirects are the client's
@@ -137,8 +184,9 @@ fn upstream_agent() -> ureq::Agent {
 
 impl Proxy {
     /// Binds the socket (mode 0666 so the container's user can connect; the per-run directory
-    /// guards it), starts accepting, and reports one event per request on `events`.
+    /// guards it), starts the connection pool, and reports one event per request on `events`.
     pub fn start(cfg: ProxyConfig, events: Sender<ProxyEvent>) -> io::Result<Proxy> {
+        return_large_frees_to_the_os();
         remove_stale_socket(&cfg.socket_path)?;
         let listener = UnixListener::bind(&cfg.socket_path).map_err(|e| {
             io::Error::new(
@@ -150,27 +198,47 @@ impl Proxy {
             )
         })?;
         std::fs::set_permissions(&cfg.socket_path, std::fs::Permissions::from_mode(0o666))?;
+        let concurrency = cfg.llm.concurrency.max(1);
         let shared = Arc::new(Shared {
             anthropic: cfg.anthropic,
             openai: cfg.openai,
             egress_allow: cfg.egress_allow,
             folder: cfg.folder,
+            llm: cfg.llm,
             agent: upstream_agent(),
+            body_budget: Gate::new(BODY_BUDGET),
+            llm_slots: Gate::new(concurrency as u64),
+            llm_sent: AtomicU32::new(0),
+            tunnels: AtomicUsize::new(0),
+            pace: Pace::new(f64::from(REQUESTS_PER_SEC), f64::from(2 * REQUESTS_PER_SEC)),
             events: Mutex::new(events),
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
         });
-        let acceptor = {
-            let shared = Arc::clone(&shared);
-            thread::Builder::new()
-                .name("claw-proxy-accept".into())
-                .spawn(move || accept_loop(listener, shared))?
-        };
+        let listener = Arc::new(listener);
+        for _ in 0..POOL_SIZE {
+            let (l, sh) = (Arc::clone(&listener), Arc::clone(&shared));
+            let spawned = thread::Builder::new()
+                .name("claw-proxy".into())
+                .spawn(move || worker(&l, &sh));
+            if let Err(e) = spawned {
+                // Workers already started exit once they see `stopping` and are woken.
+                shared.stopping.store(true, Ordering::SeqCst);
+                for _ in 0..POOL_SIZE {
+                    let _ = UnixStream::connect(&cfg.socket_path);
+                }
+                let _ = std::fs::remove_file(&cfg.socket_path);
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("could not start the proxy's connection threads: {e}"),
+                ));
+            }
+        }
         Ok(Proxy {
             socket_path: cfg.socket_path,
             shared,
-            acceptor: Some(acceptor),
+            running: true,
         })
     }
 
@@ -179,20 +247,23 @@ impl Proxy {
         &self.socket_path
     }
 
-    /// Stops accepting, cuts live connections and removes the socket file. Idempotent.
+    /// Stops accepting, cuts live connections and removes the socket file. Idempotent. Threads
+    /// still waiting on an upstream finish on their own; none accepts again.
     pub fn shutdown(&mut self) {
-        let Some(acceptor) = self.acceptor.take() else {
+        if !std::mem::replace(&mut self.running, false) {
             return;
-        };
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        // accept() has no portable cancellation; a connection of our own wakes it.
-        let woke = UnixStream::connect(&self.socket_path).is_ok();
-        if woke {
-            let _ = acceptor.join();
         }
+        self.shared.stopping.store(true, Ordering::SeqCst);
         if let Ok(conns) = self.shared.conns.lock() {
             for c in conns.values() {
                 let _ = c.shutdown(Shutdown::Both);
+            }
+        }
+        // accept() has no portable cancellation; one connection of our own wakes each idle
+        // worker, which then sees `stopping` and exits.
+        for _ in 0..POOL_SIZE {
+            if UnixStream::connect(&self.socket_path).is_err() {
+                break;
             }
         }
         let _ = std::fs::remove_file(&self.socket_path);
@@ -202,6 +273,24 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Makes glibc hand every allocation of 256 KiB or more straight to the kernel and back.
+///
+/// Request bodies are allocated and freed on whichever pool thread served them. glibc's default
+/// raises its mmap threshold to the largest block freed so far (up to 32 MiB), after which such
+/// blocks come from per-thread arenas that keep freed memory: 16 threads each holding one
+/// freed body pushed run-group past 120 MiB although the body budget was 32 MiB. A fixed
+/// threshold keeps resident memory at what is live. Process-wide, set once; elsewhere a no-op.
+fn return_large_frees_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: mallopt only changes allocator tuning; it is called before any body exists.
+        ONCE.call_once(|| unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        });
     }
 }
 
@@ -221,32 +310,31 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
     }
 }
 
-fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
-    for conn in listener.incoming() {
+/// One pool thread: accept, serve, repeat, until the proxy stops.
+fn worker(listener: &UnixListener, shared: &Shared) {
+    loop {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(conn) = conn else {
-            // Transient (e.g. out of file descriptors): back off rather than spin.
-            thread::sleep(Duration::from_millis(50));
-            continue;
+        let conn = match listener.accept() {
+            Ok((conn, _)) => conn,
+            Err(_) => {
+                // Transient (e.g. out of file descriptors): back off rather than spin.
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
         };
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        shared.pace.wait();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         if let (Ok(clone), Ok(mut conns)) = (conn.try_clone(), shared.conns.lock()) {
             conns.insert(id, clone);
         }
-        let worker = Arc::clone(&shared);
-        let spawned = thread::Builder::new()
-            .name("claw-proxy-conn".into())
-            .spawn(move || {
-                serve(conn, &worker);
-                if let Ok(mut conns) = worker.conns.lock() {
-                    conns.remove(&id);
-                }
-            });
-        if spawned.is_err()
-            && let Ok(mut conns) = shared.conns.lock()
-        {
+        // A bug that panics on one request must not shrink the pool for the rest of the run.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(conn, shared)));
+        if let Ok(mut conns) = shared.conns.lock() {
             conns.remove(&id);
         }
     }
@@ -295,19 +383,7 @@ fn route(
         if let Some(rest) = path.strip_prefix(prefix.as_str())
             && (rest.starts_with('/') || rest.starts_with('?') || rest.is_empty())
         {
-            let upstream = match provider {
-                Provider::Anthropic => &shared.anthropic,
-                Provider::OpenAi => &shared.openai,
-            };
-            return llm::forward(
-                conn,
-                head,
-                leftover,
-                rest,
-                provider,
-                upstream,
-                &shared.agent,
-            );
+            return llm::forward(conn, head, leftover, rest, provider, shared);
         }
     }
     let local = |status: u16| ProxyEvent::Local {

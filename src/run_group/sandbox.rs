@@ -11,7 +11,7 @@ use super::{Work, rundir};
 use crate::config::Config;
 use crate::paths::Home;
 use crate::protocol::ModelSettings;
-use crate::proxy::{Proxy, ProxyConfig, ProxyEvent, Upstream};
+use crate::proxy::{LlmPolicy, Provider, Proxy, ProxyConfig, ProxyEvent, Upstream};
 use crate::runtime::{self, ContainerSpec, Runtime};
 use crate::secrets::Secrets;
 use crate::store::groups::Group;
@@ -171,6 +171,15 @@ pub fn prepare(
 
     let socket = run_dir.join("proxy.sock");
     let key = |name: &str| secrets.get(name).map(str::to_string);
+    let settings = model_settings(config, g);
+    let provider = Provider::parse(&settings.provider).with_context(|| {
+        format!(
+            "group {} names the unknown model provider `{}`; fix it with `claw group set {} --provider anthropic` (or openai)",
+            g.folder, settings.provider, g.folder
+        )
+    })?;
+    let mut allowed_models = config.model.allowed.clone();
+    allowed_models.extend(g.config.models.iter().cloned());
     let proxy = Proxy::start(
         ProxyConfig {
             socket_path: socket,
@@ -184,6 +193,14 @@ pub fn prepare(
             },
             egress_allow: g.config.egress.clone(),
             folder: Some(g.folder.clone()),
+            llm: LlmPolicy {
+                provider,
+                model: settings.model,
+                allowed_models,
+                max_tokens: settings.max_tokens,
+                concurrency: config.limits.llm_concurrency,
+                requests_per_run: config.limits.llm_requests_per_run,
+            },
         },
         events,
     )
@@ -265,9 +282,12 @@ pub fn proxy_audit(e: &ProxyEvent) -> (&'static str, serde_json::Value) {
             status,
             bytes_up,
             bytes_down,
+            model,
+            model_from,
+            max_tokens_clamped,
         } => (
             "llm.request",
-            serde_json::json!({"provider": provider, "method": method, "path": path, "status": status, "bytes_up": bytes_up, "bytes_down": bytes_down}),
+            serde_json::json!({"provider": provider, "method": method, "path": path, "status": status, "bytes_up": bytes_up, "bytes_down": bytes_down, "model": model, "model_from": model_from, "max_tokens_clamped": max_tokens_clamped}),
         ),
         ProxyEvent::Egress {
             host,
