@@ -73,6 +73,7 @@ where
 
 /// Split a stream into lines, keeping at most `max` bytes of each, and call `f(kept, len)` per
 /// line (`len` counts every byte of it, without the newline). Stops when `f` returns false.
+/// Newlines are searched by std's `read_until` (vectorised), so a 3 GB line costs little CPU.
 pub fn each_line<R: Read>(
     r: R,
     max: usize,
@@ -80,33 +81,45 @@ pub fn each_line<R: Read>(
 ) -> io::Result<()> {
     let mut r = BufReader::with_capacity(64 << 10, r);
     let mut kept: Vec<u8> = Vec::new();
-    let mut len: u64 = 0;
     loop {
-        let chunk = match r.fill_buf() {
-            Ok(c) => c,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if chunk.is_empty() {
-            if len > 0 {
-                f(&kept, len);
-            }
+        kept.clear();
+        let n = r
+            .by_ref()
+            .take(max as u64 + 1)
+            .read_until(b'\n', &mut kept)?;
+        if n == 0 {
             return Ok(());
         }
-        let newline = chunk.iter().position(|&b| b == b'\n');
-        let part = &chunk[..newline.unwrap_or(chunk.len())];
-        let room = max.saturating_sub(kept.len());
-        kept.extend_from_slice(&part[..part.len().min(room)]);
-        len += part.len() as u64;
-        let used = newline.map_or(chunk.len(), |i| i + 1);
-        r.consume(used);
-        if newline.is_some() {
-            if !f(&kept, len) {
-                return Ok(());
-            }
-            kept.clear();
-            len = 0;
+        let len = if kept.last() == Some(&b'\n') {
+            kept.pop();
+            kept.len() as u64
+        } else if kept.len() > max {
+            kept.truncate(max);
+            max as u64 + 1 + skip_line(&mut r)?
+        } else {
+            // The last line, without a newline.
+            kept.len() as u64
+        };
+        if !f(&kept, len) {
+            return Ok(());
         }
+    }
+}
+
+/// Consume the rest of a line without keeping it; returns its length without the newline.
+fn skip_line<R: BufRead>(r: &mut R) -> io::Result<u64> {
+    let mut scratch = Vec::with_capacity(64 << 10);
+    let mut total = 0u64;
+    loop {
+        scratch.clear();
+        let n = r.by_ref().take(64 << 10).read_until(b'\n', &mut scratch)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        if scratch.last() == Some(&b'\n') {
+            return Ok(total + n as u64 - 1);
+        }
+        total += n as u64;
     }
 }
 

@@ -9,10 +9,10 @@
 //! tree unmeasurable.
 //!
 //! When: once before the container starts (over: the run does not start), then in a thread of its
-//! own while it runs, every [`interval`] after the last walk (at least a second, at most 10% of one
-//! core). The check bounds time, not bytes: a writer at W MB/s can pass the limit by about
-//! W × (interval + walk + the stop) before it is stopped. The same check works for podman, docker
-//! and Apple `container`, since it looks at the host side of the bind mounts.
+//! own while it runs, every [`interval`] after the last walk (at least 0.25 s, at most 10% of one
+//! core). The check bounds time, not bytes: a writer at W MB/s passes the limit by up to about
+//! W × (interval + walk + the removal, ~0.3 s with podman) before it is stopped. The same check
+//! works for podman, docker and Apple `container`, since it looks at the host side of the mounts.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -180,11 +180,15 @@ pub fn refused_notice(o: &Over, group: &Group) -> String {
 /// A chat hears about a refused run at most once in this window.
 pub const NOTICE_WINDOW: Duration = Duration::from_secs(6 * 3600);
 
-/// Time to the next walk: at least a second, and ten times the last walk so the check never takes
-/// more than a tenth of a core (a walk of 100,000 entries takes about 0.25 s here), at most 10 s.
+/// Time to the next walk: ten times the last walk, so the check never takes more than a tenth of
+/// a core (100,000 entries take about 0.25 s to walk here, so 2.5 s between walks), but at least
+/// [`MIN_INTERVAL`] (a typical group of a few thousand files is walked in a few ms) and at most 10 s.
 pub fn interval(last_walk: Duration) -> Duration {
-    (last_walk * 10).clamp(Duration::from_secs(1), Duration::from_secs(10))
+    (last_walk * 10).clamp(MIN_INTERVAL, Duration::from_secs(10))
 }
+
+/// The shortest time between two walks: what a fast writer gets before the first check.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A thread measuring the folders while the container runs; dropping it stops the thread.
 pub struct Watch {
@@ -306,7 +310,7 @@ mod tests {
 
     #[test]
     fn interval_is_bounded() {
-        assert_eq!(interval(Duration::from_millis(2)), Duration::from_secs(1));
+        assert_eq!(interval(Duration::from_millis(2)), MIN_INTERVAL);
         assert_eq!(
             interval(Duration::from_millis(250)),
             Duration::from_millis(2500)

@@ -81,9 +81,7 @@ impl RunLog {
     /// in `text` are escaped.
     pub fn line(&mut self, text: impl AsRef<str>) {
         let text = escape(text.as_ref());
-        let stamp = chrono::Local::now().format("%H:%M:%S%.3f");
-        let el = self.started.elapsed().as_secs_f64();
-        let mut line = format!("{stamp} +{el:.3}s {text}");
+        let mut line = self.stamped(&text);
         if line.len() > MAX_LINE {
             let cut = floor_char_boundary(&line, MAX_LINE);
             let extra = line.len() - cut;
@@ -93,6 +91,12 @@ impl RunLog {
         line.push('\n');
         tracing::debug!(target: "claw::run", "{}", text);
         self.push(line);
+    }
+
+    fn stamped(&self, text: &str) -> String {
+        let stamp = chrono::Local::now().format("%H:%M:%S%.3f");
+        let el = self.started.elapsed().as_secs_f64();
+        format!("{stamp} +{el:.3}s {text}")
     }
 
     fn push(&mut self, line: String) {
@@ -119,19 +123,20 @@ impl RunLog {
 
     /// Write the kept tail (after a line saying what was dropped). Later lines start a new tail.
     pub fn close(&mut self) {
-        let Some(f) = &mut self.file else {
-            self.tail.clear();
-            return;
-        };
-        if self.dropped_lines > 0 {
-            let note = format!(
-                "{} [claw] … {} lines ({} bytes) dropped here to keep this log under {} KiB; the last {} lines follow\n",
-                chrono::Local::now().format("%H:%M:%S%.3f"),
+        let note = (self.dropped_lines > 0).then(|| {
+            self.stamped(&format!(
+                "[claw] … {} lines ({} bytes) dropped here to keep this log under {} KiB; the last {} lines follow\n",
                 self.dropped_lines,
                 self.dropped_bytes,
                 self.cap >> 10,
                 self.tail.len()
-            );
+            ))
+        });
+        let Some(f) = &mut self.file else {
+            self.tail.clear();
+            return;
+        };
+        if let Some(note) = note {
             let _ = f.write_all(note.as_bytes());
             self.written += note.len() as u64;
             self.dropped_lines = 0;
