@@ -393,3 +393,54 @@ finish
     assert!(text.contains(r"agent: innocent\r12:00:00.000"), "{text}");
     assert!(text.contains(r"\x1b]0;pwned\x07\x1b[2J"), "{text}");
 }
+
+#[test]
+fn a_store_error_mid_run_still_removes_the_container() {
+    let mut env = Env::new();
+    env.add_group("locked", "tg:96");
+    // The result comes once the test holds the database: writing it fails after the busy timeout.
+    env.install_probe(
+        "locked",
+        &format!(
+            "{PROBE_HEAD}while [ ! -e /workspace/group/go ]; do sleep 0.1; done\necho '{{\"type\":\"result\",\"text\":\"hi\"}}'\nsleep 300\n"
+        ),
+    );
+    env.say("tg:96", "go");
+    let mut rg = env
+        .claw_std()
+        .args(["run-group", "locked"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_container(&env);
+    let db = env.db();
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    std::fs::write(env.group_dir("locked").join("go"), "").unwrap();
+    let held = Instant::now();
+    // run-group's write fails after its 30 s busy timeout; its guard must remove the container
+    // then, while run-group itself still lives (its own final write waits on the lock too).
+    loop {
+        let gone = any_containers(&env).is_empty();
+        let alive = rg.try_wait().unwrap().is_none();
+        if gone {
+            assert!(alive, "run-group exited before removing its container");
+            break;
+        }
+        assert!(
+            held.elapsed() < Duration::from_secs(60),
+            "container survived a store error in its run-group"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "container removed {:?} after the database was locked",
+        held.elapsed()
+    );
+    db.execute_batch("ROLLBACK").unwrap();
+    let status = rg.wait().unwrap();
+    assert!(!status.success());
+    assert!(any_containers(&env).is_empty());
+    assert_eq!(container_rows(&env, "locked"), 0);
+    assert_eq!(env.last_run("locked").0, "failed");
+}

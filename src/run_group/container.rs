@@ -188,7 +188,13 @@ impl Drop for Guard {
         if self.released {
             return;
         }
-        let removed = runtime::remove(self.kind, &self.name, runtime::REMOVE_LIMIT);
+        // No client was ever started (the watchdog or the runtime could not be run): there is
+        // no container, and no runtime to ask.
+        let removed = if self.child.is_none() {
+            Ok(())
+        } else {
+            runtime::remove(self.kind, &self.name, runtime::REMOVE_LIMIT)
+        };
         self.reap();
         match removed {
             Ok(()) => {

@@ -293,7 +293,11 @@ fn on_output(o: Output, stderr_tail: &mut VecDeque<String>, log: &mut RunLog) {
             if stderr_tail.len() == STDERR_TAIL {
                 stderr_tail.pop_front();
             }
-            stderr_tail.push_back(crate::output::clip(&text, STDERR_TAIL_CHARS));
+            // The run's error quotes these, and it is printed and stored: escaped, like the log.
+            stderr_tail.push_back(crate::output::clip(
+                &super::log::escape(&text),
+                STDERR_TAIL_CHARS,
+            ));
         }
         Output::Line(_) | Output::StdoutClosed => {}
     }
@@ -509,7 +513,8 @@ impl State {
                 ));
                 if fatal {
                     self.fatal = true;
-                    self.ended.error = Some(message);
+                    self.ended.error =
+                        Some(crate::output::clip(&super::log::escape(&message), 1000));
                 }
             }
         }
