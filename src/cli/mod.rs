@@ -92,6 +92,7 @@ pub enum Command {
     #[command(subcommand)]
     Whatsapp(whatsapp::Cmd),
     /// Internal: removes a run's container if its run-group dies (started by run-group).
+    #[command(long_about = watchdog::LONG_ABOUT)]
     Watchdog(watchdog::Args),
 }
 

@@ -4,17 +4,17 @@ use std::os::fd::AsFd;
 use super::Ctx;
 use crate::error::{Code, Coded};
 
-/// Internal: started by `claw run-group` for each container; not meant to be run by hand.
+/// `claw watchdog --help`: what the internal subcommand does and why it exists.
+pub const LONG_ABOUT: &str = "Internal: started by `claw run-group` for each container it starts, \
+detached in its own session, with a pipe from run-group on stdin.\n\n\
+It waits. When run-group writes `done` (it saw the container gone) it exits without calling the \
+runtime. When the pipe closes without `done` (run-group died, even by SIGKILL) or the deadline \
+passes (run-group hung), it force-removes the container (`rm -f`), twice more a few seconds later \
+in case the runtime client was still creating it, reports on stderr (the run log), and exits.\n\n\
+So no container outlives its run-group or its wall clock. Only `claw-FOLDER-ID` names are accepted.";
+
 #[derive(Debug, clap::Args)]
-#[command(
-    long_about = "Internal: started by `claw run-group` for each container it starts, detached in its own \
-session, with a pipe from run-group on stdin.\n\nIt waits. When run-group writes `done` (it saw the container \
-gone) it exits without calling the runtime. When the pipe closes without `done` (run-group died, even by \
-SIGKILL) or the deadline passes (run-group hung), it force-removes the container (`rm -f`), twice more a few \
-seconds later in case the runtime client was still creating it, reports on stderr (the run log), and exits.\n\n\
-So no container outlives its run-group or its wall clock. Only `claw-FOLDER-ID` names are accepted.",
-    after_help = "Exit codes: 0 always once it has acted or was told `done`; 2 bad arguments."
-)]
+#[command(after_help = "Exit codes: 0 once it has acted or was told `done`; 2 bad arguments.")]
 pub struct Args {
     /// The runtime that started the container: podman, docker or container.
     #[arg(long)]

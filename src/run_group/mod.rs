@@ -10,6 +10,7 @@ mod container;
 mod disk;
 mod hooks;
 pub mod log;
+mod observer;
 mod proxy_rows;
 pub use sandbox::run_id_of;
 pub mod rules;

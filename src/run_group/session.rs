@@ -6,13 +6,14 @@ use anyhow::Result;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::process::{Child, ChildStdin, ExitStatus};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use super::agent_io::{self, Output};
 use super::container::{self, Guard};
 use super::disk;
 use super::log::RunLog;
+use super::observer::Observer;
 use super::proxy_rows::Rows;
 use super::{Work, hooks, sandbox};
 use crate::config::Config;
@@ -70,7 +71,10 @@ pub fn execute(
     if let Some(over) = disk::over(&measured, &limit) {
         return refuse_over_disk(store, work, &over, log);
     }
-    marks::clear(&store.conn, &refused_mark(folder))?;
+    // Within the limit again: the next refusal is news to the chat.
+    if marks::get(&store.conn, &refused_mark(folder))?.is_some() {
+        marks::clear(&store.conn, &refused_mark(folder))?;
+    }
     hooks::write_snapshots(home, store, &work.group)?;
     let rows = Rows::new();
     let (ptx, prx) = mpsc::channel::<ProxyEvent>();
@@ -88,7 +92,7 @@ pub fn execute(
         log,
     )?;
     let spawned = Instant::now();
-    let (stdin, stdout, stderr) = guard.spawn(&sb.argv)?;
+    let (mut stdin, stdout, stderr) = guard.spawn(&sb.argv)?;
     audit::record(
         &store.conn,
         Some(folder),
@@ -99,7 +103,6 @@ pub fn execute(
     let (tx, rx) = mpsc::sync_channel::<Output>(agent_io::SLOTS);
     agent_io::spawn_readers(stdout, stderr, tx);
     let disk_watch = disk::Watch::start(dirs, limit, disk::interval(measured.took));
-    let mut stdin = stdin;
 
     let model = sandbox::model_settings(config, &work.group);
     let start = HostLine::Start(Box::new(Start {
@@ -388,59 +391,6 @@ fn tell_chat_stopped(
     )?;
     log.line("told the chat the run was stopped");
     Ok(())
-}
-
-/// `claw chat`'s live view of the agent: a bounded channel that never blocks the run. Progress
-/// is dropped when the viewer falls behind; an `idle` that did not fit is retried every tick
-/// (the viewer needs it to end a turn). Only what the view shows is sent, clipped.
-#[derive(Default)]
-struct Observer {
-    tx: Option<SyncSender<AgentLine>>,
-    idle_owed: Option<AgentLine>,
-}
-
-impl Observer {
-    fn new(tx: Option<SyncSender<AgentLine>>) -> Observer {
-        Observer {
-            tx,
-            idle_owed: None,
-        }
-    }
-
-    fn see(&mut self, line: &AgentLine) {
-        let Some(tx) = &self.tx else { return };
-        let shown = match line {
-            AgentLine::Progress { tool, detail } => AgentLine::Progress {
-                tool: crate::output::clip(tool, 100),
-                detail: crate::output::clip(detail, 200),
-            },
-            AgentLine::Error { message, fatal } => AgentLine::Error {
-                message: crate::output::clip(message, 1000),
-                fatal: *fatal,
-            },
-            AgentLine::Idle { usage } => {
-                self.idle_owed = Some(AgentLine::Idle { usage: *usage });
-                self.retry();
-                return;
-            }
-            // The view reads results from the outbox.
-            _ => return,
-        };
-        if let Err(TrySendError::Disconnected(_)) = tx.try_send(shown) {
-            self.tx = None;
-        }
-    }
-
-    fn retry(&mut self) {
-        let (Some(tx), Some(idle)) = (&self.tx, self.idle_owed.take()) else {
-            return;
-        };
-        match tx.try_send(idle) {
-            Ok(()) => {}
-            Err(TrySendError::Full(idle)) => self.idle_owed = Some(idle),
-            Err(TrySendError::Disconnected(_)) => self.tx = None,
-        }
-    }
 }
 
 #[derive(Default)]
