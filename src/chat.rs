@@ -153,7 +153,8 @@ impl Chat {
             // Someone else's run will pick the message up (it watches the database).
             return Ok(false);
         }
-        let (tx, rx) = mpsc::channel();
+        // Bounded: run-group drops progress lines while this view lags (see `Options::observer`).
+        let (tx, rx) = mpsc::sync_channel(256);
         let (home, config, secrets, folder) = (
             self.home.clone(),
             self.config.clone(),

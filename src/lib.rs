@@ -39,6 +39,7 @@ pub mod tasks;
 pub mod tick;
 pub mod time;
 pub mod untrusted;
+pub mod watchdog;
 
 /// The assistant's name becomes `@Name`, so it must be one word of letters, digits, `-` or `_`.
 pub fn validate_assistant_name(name: &str) -> anyhow::Result<()> {

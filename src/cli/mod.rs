@@ -19,6 +19,7 @@ pub mod service;
 pub mod status;
 pub mod task;
 pub mod tick;
+pub mod watchdog;
 pub mod whatsapp;
 
 use anyhow::Result;
@@ -90,6 +91,9 @@ pub enum Command {
     /// WhatsApp Web: `pair` once, then `run` as a service (needs the `whatsapp` build feature).
     #[command(subcommand)]
     Whatsapp(whatsapp::Cmd),
+    /// Internal: removes a run's container if its run-group dies (started by run-group).
+    #[command(long_about = watchdog::LONG_ABOUT)]
+    Watchdog(watchdog::Args),
 }
 
 /// Shared context for subcommands: where the home is and lazy access to its parts.
@@ -153,5 +157,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Schedule(a) => schedule::run(&ctx, a),
         Command::Task(c) => task::run(&ctx, c),
         Command::Whatsapp(c) => whatsapp::run(&ctx, c),
+        Command::Watchdog(a) => watchdog::run(&ctx, a),
     }
 }

@@ -5,8 +5,13 @@
 //! (`session`); then apply the rules for the cursor and retries (`rules`). Every lock is a
 //! lockfile the OS drops if this process dies, so a killed run never blocks the next one.
 
+mod agent_io;
+mod container;
+mod disk;
 mod hooks;
 pub mod log;
+mod observer;
+mod proxy_rows;
 pub use sandbox::run_id_of;
 pub mod rules;
 mod rundir;
@@ -31,8 +36,9 @@ pub struct Options {
     pub run_id: Option<i64>,
     /// Run this scheduled task now.
     pub task_id: Option<i64>,
-    /// Receives a copy of every agent line (for `claw chat`'s live view).
-    pub observer: Option<std::sync::mpsc::Sender<crate::protocol::AgentLine>>,
+    /// Receives the agent's progress, errors and idle lines, clipped (for `claw chat`'s live
+    /// view). Bounded: progress is dropped while the receiver lags; idle is retried.
+    pub observer: Option<std::sync::mpsc::SyncSender<crate::protocol::AgentLine>>,
     /// Close the container as soon as the agent is idle instead of waiting `idle_secs`
     /// (may be switched on while the run goes on, e.g. when `claw chat` ends).
     pub close_when_idle: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -61,7 +67,7 @@ pub(crate) struct Work {
     pub task: Option<TaskInfo>,
     /// Highest message seq in the prompt.
     pub handed: Option<i64>,
-    pub observer: Option<std::sync::mpsc::Sender<crate::protocol::AgentLine>>,
+    pub observer: Option<std::sync::mpsc::SyncSender<crate::protocol::AgentLine>>,
     pub close_when_idle: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -110,7 +116,12 @@ pub fn run_group(
         });
     };
     let run_id = work.run.id;
-    let mut log = RunLog::open(&home.logs(), folder, run_id);
+    let mut log = RunLog::open(
+        &home.logs(),
+        folder,
+        run_id,
+        config.limits.run_log_kb.saturating_mul(1024),
+    );
     log.line(format!(
         "run {run_id} for group `{folder}` ({}, attempt {}) pid {}",
         work.run.kind,
@@ -325,7 +336,8 @@ fn finish(
         if let Some(seq) = v.cursor_to {
             groups::advance_cursor(&tx, &work.group.folder, seq)?;
         }
-        if v.notify_failure {
+        // A run stopped by the disk limit already told the chat why.
+        if v.notify_failure && !ended.notice_sent {
             let text = format!(
                 "Sorry, I could not answer that: the run failed {} times ({}). Check `claw logs {}`.",
                 ending.attempt,

@@ -207,6 +207,17 @@ pub fn prepare(
     .context("cannot start the proxy")?;
 
     let name = container_name(home, &g.folder, work.run.id);
+    // The runtime's own wall clock, where it has one: the container dies on time even if
+    // run-group and its watchdog both die (see `container`).
+    let lifetime = super::container::lifetime(config, g).as_secs();
+    let mut extra_args = match runtime::wall_clock_args(rt.kind, lifetime) {
+        Ok(a) => a,
+        Err(gap) => {
+            log.line(format!("note: {} cannot express: {gap}", rt.kind.program()));
+            vec![]
+        }
+    };
+    extra_args.extend(config.runtime.extra_args.iter().cloned());
     let spec = ContainerSpec {
         name: name.clone(),
         image: config.runtime.image.clone(),
@@ -221,7 +232,7 @@ pub fn prepare(
             ("HOME".into(), "/home/agent".into()),
         ],
         workdir: Some("/workspace/group".into()),
-        extra_args: config.runtime.extra_args.clone(),
+        extra_args,
         command: vec![],
     };
     let run = runtime::run_args(rt, &spec);
@@ -269,6 +280,16 @@ pub fn cleanup(mut sb: Sandbox, log: &mut RunLog) {
     }
     if let Err(e) = rundir::remove(&sb.run_dir) {
         log.line(format!("could not remove {}: {e}", sb.run_dir.display()));
+    }
+}
+
+impl Drop for Sandbox {
+    /// An early return: the same clean-up, silently (after [`cleanup`] there is nothing left).
+    fn drop(&mut self) {
+        if let Some(mut p) = self.proxy.take() {
+            p.shutdown();
+        }
+        let _ = std::fs::remove_dir_all(&self.run_dir);
     }
 }
 

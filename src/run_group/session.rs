@@ -2,21 +2,26 @@
 //! messages, apply the group's IPC requests as they appear, and enforce the idle and wall-clock
 //! limits. Results go to the outbox the moment they arrive, so a later crash cannot lose them.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::io::Write;
+use std::process::{Child, ChildStdin, ExitStatus};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use super::agent_io::{self, Output};
+use super::container::{self, Guard};
+use super::disk;
 use super::log::RunLog;
+use super::observer::Observer;
+use super::proxy_rows::Rows;
 use super::{Work, hooks, sandbox};
 use crate::config::Config;
 use crate::paths::Home;
 use crate::protocol::{AgentLine, HostLine, Start};
 use crate::proxy::ProxyEvent;
 use crate::secrets::Secrets;
-use crate::store::{Store, audit, groups, messages, outbox, runs};
+use crate::store::{Store, audit, groups, marks, messages, outbox, runs};
 
 /// What the session observed, for the cursor and retry rules.
 #[derive(Debug, Default)]
@@ -28,14 +33,8 @@ pub struct Ended {
     pub handed: Option<i64>,
     pub acked: Option<i64>,
     pub last_result: Option<String>,
-}
-
-enum Event {
-    Line(AgentLine),
-    Junk(String),
-    StdoutClosed,
-    Stderr(String),
-    Proxy(ProxyEvent),
+    /// The chat was already told why the run failed (the disk limit): no generic notice.
+    pub notice_sent: bool,
 }
 
 /// How often the loop wakes to poll for new messages and IPC requests.
@@ -43,6 +42,9 @@ const TICK: Duration = Duration::from_millis(250);
 const POLL: Duration = Duration::from_millis(1000);
 /// How long a container gets to exit after `close` before it is stopped.
 const CLOSE_GRACE: Duration = Duration::from_secs(20);
+/// Stderr lines kept for the run's error message, and how much of each.
+const STDERR_TAIL: usize = 40;
+const STDERR_TAIL_CHARS: usize = 300;
 
 /// Run the container for `work` until it exits.
 pub fn execute(
@@ -54,49 +56,53 @@ pub fn execute(
     log: &mut RunLog,
 ) -> Result<Ended> {
     let folder = &work.group.folder;
-    hooks::write_snapshots(home, store, &work.group)?;
-    let (tx, rx) = mpsc::channel::<Event>();
-    let (ptx, prx) = mpsc::channel::<ProxyEvent>();
-    let sb = sandbox::prepare(home, config, secrets, store, work, ptx, log)?;
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for e in prx {
-                if tx.send(Event::Proxy(e)).is_err() {
-                    break;
-                }
-            }
-        });
+    container::remove_leftovers(store, folder, log)?;
+    let limit = disk::Limit::for_group(config, &work.group);
+    let dirs = disk::dirs(home, &work.group);
+    let measured = disk::measure(&dirs, &limit);
+    log.line(format!(
+        "disk: {} KiB in {} files and folders (limit {} MiB, {} files); measured in {} ms",
+        measured.usage.bytes >> 10,
+        measured.usage.entries,
+        limit.mb,
+        limit.files,
+        measured.took.as_millis()
+    ));
+    if let Some(over) = disk::over(&measured, &limit) {
+        return refuse_over_disk(store, work, &over, log);
     }
+    // Within the limit again: the next refusal is news to the chat.
+    if marks::get(&store.conn, &refused_mark(folder))?.is_some() {
+        marks::clear(&store.conn, &refused_mark(folder))?;
+    }
+    hooks::write_snapshots(home, store, &work.group)?;
+    let rows = Rows::new();
+    let (ptx, prx) = mpsc::channel::<ProxyEvent>();
+    let merged = rows.merge_from(prx);
+    let sb = sandbox::prepare(home, config, secrets, store, work, ptx, log)?;
     log.line(format!("command: {}", sb.argv.join(" ")));
+    // From here every return removes the container: the guard is dropped before the sandbox.
+    let mut guard = Guard::arm(
+        home,
+        store,
+        sb.rt.kind,
+        &sb.name,
+        work,
+        container::lifetime(config, &work.group),
+        log,
+    )?;
     let spawned = Instant::now();
-    let mut child = Command::new(&sb.argv[0])
-        .args(&sb.argv[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            crate::error::Coded::err(
-                crate::error::Code::Runtime,
-                format!(
-                    "cannot start {}: {e}; is the container runtime installed? try `claw doctor`",
-                    sb.argv[0]
-                ),
-            )
-        })?;
+    let (mut stdin, stdout, stderr) = guard.spawn(&sb.argv)?;
     audit::record(
         &store.conn,
         Some(folder),
         Some(work.run.id),
         "container.start",
-        serde_json::json!({"name": sb.name, "image": config.runtime.image, "network": "none", "mounts": sb.mount_summary, "pid": child.id()}),
+        serde_json::json!({"name": sb.name, "image": config.runtime.image, "network": "none", "mounts": sb.mount_summary, "pid": guard.child().map(|c| c.id())}),
     )?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let stderr = child.stderr.take().context("no stderr")?;
-    let mut stdin = child.stdin.take().context("no stdin")?;
-    spawn_readers(stdout, stderr, tx.clone());
-    drop(tx);
+    let (tx, rx) = mpsc::sync_channel::<Output>(agent_io::SLOTS);
+    agent_io::spawn_readers(stdout, stderr, tx);
+    let disk_watch = disk::Watch::start(dirs, limit, disk::interval(measured.took));
 
     let model = sandbox::model_settings(config, &work.group);
     let start = HostLine::Start(Box::new(Start {
@@ -135,6 +141,7 @@ pub fn execute(
             handed: work.handed,
             ..Default::default()
         },
+        observer: Observer::new(work.observer.clone()),
         ..Default::default()
     };
     let mut stdin = Some(stdin);
@@ -143,15 +150,12 @@ pub fn execute(
     let mut last_poll = Instant::now();
     let mut typing = Typing::new(config, secrets, &work.chat_id);
     typing.pulse();
-    let mut timed_out = false;
+    // run-group stopped or killed the container (timeout, close grace, disk limit).
+    let mut intervened = false;
     let mut stderr_tail: VecDeque<String> = VecDeque::new();
-    let mut stdout_open = true;
-    while stdout_open {
+    loop {
         match rx.recv_timeout(TICK) {
-            Ok(Event::Line(line)) => {
-                if let Some(o) = &work.observer {
-                    let _ = o.send(line.clone());
-                }
+            Ok(Output::Line(line)) => {
                 if matches!(line, AgentLine::Progress { .. }) {
                     typing.pulse();
                 }
@@ -161,25 +165,12 @@ pub fn execute(
                     idle_since = Some(Instant::now());
                 }
             }
-            Ok(Event::Junk(l)) => log.line(format!(
-                "protocol error: agent printed a non-protocol line: {}",
-                crate::output::clip(&l, 200)
-            )),
-            Ok(Event::StdoutClosed) => stdout_open = false,
-            Ok(Event::Stderr(l)) => {
-                log.line(format!("agent: {l}"));
-                if stderr_tail.len() == 40 {
-                    stderr_tail.pop_front();
-                }
-                stderr_tail.push_back(l);
-            }
-            Ok(Event::Proxy(e)) => record_proxy(store, work, e, log)?,
+            Ok(Output::StdoutClosed) | Err(RecvTimeoutError::Disconnected) => break,
+            Ok(other) => on_output(other, &mut stderr_tail, log),
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => stdout_open = false,
         }
-        if !stdout_open {
-            break;
-        }
+        st.observer.retry();
+        rows.write(&store.conn, folder, work.run.id, log, false)?;
         if last_poll.elapsed() >= POLL {
             last_poll = Instant::now();
             let applied = hooks::apply_ipc(home, store, config, &work.group)?;
@@ -194,8 +185,20 @@ pub fn execute(
                 idle_since = None;
             }
         }
-        if !timed_out && spawned.elapsed() > timeout {
-            timed_out = true;
+        if !intervened && let Some(over) = disk_watch.passed() {
+            intervened = true;
+            log.line(format!(
+                "disk limit: the group's folders {}: removing the container",
+                over.describe()
+            ));
+            st.ended.error = Some(format!("stopped: the group's folders {}", over.describe()));
+            stdin = None;
+            guard.kill_now(log);
+            tell_chat_stopped(store, work, &over, log)?;
+            st.ended.notice_sent = true;
+        }
+        if !intervened && spawned.elapsed() > timeout {
+            intervened = true;
             log.line(format!(
                 "wall-clock timeout of {}s reached: stopping the container",
                 timeout.as_secs()
@@ -203,7 +206,9 @@ pub fn execute(
             st.ended.error = Some(format!("timed out after {}s", timeout.as_secs()));
             stdin = None;
             sandbox::stop(&sb, log);
-            let _ = child.kill();
+            if let Some(c) = guard.child() {
+                let _ = c.kill();
+            }
         }
         let idle_limit = if work
             .close_when_idle
@@ -220,68 +225,172 @@ pub fn execute(
             }
             closing_since = Some(Instant::now());
         }
-        if closing_since.is_some_and(|t| t.elapsed() > CLOSE_GRACE) && !timed_out {
+        if closing_since.is_some_and(|t| t.elapsed() > CLOSE_GRACE) && !intervened {
             log.line("agent did not exit after close: stopping the container");
-            timed_out = true;
+            intervened = true;
             st.ended
                 .error
                 .get_or_insert_with(|| "agent did not exit after close".into());
             sandbox::stop(&sb, log);
-            let _ = child.kill();
+            if let Some(c) = guard.child() {
+                let _ = c.kill();
+            }
         }
     }
     drop(stdin);
-    let status = wait_with_timeout(&mut child, Duration::from_secs(15), &sb, log);
+    let status = match guard.child() {
+        Some(child) => wait_with_timeout(child, Duration::from_secs(15), &sb, log),
+        None => None,
+    };
     let runtime_ms = spawned.elapsed().as_millis();
-    // Drain what is left (late proxy events, final lines).
+    // Drain what is left (final lines); the readers end with the pipes.
     while let Ok(ev) = rx.try_recv() {
         match ev {
-            Event::Line(line) => st.on_line(line, store, work, log)?,
-            Event::Proxy(e) => record_proxy(store, work, e, log)?,
-            Event::Stderr(l) => {
-                log.line(format!("agent: {l}"));
-                stderr_tail.push_back(l);
-            }
-            _ => {}
+            Output::Line(line) => st.on_line(line, store, work, log)?,
+            Output::StdoutClosed => {}
+            other => on_output(other, &mut stderr_tail, log),
         }
     }
+    // The client exiting by itself means the container ended and `--rm` removed it.
+    let gone = !intervened && status.is_some_and(|s| s.code().is_some());
+    guard.release(store, gone, log);
     let applied = hooks::apply_ipc(home, store, config, &work.group)?;
     if applied > 0 {
         log.line(format!("applied {applied} IPC request(s) after exit"));
     }
+    let status = status.and_then(|s| s.code());
     st.ended.exit_code = status;
     log.line(format!(
         "container exited with {status:?}; runtime process ran {} ms",
         runtime_ms
     ));
-    st.ended.clean = status == Some(0) && !timed_out && !st.fatal;
+    st.ended.clean = status == Some(0) && !intervened && !st.fatal;
     if !st.ended.clean && st.ended.error.is_none() {
-        let tail: Vec<&str> = stderr_tail
-            .iter()
-            .rev()
-            .take(3)
-            .map(String::as_str)
-            .collect();
-        let tail = tail.into_iter().rev().collect::<Vec<_>>().join(" | ");
-        st.ended.error = Some(match status {
-            // docker and podman exit 125 when they could not start the container at all.
-            Some(125) => format!(
-                "the container runtime could not start the container ({tail}); check the image with `claw image build` and the runtime with `claw doctor`"
-            ),
-            Some(c) if tail.is_empty() => format!("container exited with code {c}"),
-            Some(c) => format!("container exited with code {c}: {tail}"),
-            None => format!(
-                "container was killed by a signal{}",
-                if tail.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {tail}")
-                }
-            ),
-        });
+        st.ended.error = Some(exit_error(status, &stderr_tail));
     }
     sandbox::cleanup(sb, log);
+    // The proxy is shut: merge its last events, then write the totals.
+    let _ = merged.recv_timeout(Duration::from_secs(2));
+    rows.write(&store.conn, folder, work.run.id, log, true)?;
     Ok(st.ended)
+}
+
+/// Log what the agent printed besides protocol lines.
+fn on_output(o: Output, stderr_tail: &mut VecDeque<String>, log: &mut RunLog) {
+    match o {
+        Output::Junk { head, len } => log.line(format!(
+            "protocol error: agent printed a non-protocol line ({len} bytes): {head}"
+        )),
+        Output::Oversized { len } => log.line(format!(
+            "protocol error: agent printed a line of {len} bytes, over the {} MiB limit; it was dropped unread",
+            agent_io::MAX_PROTOCOL_LINE >> 20
+        )),
+        Output::Stderr { text, dropped } => {
+            if dropped > 0 {
+                log.line(format!(
+                    "agent: {text} … ({dropped} more bytes of this line dropped)"
+                ));
+            } else {
+                log.line(format!("agent: {text}"));
+            }
+            if stderr_tail.len() == STDERR_TAIL {
+                stderr_tail.pop_front();
+            }
+            // The run's error quotes these, and it is printed and stored: escaped, like the log.
+            stderr_tail.push_back(crate::output::clip(
+                &super::log::escape(&text),
+                STDERR_TAIL_CHARS,
+            ));
+        }
+        Output::Line(_) | Output::StdoutClosed => {}
+    }
+}
+
+/// The run's error when the container failed without saying why.
+fn exit_error(status: Option<i32>, stderr_tail: &VecDeque<String>) -> String {
+    let tail: Vec<&str> = stderr_tail
+        .iter()
+        .rev()
+        .take(3)
+        .map(String::as_str)
+        .collect();
+    let tail = tail.into_iter().rev().collect::<Vec<_>>().join(" | ");
+    match status {
+        // docker and podman exit 125 when they could not start the container at all.
+        Some(125) => format!(
+            "the container runtime could not start the container ({tail}); check the image with `claw image build` and the runtime with `claw doctor`"
+        ),
+        Some(c) if tail.is_empty() => format!("container exited with code {c}"),
+        Some(c) => format!("container exited with code {c}: {tail}"),
+        None => format!(
+            "container was killed by a signal{}",
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(": {tail}")
+            }
+        ),
+    }
+}
+
+fn refused_mark(folder: &str) -> String {
+    format!("disk.refused:{folder}")
+}
+
+/// The group's folders are over the limit before the run: do not start; tell the chat once per
+/// [`disk::NOTICE_WINDOW`].
+fn refuse_over_disk(
+    store: &mut Store,
+    work: &Work,
+    over: &disk::Over,
+    log: &mut RunLog,
+) -> Result<Ended> {
+    let why = over.describe();
+    log.line(format!(
+        "not starting the container: the group's folders {why}"
+    ));
+    let tx = store.write()?;
+    let window = disk::NOTICE_WINDOW.as_millis() as i64;
+    if marks::claim(
+        &tx,
+        &refused_mark(&work.group.folder),
+        crate::time::now_ms(),
+        window,
+    )? {
+        outbox::enqueue(
+            &tx,
+            &work.chat_id,
+            &disk::refused_notice(over, &work.group),
+            &format!("run:{}:disk", work.run.id),
+        )?;
+        log.line("told the chat");
+    } else {
+        log.line("the chat was told recently; not again");
+    }
+    tx.commit()?;
+    Ok(Ended {
+        error: Some(format!("not started: the group's folders {why}")),
+        handed: work.handed,
+        notice_sent: true,
+        ..Default::default()
+    })
+}
+
+/// The running agent passed the disk limit and was stopped: tell the chat.
+fn tell_chat_stopped(
+    store: &Store,
+    work: &Work,
+    over: &disk::Over,
+    log: &mut RunLog,
+) -> Result<()> {
+    outbox::enqueue(
+        &store.conn,
+        &work.chat_id,
+        &disk::stopped_notice(over, &work.group),
+        &format!("run:{}:disk", work.run.id),
+    )?;
+    log.line("told the chat the run was stopped");
+    Ok(())
 }
 
 #[derive(Default)]
@@ -289,6 +398,7 @@ struct State {
     ended: Ended,
     fatal: bool,
     turn_done: bool,
+    observer: Observer,
 }
 
 impl State {
@@ -299,6 +409,7 @@ impl State {
         work: &Work,
         log: &mut RunLog,
     ) -> Result<()> {
+        self.observer.see(&line);
         match line {
             AgentLine::Result { text } => {
                 let clean = crate::prompt::strip_internal(&text);
@@ -352,44 +463,13 @@ impl State {
                 ));
                 if fatal {
                     self.fatal = true;
-                    self.ended.error = Some(message);
+                    self.ended.error =
+                        Some(crate::output::clip(&super::log::escape(&message), 1000));
                 }
             }
         }
         Ok(())
     }
-}
-
-fn spawn_readers(
-    stdout: std::process::ChildStdout,
-    stderr: std::process::ChildStderr,
-    tx: Sender<Event>,
-) {
-    let t1 = tx.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line.trim().is_empty() {
-                continue;
-            }
-            let ev = match serde_json::from_str::<AgentLine>(&line) {
-                Ok(l) => Event::Line(l),
-                Err(_) => Event::Junk(line),
-            };
-            if t1.send(ev).is_err() {
-                return;
-            }
-        }
-        let _ = t1.send(Event::StdoutClosed);
-    });
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(Event::Stderr(line)).is_err() {
-                return;
-            }
-        }
-    });
 }
 
 fn send(stdin: &mut ChildStdin, line: &HostLine, log: &mut RunLog) {
@@ -434,33 +514,21 @@ fn feed_new_messages(
     Ok(true)
 }
 
-fn record_proxy(store: &Store, work: &Work, e: ProxyEvent, log: &mut RunLog) -> Result<()> {
-    let (kind, detail) = sandbox::proxy_audit(&e);
-    log.line(format!("proxy: {kind} {detail}"));
-    audit::record(
-        &store.conn,
-        Some(&work.group.folder),
-        Some(work.run.id),
-        kind,
-        detail,
-    )
-}
-
 fn wait_with_timeout(
     child: &mut Child,
     limit: Duration,
     sb: &sandbox::Sandbox,
     log: &mut RunLog,
-) -> Option<i32> {
+) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
     loop {
         match child.try_wait() {
-            Ok(Some(s)) => return s.code(),
+            Ok(Some(s)) => return Some(s),
             Ok(None) if Instant::now() > deadline => {
                 log.line("runtime client did not exit: killing it");
                 sandbox::stop(sb, log);
                 let _ = child.kill();
-                return child.wait().ok().and_then(|s| s.code());
+                return child.wait().ok();
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(2)),
             Err(_) => return None,

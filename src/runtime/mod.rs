@@ -6,6 +6,10 @@
 //! What a runtime cannot express is returned as a list of gaps for the caller to log, never dropped
 //! silently.
 
+mod control;
+
+pub use control::{REMOVE_LIMIT, kill_rm_args, remove, remove_with, wall_clock_args};
+
 use std::fmt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

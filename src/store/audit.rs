@@ -64,3 +64,24 @@ pub fn list(
     rows.reverse();
     Ok(rows)
 }
+
+/// Record one act and return its row id, for a row later given totals with [`set_detail`].
+pub fn insert(
+    conn: &Connection,
+    folder: Option<&str>,
+    run_id: Option<i64>,
+    kind: &str,
+    detail: &serde_json::Value,
+) -> Result<i64> {
+    record(conn, folder, run_id, kind, detail.clone())?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Replace one row's detail (aggregated proxy rows: counts and bytes so far).
+pub fn set_detail(conn: &Connection, id: i64, detail: &serde_json::Value) -> Result<()> {
+    conn.execute(
+        "UPDATE audit SET detail = ?2 WHERE id = ?1",
+        params![id, detail.to_string()],
+    )?;
+    Ok(())
+}

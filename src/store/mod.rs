@@ -5,6 +5,7 @@
 //! ever held across a container run or a network call.
 
 pub mod audit;
+pub mod containers;
 pub mod groups;
 pub mod marks;
 pub mod messages;

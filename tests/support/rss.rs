@@ -5,6 +5,7 @@
 use std::process::Command;
 
 /// Run `cmd` to completion; returns its exit code (None if killed) and peak RSS in KiB.
+#[allow(clippy::zombie_processes)] // wait4 in wait_measured reaps it
 pub fn run_measured(cmd: &mut Command) -> (Option<i32>, u64) {
     let child = cmd.spawn().expect("spawn");
     wait_measured(child.id() as i32)
