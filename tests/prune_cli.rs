@@ -257,3 +257,46 @@ fn a_flood_of_rejected_files_is_pruned_by_ipc_apply_itself() {
         .sum();
     assert!(used <= 1 << 20, "ipc/errors holds {used} bytes");
 }
+
+#[test]
+fn big_rejected_files_are_not_kept_so_errors_cannot_launder_disk() {
+    let mut e = common::env();
+    config(&e, "ipc_errors_mb = 64", "ipc_errors_mb = 1");
+    e.config = claw::config::Config::load(&e.home.config()).unwrap();
+    let dir = e.home.ipc_dir("fam").join("messages");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Refused without being read (bad names), whatever their size.
+    for i in 0..20 {
+        std::fs::write(dir.join(format!("big {i}.json")), vec![b'x'; 3 << 20]).unwrap();
+    }
+    // A directory full of data in place of a request file is moved aside, then pruned at once.
+    std::fs::create_dir_all(dir.join("d.json")).unwrap();
+    for i in 0..4 {
+        std::fs::write(dir.join("d.json").join(i.to_string()), vec![b'y'; 1 << 20]).unwrap();
+    }
+    let r = e.apply("fam");
+    assert_eq!(r.rejected, 21);
+    assert!(
+        r.entries
+            .iter()
+            .filter(|x| x
+                .moved_to
+                .as_deref()
+                .is_some_and(|m| m.starts_with("(deleted, 3145728 bytes")))
+            .count()
+            == 20
+    );
+    let used: u64 = std::fs::read_dir(e.home.ipc_errors())
+        .unwrap()
+        .map(|d| {
+            use std::os::unix::fs::MetadataExt;
+            d.unwrap().metadata().unwrap().blocks() * 512
+        })
+        .sum();
+    assert!(used < 1 << 20, "ipc/errors holds {used} bytes");
+    assert!(
+        !e.home.ipc_errors().join("fam-d-1.json").exists(),
+        "the 4 MiB directory was pruned"
+    );
+    assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
+}

@@ -19,6 +19,9 @@ pub(super) struct Finisher<'a> {
     folder: &'a str,
     /// `ipc/FOLDER/replies`, opened on first use.
     replies: Option<Dir>,
+    /// Disk bytes moved into `ipc/errors/` so far, and whether a directory was.
+    pub(super) moved_bytes: u64,
+    pub(super) moved_dir: bool,
 }
 
 impl<'a> Finisher<'a> {
@@ -29,6 +32,8 @@ impl<'a> Finisher<'a> {
             gdir,
             folder,
             replies: None,
+            moved_bytes: 0,
+            moved_dir: false,
         }
     }
 
@@ -117,7 +122,11 @@ impl<'a> Finisher<'a> {
             Err(reason) => {
                 let moved = read::quarantine(self.errors, dir, &item.name, folder, &label, reason);
                 let moved_to = match moved {
-                    Ok(m) => Some(m),
+                    Ok(q) => {
+                        self.moved_bytes += q.disk_bytes;
+                        self.moved_dir |= q.dir;
+                        Some(q.name)
+                    }
                     Err(e) => {
                         tracing::warn!(folder, file = %label, error = %e, "rejected request file could not be moved");
                         None

@@ -28,9 +28,12 @@ use crate::store::{Store, audit, groups};
 /// the report itself the thing that grows without bound.
 pub const MAX_REPORT_ENTRIES: usize = 2_000;
 
-/// After a pass that rejected at least this many files, `ipc/errors/` is pruned at once instead
-/// of waiting for the hourly housekeeping.
+/// After a pass that rejected at least this many files, or moved this many bytes or any
+/// directory into `ipc/errors/`, the folder is pruned at once instead of waiting for the hourly
+/// housekeeping.
 pub const PRUNE_AFTER_REJECTS: usize = 256;
+/// See [`PRUNE_AFTER_REJECTS`].
+pub const PRUNE_AFTER_BYTES: u64 = 8 * 1024 * 1024;
 
 /// What happened to one request file.
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +72,9 @@ pub struct Report {
     pub entries: Vec<Entry>,
     pub omitted: usize,
     pub deferred: Vec<Deferred>,
+    /// Disk bytes this pass moved into `ipc/errors/`, and whether a whole directory was moved.
+    pub quarantined_bytes: u64,
+    pub quarantined_dirs: bool,
 }
 
 impl Report {
@@ -178,7 +184,10 @@ fn refresh(home: &Home, store: &Store, touched: &Touched) -> Result<()> {
 /// A pass that moved many files to `ipc/errors/` prunes it now (bounded work), so a flood of
 /// rejected files cannot fill the disk before the hourly housekeeping. Failure is only logged.
 fn prune_if_flooded(home: &Home, config: &Config, report: &Report) {
-    if report.rejected < PRUNE_AFTER_REJECTS {
+    if report.rejected < PRUNE_AFTER_REJECTS
+        && report.quarantined_bytes < PRUNE_AFTER_BYTES
+        && !report.quarantined_dirs
+    {
         return;
     }
     let opts = crate::housekeeping::Options {

@@ -59,8 +59,12 @@ pub(super) fn apply_one(
                 let moved = read::quarantine(&errors, &gdir, OsStr::new(sub), folder, sub, &reason);
                 gdir.mkdir(sub)?;
                 reject_dir(store, folder, sub, &reason, report)?;
+                if let Ok(q) = &moved {
+                    fin.moved_bytes += q.disk_bytes;
+                    fin.moved_dir |= q.dir;
+                }
                 if let Some(e) = report.entries.last_mut() {
-                    e.moved_to = moved.ok();
+                    e.moved_to = moved.ok().map(|q| q.name);
                 }
                 continue;
             }
@@ -80,6 +84,8 @@ pub(super) fn apply_one(
         }
         waiting |= more || budget.put_off || names.peek().is_some();
     }
+    report.quarantined_bytes += fin.moved_bytes;
+    report.quarantined_dirs |= fin.moved_dir;
     if waiting {
         let reason = format!(
             "more than one pass's worth of requests ({} files or {} MiB); the rest wait for the next pass",

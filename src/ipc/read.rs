@@ -188,9 +188,25 @@ fn over_pass_budget(dir: &Dir, name: &OsStr, left: u64) -> bool {
     matches!(dir.kind(name), Ok(Some(Kind::File { size })) if size > left && size <= MAX_REQUEST_BYTES)
 }
 
+/// Rejected regular files bigger than this are deleted instead of kept in `ipc/errors/` (the
+/// reason file says so). Moving them would take them out of the group's own disk limit and let
+/// an agent fill the host's disk through the errors folder.
+pub const KEEP_REJECTED_BYTES: u64 = 64 * 1024;
+
+/// Where a rejected entry went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quarantined {
+    /// The name under `ipc/errors/`, or what was done instead, in parentheses.
+    pub name: String,
+    /// Disk bytes it added to `ipc/errors/` (a directory counts only itself: it is not walked).
+    pub disk_bytes: u64,
+    /// A whole directory was moved there.
+    pub dir: bool,
+}
+
 /// Move `name` from `from` into `errors` as `FOLDER-<name>-<n>.json` with a
-/// `FOLDER-<name>-<n>.reason.txt` beside it; returns the new name. Links and directories are
-/// moved as they are, never followed.
+/// `FOLDER-<name>-<n>.reason.txt` beside it. Links and directories are moved as they are, never
+/// followed; a regular file over [`KEEP_REJECTED_BYTES`] is deleted and only its reason kept.
 pub fn quarantine(
     errors: &Dir,
     from: &Dir,
@@ -198,7 +214,7 @@ pub fn quarantine(
     folder: &str,
     label: &str,
     reason: &str,
-) -> Result<String, String> {
+) -> Result<Quarantined, String> {
     let lossy = name.to_string_lossy();
     let base: String = lossy
         .strip_suffix(".json")
@@ -213,21 +229,48 @@ pub fn quarantine(
         })
         .take(100)
         .collect();
-    let text = format!(
+    let st = from.stat(name).ok().flatten();
+    let too_big = match st.map(|s| s.kind) {
+        Some(Kind::File { size }) if size > KEEP_REJECTED_BYTES => Some(size),
+        _ => None,
+    };
+    let mut text = format!(
         "ipc/{folder}/{label}\nrejected at {}\nreason: {reason}\n",
         crate::time::rfc3339(crate::time::now_ms())
     );
+    if let Some(size) = too_big {
+        text.push_str(&format!(
+            "the file ({size} bytes) was deleted, not kept: rejected files over {} KiB are not kept\n",
+            KEEP_REJECTED_BYTES / 1024
+        ));
+    }
     for n in 1..10_000 {
         let slot = format!("{folder}-{base}-{n}");
+        let reason_name = format!("{slot}.reason.txt");
         // The reason file is created exclusively, which reserves the slot against other writers.
-        match errors.create_new(OsStr::new(&format!("{slot}.reason.txt")), text.as_bytes()) {
+        match errors.create_new(OsStr::new(&reason_name), text.as_bytes()) {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) => return Err(format!("cannot write reason file in ipc/errors: {e}")),
         }
+        let reason_bytes = text.len() as u64;
+        if let Some(size) = too_big {
+            return match from.unlink(name) {
+                Ok(()) => Ok(Quarantined {
+                    name: format!("(deleted, {size} bytes; reason in {reason_name})"),
+                    disk_bytes: reason_bytes,
+                    dir: false,
+                }),
+                Err(e) => Err(format!("cannot delete it: {e}")),
+            };
+        }
         let target = format!("{slot}.json");
         return match from.rename_to(name, errors, OsStr::new(&target)) {
-            Ok(()) => Ok(target),
+            Ok(()) => Ok(Quarantined {
+                name: target,
+                disk_bytes: reason_bytes + st.map_or(0, |s| s.disk_bytes),
+                dir: st.is_some_and(|s| s.kind == Kind::Dir),
+            }),
             Err(e) => {
                 // Moving can fail (e.g. a non-empty directory across devices); never leave it to
                 // be retried forever, and never descend into it.
@@ -236,7 +279,11 @@ pub fn quarantine(
                     _ => from.unlink(name),
                 };
                 match removed {
-                    Ok(()) => Ok(format!("(removed: could not move: {e})")),
+                    Ok(()) => Ok(Quarantined {
+                        name: format!("(removed: could not move: {e})"),
+                        disk_bytes: reason_bytes,
+                        dir: false,
+                    }),
                     Err(e2) => Err(format!("cannot move ({e}) or remove ({e2}) it")),
                 }
             }
