@@ -419,4 +419,19 @@ mod tests {
             assert_eq!(human_secs(s), want);
         }
     }
+
+    #[test]
+    fn sparse_crons_are_checked_quickly() {
+        let now = 1_772_446_620_000;
+        for expr in ["0 0 29 2 *", "0 0 1 1 *", "59 23 31 12 *"] {
+            let t = std::time::Instant::now();
+            let g = shortest_gap_secs("cron", expr, "UTC", now).unwrap();
+            assert!(g.unwrap() >= 365 * 86_400, "{expr}: {g:?}");
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(2),
+                "{expr}: {:?}",
+                t.elapsed()
+            );
+        }
+    }
 }

@@ -69,11 +69,11 @@ pub(super) fn apply_one(
                 continue;
             }
         }
+        let d = gdir.sub(sub)?;
         if budget.spent() {
-            waiting = true;
+            waiting |= !read::names(&d, 1)?.0.is_empty();
             break;
         }
-        let d = gdir.sub(sub)?;
         let (names, more) = read::names(&d, budget.files)?;
         let mut names = names.into_iter().peekable();
         while names.peek().is_some() && !budget.spent() {
