@@ -51,9 +51,10 @@ big=$(head -c $((1024 * 1024 - 80)) /dev/zero | tr '\0' 'x')
 body="{{\"type\":\"send_message\",\"chat\":\"cli:local\",\"text\":\"$big\"}}"
 for i in $(seq -w 1 4000); do printf '%s' "$body" > stage/a-$i.json; done
 for i in $(seq -w 1 20000); do printf '{{"type":"refresh_groups"}}' > stage/b-$i.json; done
+report written "$(ls stage | wc -l)"
+report big "$(stat -c %s stage/a-0001.json)"
 find stage -name '*.json' -exec mv -t messages {{}} +
-report written "$(ls messages | wc -l)"
-report big "$(stat -c %s messages/a-0001.json)"
+report moved "$(ls stage | wc -l)"
 finish
 "#
         ),
@@ -63,7 +64,11 @@ finish
     let st = env.claw_std().args(["run-group", "fam"]).status().unwrap();
     assert!(st.success(), "{}", env.all_logs());
     let r = probe_report(&env, "tg:2");
-    assert_eq!(r["written"], "24000", "{r}");
+    assert_eq!(
+        (r["written"].as_str(), r["moved"].as_str()),
+        (Some("24000"), Some("0")),
+        "{r}"
+    );
     let big: u64 = r["big"].as_str().unwrap().parse().unwrap();
     assert!(big > 1_040_000 && big <= 1 << 20, "{r}");
     let left = || {
