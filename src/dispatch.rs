@@ -71,6 +71,11 @@ pub fn dispatch(home: &Home, config: &Config, opts: &Options) -> Result<Report> 
             if crate::lock::is_held(&home.group_lock(&cand.folder))? {
                 d.action = "skip".into();
                 d.reason = "a run is in progress for this group".into();
+            } else if let Some(why) = runs_limit(&mut store, config, &cand.folder, opts.dry_run)? {
+                // Queued task runs wait too (one per task at most: the schedule skips the slots
+                // of a task whose run is still queued), and start once the hour allows.
+                d.action = "skip".into();
+                d.reason = why;
             } else if free == 0 {
                 d.action = "wait".into();
                 d.reason = format!(
@@ -109,6 +114,31 @@ pub fn dispatch(home: &Home, config: &Config, opts: &Options) -> Result<Report> 
         }
     }
     Ok(report)
+}
+
+/// Whether the runs-per-hour limit stops `folder` now. Outside a dry run the group's chat is told
+/// (once per window), in the same transaction that decides.
+fn runs_limit(
+    store: &mut Store,
+    config: &Config,
+    folder: &str,
+    dry_run: bool,
+) -> Result<Option<String>> {
+    let now = crate::time::now_ms();
+    let Some(group) = groups::get(&store.conn, folder)? else {
+        return Ok(None);
+    };
+    let gate = crate::limits::runs_gate(&store.conn, &config.limits, &group, now)?;
+    let crate::limits::RunGate::Closed { started, until, .. } = gate else {
+        return Ok(None);
+    };
+    if dry_run {
+        return Ok(Some(crate::limits::run_reason(&group, started, until)));
+    }
+    let tx = store.write()?;
+    let why = crate::limits::refuse_run(&tx, &config.limits, &group, now)?;
+    tx.commit()?;
+    Ok(why)
 }
 
 struct Candidate {

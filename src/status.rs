@@ -96,6 +96,12 @@ pub fn status(home: &Home, store: &Store, config: &Config) -> Result<Report> {
         {
             d.runnable = false;
             d.reason = format!("last run failed; retrying {}", crate::time::ago(at));
+        } else if d.runnable
+            && let crate::limits::RunGate::Closed { started, until, .. } =
+                crate::limits::runs_gate(conn, &config.limits, &g, now)?
+        {
+            d.runnable = false;
+            d.reason = crate::limits::run_reason(&g, started, until);
         }
         out.push(GroupStatus {
             folder: g.folder.clone(),

@@ -1,6 +1,6 @@
 //! `claw tick`: one timer drives everything. Runs ipc-apply, schedule, dispatch and deliver in
-//! that order (each step's output feeds the next), and keeps going when one step fails so a broken
-//! channel never stops agents from running.
+//! that order (each step's output feeds the next), then housekeeping at most once an hour, and
+//! keeps going when one step fails so a broken channel never stops agents from running.
 
 use anyhow::Result;
 use serde::Serialize;
@@ -20,10 +20,15 @@ pub struct Report {
     pub runs_recovered: usize,
     pub delivered: u64,
     pub delivery_failures: u64,
+    /// Groups whose IPC requests were more than one pass's worth (the rest wait for the next tick).
+    pub ipc_deferred: Vec<String>,
+    /// What housekeeping removed, when it ran in this tick (at most once an hour).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub housekeeping: Option<crate::housekeeping::Report>,
     pub errors: Vec<(String, String)>,
 }
 
-/// Run the four steps once.
+/// Run the four steps once, then housekeeping if an hour has passed since it last ran.
 pub fn tick(home: &Home, config: &Config, secrets: &Secrets) -> Result<Report> {
     let mut r = Report::default();
     let mut store = Store::open(home)?;
@@ -31,6 +36,7 @@ pub fn tick(home: &Home, config: &Config, secrets: &Secrets) -> Result<Report> {
         Ok(x) => {
             r.ipc_applied = x.applied;
             r.ipc_rejected = x.rejected;
+            r.ipc_deferred = x.deferred.into_iter().map(|d| d.folder).collect();
         }
         Err(e) => r.errors.push(("ipc-apply".into(), format!("{e:#}"))),
     }
@@ -53,6 +59,10 @@ pub fn tick(home: &Home, config: &Config, secrets: &Secrets) -> Result<Report> {
             r.delivery_failures = x.failed;
         }
         Err(e) => r.errors.push(("deliver".into(), format!("{e:#}"))),
+    }
+    match crate::housekeeping::maybe_run(home, &mut store, config, crate::time::now_ms()) {
+        Ok(x) => r.housekeeping = x,
+        Err(e) => r.errors.push(("housekeeping".into(), format!("{e:#}"))),
     }
     Ok(r)
 }

@@ -35,6 +35,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                     .unwrap_or_default()
             );
         }
+        if report.omitted > 0 {
+            println!("({} more files not listed)", report.omitted);
+        }
+        for d in &report.deferred {
+            println!("group `{}`: {}", d.folder, d.reason);
+        }
         println!(
             "applied {} request(s), rejected {}",
             report.applied, report.rejected

@@ -13,6 +13,7 @@ pub mod init;
 pub mod ipc_apply;
 pub mod logs;
 pub mod outbox;
+pub mod prune;
 pub mod run_group;
 pub mod schedule;
 pub mod service;
@@ -85,6 +86,8 @@ pub enum Command {
     IpcApply(ipc_apply::Args),
     /// Queue a run for every due scheduled task (run from a timer, e.g. every minute).
     Schedule(schedule::Args),
+    /// Apply [retention]: delete old audit rows, prune ipc/errors/ by age and size (tick does it hourly).
+    Prune(prune::Args),
     /// Scheduled tasks: add, list, show, pause, resume, cancel, update, runs.
     #[command(subcommand)]
     Task(task::Cmd),
@@ -155,6 +158,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tick(a) => tick::run(&ctx, a),
         Command::IpcApply(a) => ipc_apply::run(&ctx, a),
         Command::Schedule(a) => schedule::run(&ctx, a),
+        Command::Prune(a) => prune::run(&ctx, a),
         Command::Task(c) => task::run(&ctx, c),
         Command::Whatsapp(c) => whatsapp::run(&ctx, c),
         Command::Watchdog(a) => watchdog::run(&ctx, a),

@@ -30,6 +30,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             r.delivered,
             r.delivery_failures
         );
+        for f in &r.ipc_deferred {
+            println!("ipc: group `{f}` had more than one pass's worth of requests; the rest wait");
+        }
+        if let Some(h) = &r.housekeeping {
+            super::prune::print(h);
+        }
         for (step, e) in &r.errors {
             eprintln!("claw: {step} failed: {}", crate::output::clean(e));
         }

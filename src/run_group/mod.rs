@@ -184,6 +184,13 @@ fn claim_work(
     opts: &Options,
 ) -> Result<Option<Work>> {
     let tx = store.write()?;
+    // Runs per hour of a non-main group (the chat is told); a queued run stays queued.
+    if let Some(why) =
+        crate::limits::refuse_run(&tx, &config.limits, &group, crate::time::now_ms())?
+    {
+        tx.commit()?;
+        return Err(Coded::err(Code::Busy, why));
+    }
     let run = match (opts.run_id, opts.task_id) {
         (Some(id), _) => {
             let r = runs::get(&tx, id)?

@@ -81,6 +81,24 @@ pub fn next_after(cron: &Cron, tz: Tz, after_ms: i64) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
+/// The shortest gap, in seconds, between consecutive firings among the next `count` firings after
+/// `after_ms` (`None` if it fires fewer than twice). Every firing day has the same minutes and
+/// hours, so a gap shorter than a day shows up within a few days' firings; a DST jump can make
+/// one real gap shorter than any seen here, once a year.
+pub fn shortest_gap_secs(cron: &Cron, tz: Tz, after_ms: i64, count: usize) -> Option<i64> {
+    let mut prev = next_after(cron, tz, after_ms)?;
+    let mut best: Option<i64> = None;
+    for _ in 1..count {
+        let Some(t) = next_after(cron, tz, prev) else {
+            break;
+        };
+        let gap = (t - prev) / 1000;
+        best = Some(best.map_or(gap, |b| b.min(gap)));
+        prev = t;
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +136,33 @@ mod tests {
         ] {
             let e = parse(bad).err().unwrap_or_else(|| panic!("{bad} accepted"));
             assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn shortest_gaps() {
+        let tz: Tz = "UTC".parse().unwrap();
+        // 2026-03-02 10:17:00 UTC, a Monday.
+        let now = 1_772_446_620_000;
+        for (expr, want) in [
+            ("* * * * *", Some(60)),
+            ("*/5 * * * *", Some(300)),
+            ("*/15 * * * *", Some(900)),
+            ("0 * * * *", Some(3600)),
+            ("0,1 9 * * *", Some(60)),
+            ("58 9,10 * * *", Some(3600)),
+            // Crossing the hour: 9:59 then 10:00.
+            ("0,59 9,10 * * *", Some(60)),
+            // Crossing midnight on consecutive days: 23:58 then 00:01.
+            ("1,58 0,23 * * *", Some(180)),
+            ("0 9 * * 1-5", Some(86_400)),
+            ("@daily", Some(86_400)),
+            // Every minute, but only on the first of January: still every minute when it fires.
+            ("* * 1 1 *", Some(60)),
+            ("0 0 1 1 *", Some(365 * 86_400)),
+        ] {
+            let c = parse(expr).unwrap();
+            assert_eq!(shortest_gap_secs(&c, tz, now, 100), want, "{expr}");
         }
     }
 }

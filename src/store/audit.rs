@@ -85,3 +85,20 @@ pub fn set_detail(conn: &Connection, id: i64, detail: &serde_json::Value) -> Res
     )?;
     Ok(())
 }
+
+/// Delete at most `limit` rows recorded before `before` (oldest first); returns how many went.
+pub fn delete_before(conn: &Connection, before: i64, limit: usize) -> Result<usize> {
+    Ok(conn.execute(
+        "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ?1 ORDER BY at LIMIT ?2)",
+        params![before, limit as i64],
+    )?)
+}
+
+/// How many rows were recorded before `before` (for a dry run of retention).
+pub fn count_before(conn: &Connection, before: i64) -> Result<u64> {
+    Ok(
+        conn.query_row("SELECT count(*) FROM audit WHERE at < ?1", [before], |r| {
+            r.get::<_, i64>(0)
+        })? as u64,
+    )
+}

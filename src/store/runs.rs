@@ -175,3 +175,14 @@ pub fn finish(
     )?;
     Ok(())
 }
+
+/// Start times of the group's runs that started after `since`, newest first, at most `limit`
+/// (what the runs-per-hour limit needs; served by the `runs_folder_started` index).
+pub fn starts_since(conn: &Connection, folder: &str, since: i64, limit: u32) -> Result<Vec<i64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT started_at FROM runs WHERE folder = ?1 AND started_at > ?2
+         ORDER BY started_at DESC LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![folder, since, limit], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

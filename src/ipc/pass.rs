@@ -1,0 +1,190 @@
+//! One pass over one group's request folders, as a stream: names (bounded), then batches of
+//! files (bounded by count and bytes), each batch decided, applied, committed and finished
+//! before the next one is read. The pass stops at the group's cap (`read::Budget`); what is left
+//! waits for the next pass and the report says so.
+
+use anyhow::{Context, Result};
+use std::ffi::OsStr;
+
+use super::apply::{self, Effect};
+use super::auth::{self, Origin};
+use super::finish::Finisher;
+use super::read::{self, Budget, Item};
+use super::{Deferred, Report, Touched, quota, reject_dir};
+use crate::config::Config;
+use crate::paths::Home;
+use crate::protocol::{IPC_MESSAGES_DIR, IPC_TASKS_DIR, IpcRequest};
+use crate::store::{Store, groups};
+use crate::untrusted::{self as fsat, Dir, Kind};
+
+/// Apply one group's requests, at most one pass's worth.
+pub(super) fn apply_one(
+    home: &Home,
+    store: &mut Store,
+    config: &Config,
+    group: &groups::Group,
+    report: &mut Report,
+    touched: &mut Touched,
+) -> Result<()> {
+    let folder = group.folder.as_str();
+    let _lock = crate::lock::acquire(&home.ipc_lock(folder))?;
+    std::fs::create_dir_all(home.ipc())?;
+    let ipc = Dir::open(&home.ipc())
+        .with_context(|| format!("cannot open {} (is it a symlink?)", home.ipc().display()))?;
+    let (errors, _) = fsat::ensure_subdir(&ipc, "errors", None)?;
+    match ipc.kind(OsStr::new(folder))? {
+        None => return Ok(()),
+        Some(Kind::Dir) => {}
+        Some(k) => {
+            let reason = format!(
+                "ipc/{folder} is a {}, not a directory; not followed",
+                k.describe()
+            );
+            return reject_dir(store, folder, folder, &reason, report);
+        }
+    }
+    let gdir = ipc.sub(folder)?;
+    let mut fin = Finisher::new(&errors, &gdir, folder);
+    let mut budget = Budget::pass();
+    let mut waiting = false;
+    for sub in [IPC_MESSAGES_DIR, IPC_TASKS_DIR] {
+        match gdir.kind(OsStr::new(sub))? {
+            None => continue,
+            Some(Kind::Dir) => {}
+            Some(k) => {
+                let reason = format!(
+                    "ipc/{folder}/{sub} is a {}, not a directory; moved aside, not followed",
+                    k.describe()
+                );
+                let moved = read::quarantine(&errors, &gdir, OsStr::new(sub), folder, sub, &reason);
+                gdir.mkdir(sub)?;
+                reject_dir(store, folder, sub, &reason, report)?;
+                if let Ok(q) = &moved {
+                    fin.moved_bytes += q.disk_bytes;
+                    fin.moved_dir |= q.dir;
+                }
+                if let Some(e) = report.entries.last_mut() {
+                    e.moved_to = moved.ok().map(|q| q.name);
+                }
+                continue;
+            }
+        }
+        let d = gdir.sub(sub)?;
+        if budget.spent() {
+            waiting |= !read::names(&d, 1)?.0.is_empty();
+            break;
+        }
+        let (names, more) = read::names(&d, budget.files)?;
+        let mut names = names.into_iter().peekable();
+        while names.peek().is_some() && !budget.spent() {
+            let batch = read::next_batch(&d, sub, &mut names, &mut budget);
+            apply_batch(
+                home, store, config, group, &d, &mut fin, batch, report, touched,
+            )?;
+        }
+        waiting |= more || budget.put_off || names.peek().is_some();
+    }
+    report.quarantined_bytes += fin.moved_bytes;
+    report.quarantined_dirs |= fin.moved_dir;
+    if waiting {
+        let reason = format!(
+            "more than one pass's worth of requests ({} files or {} MiB); the rest wait for the next pass",
+            read::MAX_FILES_PER_PASS,
+            read::MAX_BYTES_PER_PASS >> 20
+        );
+        tracing::warn!(folder, "{reason}");
+        report.deferred.push(Deferred {
+            folder: folder.into(),
+            reason,
+        });
+    }
+    Ok(())
+}
+
+/// Decide and apply one batch in one transaction (a savepoint per file), commit, then finish
+/// every file of it. `register_group` runs in its own transaction (`crate::groups::add`).
+#[allow(clippy::too_many_arguments)]
+fn apply_batch(
+    home: &Home,
+    store: &mut Store,
+    config: &Config,
+    group: &groups::Group,
+    dir: &Dir,
+    fin: &mut Finisher,
+    batch: Vec<Item>,
+    report: &mut Report,
+    touched: &mut Touched,
+) -> Result<()> {
+    let folder = group.folder.as_str();
+    let origin = Origin {
+        folder: folder.to_string(),
+        is_main: group.is_main,
+        chat_id: group.chat_id.clone(),
+    };
+    let limits = crate::limits::for_group(&config.limits, group);
+    let is_register = |i: &Item| matches!(i.parsed, Ok(IpcRequest::RegisterGroup { .. }));
+    let mut rest = batch.into_iter().peekable();
+    while rest.peek().is_some() {
+        let mut done: Vec<(Item, Result<Effect, String>)> = Vec::new();
+        if rest.peek().is_some_and(is_register) {
+            let item = rest.next().expect("peeked");
+            let req = item.parsed.as_ref().expect("matched Ok");
+            let facts = auth::facts(&store.conn, &origin, req)?;
+            let outcome = match auth::authorise(&origin, req, &facts) {
+                Err(r) => Err(r),
+                Ok(_) => apply::register(store, home, config, &tag_of(folder, &item), req)?,
+            };
+            done.push((item, outcome));
+        } else {
+            let mut tx = store.write()?;
+            let now = crate::time::now_ms();
+            while let Some(item) = rest.next_if(|i| !is_register(i)) {
+                let outcome = match &item.parsed {
+                    Err(r) => Err(r.clone()),
+                    Ok(req) => {
+                        let facts = auth::facts(&tx, &origin, req)?;
+                        match auth::authorise(&origin, req, &facts) {
+                            Err(r) => Err(r),
+                            Ok(allowed) => {
+                                match quota::check(&tx, limits.as_ref(), group, req, &allowed, now)?
+                                {
+                                    Some(refusal) => {
+                                        quota::tell(&tx, group, &refusal, now)?;
+                                        Err(refusal.reason)
+                                    }
+                                    None => {
+                                        let sp = tx.savepoint()?;
+                                        let tag = tag_of(folder, &item);
+                                        let o =
+                                            apply::apply(&sp, &origin, &tag, req, allowed, now)?;
+                                        if o.is_ok() {
+                                            sp.commit()?;
+                                        }
+                                        o
+                                    }
+                                }
+                            }
+                        }
+                    }
+                };
+                done.push((item, outcome));
+            }
+            tx.commit()?;
+        }
+        // Only now, with the store committed, touch the files.
+        let tx = store.write()?;
+        for (item, outcome) in done {
+            report.push(fin.finish(&tx, dir, &item, outcome, touched)?);
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The origin tag of a request: folder and file stem, so re-applying a file is recognised.
+fn tag_of(folder: &str, item: &Item) -> String {
+    format!(
+        "ipc:{folder}/{}",
+        item.stem.as_deref().unwrap_or("(bad name)")
+    )
+}
