@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::paths::Home;
 use crate::protocol::{IPC_MESSAGES_DIR, IPC_TASKS_DIR, IpcRequest};
 use crate::store::{Store, groups};
-use crate::untrusted::{self as fsat, Dir, Kind};
+use crate::untrusted::{Dir, Kind};
 
 /// Apply one group's requests, at most one pass's worth.
 pub(super) fn apply_one(
@@ -28,10 +28,8 @@ pub(super) fn apply_one(
 ) -> Result<()> {
     let folder = group.folder.as_str();
     let _lock = crate::lock::acquire(&home.ipc_lock(folder))?;
-    std::fs::create_dir_all(home.ipc())?;
-    let ipc = Dir::open(&home.ipc())
-        .with_context(|| format!("cannot open {} (is it a symlink?)", home.ipc().display()))?;
-    let (errors, _) = fsat::ensure_subdir(&ipc, "errors", None)?;
+    let crate::untrusted::Parents { ipc, errors, .. } = crate::untrusted::Parents::open(home)
+        .with_context(|| format!("cannot open the IPC folders under {}", home.root.display()))?;
     match ipc.kind(OsStr::new(folder))? {
         None => return Ok(()),
         Some(Kind::Dir) => {}

@@ -289,7 +289,7 @@ impl Drop for Sandbox {
         if let Some(mut p) = self.proxy.take() {
             p.shutdown();
         }
-        let _ = std::fs::remove_dir_all(&self.run_dir);
+        let _ = rundir::remove(&self.run_dir);
     }
 }
 
