@@ -262,6 +262,11 @@ fn swapping_a_folder_for_a_host_link_during_preparation_never_chowns_the_host() 
     let mut env = Env::new();
     let victim = Victim::new(&env);
     env.add_group("alpha", "tg:1");
+    // Thirty runs in a row: lift the non-main runs-per-hour limit this test is not about.
+    env.claw()
+        .args(["group", "set", "alpha", "--runs-per-hour", "0"])
+        .assert()
+        .success();
     // A quick probe: every run prepares the trees (create, snapshot, chown) and exits at once.
     run_probe(&mut env, "alpha", "tg:1", "report ok yes");
     let before = victim.state();
