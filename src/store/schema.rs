@@ -189,4 +189,32 @@ CREATE TABLE IF NOT EXISTS marks (
 );
 CREATE INDEX IF NOT EXISTS runs_folder_started ON runs (folder, started_at);
 "#,
+    // 6: cost. `usage` holds what the upstream reported for each model request, as the proxy
+    // read it on the host (never what the container says), summed per run, model and local day;
+    // costs are computed from the price table when read, so a changed price applies everywhere.
+    // `task_checks` gives a task an optional check command run in the group's container before
+    // the model is woken.
+    r#"
+CREATE TABLE IF NOT EXISTS usage (
+    run_id             INTEGER NOT NULL,
+    folder             TEXT NOT NULL,
+    provider           TEXT NOT NULL,
+    model              TEXT NOT NULL,
+    day                TEXT NOT NULL,            -- local date, YYYY-MM-DD
+    requests           INTEGER NOT NULL DEFAULT 0,
+    input_tokens       INTEGER NOT NULL DEFAULT 0,  -- uncached input
+    output_tokens      INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens  INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    updated_at         INTEGER NOT NULL,
+    PRIMARY KEY (run_id, model, day)
+);
+CREATE INDEX IF NOT EXISTS usage_day ON usage (day, folder);
+CREATE INDEX IF NOT EXISTS usage_folder ON usage (folder, day);
+CREATE TABLE IF NOT EXISTS task_checks (
+    task_id      INTEGER PRIMARY KEY REFERENCES tasks(id) ON DELETE CASCADE,
+    command      TEXT NOT NULL,
+    timeout_secs INTEGER NOT NULL DEFAULT 60
+);
+"#,
 ];
