@@ -125,8 +125,14 @@ fn settle(env: &Env, limit: Duration) {
         let files = ["g1", "g2", "g3"]
             .iter()
             .map(|g| {
+                // A `.tmp-…` file is a request a killed container never finished writing: it
+                // was never committed, so it is not pending work (the group's next run clears it).
                 std::fs::read_dir(env.home.join("ipc").join(g).join("messages"))
-                    .map(|d| d.count())
+                    .map(|d| {
+                        d.flatten()
+                            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                            .count()
+                    })
                     .unwrap_or(0)
             })
             .sum::<usize>();

@@ -57,6 +57,14 @@ pub fn execute(
 ) -> Result<Ended> {
     let folder = &work.group.folder;
     container::remove_leftovers(store, folder, log)?;
+    // No container of this group is alive now, so a half-written request has a dead writer.
+    match crate::untrusted::clear_abandoned_requests(home, folder, 10_000) {
+        Ok(0) => {}
+        Ok(n) => log.line(format!(
+            "removed {n} half-written IPC request file(s) a dead container left"
+        )),
+        Err(e) => log.line(format!("could not clear half-written IPC files: {e}")),
+    }
     let limit = disk::Limit::for_group(config, &work.group);
     let dirs = disk::dirs(home, &work.group);
     let measured = disk::measure(&dirs, &limit);

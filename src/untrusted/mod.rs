@@ -14,7 +14,10 @@ mod tree;
 mod walk;
 
 pub use chown::{ChownReport, Owner, chown_tree};
-pub use tree::{MEMORY_FILE, Parents, Prepared, chown_group, create_global, create_group};
+pub use tree::{
+    MEMORY_FILE, Parents, Prepared, chown_group, clear_abandoned_requests, create_global,
+    create_group,
+};
 pub use walk::{MAX_DEPTH, Usage, remove_tree, usage};
 
 use std::ffi::{CString, OsStr, OsString};

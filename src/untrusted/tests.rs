@@ -385,3 +385,29 @@ fn a_directory_swapped_for_a_link_during_the_walk_never_leads_outside() {
         "the host folder changed owner or content after {swaps} swaps"
     );
 }
+
+#[test]
+fn half_written_requests_of_a_dead_writer_are_cleared_without_following() {
+    let f = Fixture::new();
+    create_group(&f.home, "g", "m").unwrap();
+    let outside = f.outside.clone();
+    std::fs::write(outside.join("keep"), "k").unwrap();
+    let msgs = f.p("ipc/g/messages");
+    std::fs::write(msgs.join(".tmp-1"), "{").unwrap();
+    std::fs::write(msgs.join("done.json"), "{}").unwrap();
+    symlink(&outside, msgs.join(".tmp-link")).unwrap();
+    std::fs::create_dir_all(f.p("ipc/g/tasks/.tmp-dir/x")).unwrap();
+    mkfifo(&f.p("ipc/g/tasks/.fifo"));
+    let n = within("clearing", {
+        let home = f.home.clone();
+        move || clear_abandoned_requests(&home, "g", 1000).unwrap()
+    });
+    assert_eq!(n, 4);
+    assert!(
+        msgs.join("done.json").exists(),
+        "finished requests stay for ipc-apply"
+    );
+    assert!(outside.join("keep").exists());
+    assert_eq!(std::fs::read_dir(f.p("ipc/g/tasks")).unwrap().count(), 0);
+    assert_eq!(clear_abandoned_requests(&f.home, "nope", 10).unwrap(), 0);
+}

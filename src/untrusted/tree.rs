@@ -101,6 +101,41 @@ pub fn create_group(home: &Home, folder: &str, memory: &str) -> io::Result<Prepa
     Ok(out)
 }
 
+/// Remove the half-written request files (names starting with `.`) an agent left in
+/// `ipc/F/messages` and `ipc/F/tasks`. Only for when no container of the group can be alive (the
+/// caller holds the group's lock and has removed leftovers): such a file's writer is dead, so it
+/// can never become a request. Whatever it is (file, link, FIFO, folder) it is removed, not
+/// followed; at most `max` names are looked at per folder. Returns how many were removed.
+pub fn clear_abandoned_requests(home: &Home, folder: &str, max: usize) -> io::Result<usize> {
+    plain_name(folder)?;
+    let p = Parents::open(home)?;
+    let Ok(ipc) = p.ipc.sub(folder) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for sub in [IPC_MESSAGES_DIR, IPC_TASKS_DIR] {
+        let Ok(d) = ipc.sub(sub) else { continue };
+        let mut dot = Vec::new();
+        let mut seen = 0;
+        d.each_entry(|n| {
+            seen += 1;
+            if n.as_bytes().starts_with(b".") {
+                dot.push(n.to_os_string());
+            }
+            if seen >= max {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })?;
+        for n in dot {
+            super::remove_tree(&d, &n)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Create `groups/global` and its `AGENTS.md` with `memory` if no entry of that name exists.
 pub fn create_global(home: &Home, memory: &str) -> io::Result<Prepared> {
     let p = Parents::open(home)?;
