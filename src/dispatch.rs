@@ -204,7 +204,7 @@ fn candidates(home: &Home, store: &Store, config: &Config) -> Result<Vec<Candida
 
 /// Start `claw run-group FOLDER --run ID` in its own session, output appended to its run log.
 fn spawn(home: &Home, folder: &str, run_id: i64) -> Result<Child> {
-    let exe = std::env::current_exe().context("cannot find the claw executable")?;
+    let exe = crate::exe::claw_exe().context("cannot find the claw executable")?;
     let log_path = RunLog::path_for(&home.logs(), folder, run_id);
     std::fs::create_dir_all(log_path.parent().expect("log has a folder"))?;
     let out = std::fs::OpenOptions::new()

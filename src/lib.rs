@@ -12,6 +12,7 @@ pub mod deliver;
 pub mod dispatch;
 pub mod doctor;
 pub mod error;
+pub mod exe;
 pub mod groups;
 pub mod housekeeping;
 pub mod image;

@@ -148,7 +148,7 @@ impl Handle {
         deadline_ms: i64,
         log: Option<&Path>,
     ) -> io::Result<Handle> {
-        let exe = std::env::current_exe()?;
+        let exe = crate::exe::claw_exe()?;
         let stderr = log
             .and_then(|p| {
                 std::fs::OpenOptions::new()
