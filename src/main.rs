@@ -2,6 +2,7 @@ use clap::Parser;
 
 fn main() {
     claw::logging::init();
+    claw::output::quiet_on_closed_stdout();
     let cli = claw::cli::Cli::parse();
     if let Err(e) = claw::cli::run(cli) {
         // Errors can quote untrusted text (an agent's message, a file name): never raw on a terminal.

@@ -25,7 +25,8 @@ pub fn local_short(ms: i64) -> String {
 
 /// "3m ago" / "in 5s" relative to now, for status listings.
 pub fn ago(ms: i64) -> String {
-    let d = (now_ms() - ms) / 1000;
+    // Rounded, not truncated: a retry due in 4.98 s is "in 5s", as configured.
+    let d = ((now_ms() - ms) as f64 / 1000.0).round() as i64;
     let (n, future) = if d < 0 { (-d, true) } else { (d, false) };
     let s = if n < 60 {
         format!("{n}s")

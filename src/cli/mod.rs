@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod chat;
+pub mod completions;
 pub mod deliver;
 pub mod dispatch;
 pub mod doctor;
@@ -12,6 +13,7 @@ pub mod ingest;
 pub mod init;
 pub mod ipc_apply;
 pub mod logs;
+pub mod man;
 pub mod outbox;
 pub mod prune;
 pub mod run_group;
@@ -94,6 +96,10 @@ pub enum Command {
     /// WhatsApp Web: `pair` once, then `run` as a service (needs the `whatsapp` build feature).
     #[command(subcommand)]
     Whatsapp(whatsapp::Cmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
+    /// Write man pages for claw and every subcommand.
+    Man(man::Args),
     /// Internal: removes a run's container if its run-group dies (started by run-group).
     #[command(long_about = watchdog::LONG_ABOUT)]
     Watchdog(watchdog::Args),
@@ -142,6 +148,8 @@ pub fn run(cli: Cli) -> Result<()> {
     let ctx = Ctx::new(cli.home);
     match cli.command {
         Command::Init(a) => init::run(&ctx, a),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
         Command::Service(c) => service::run(&ctx, c),
         Command::Doctor(a) => doctor::run(&ctx, a),
         Command::Ingest(a) => ingest::run(&ctx, a),

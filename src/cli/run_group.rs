@@ -52,10 +52,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         }
     }
     if outcome.status == "failed" {
-        return Err(Coded::err(
-            Code::Failure,
-            format!("run failed: {}", outcome.detail),
-        ));
+        let code = if outcome.runtime_problem {
+            Code::Runtime
+        } else {
+            Code::Failure
+        };
+        return Err(Coded::err(code, format!("run failed: {}", outcome.detail)));
     }
     Ok(())
 }

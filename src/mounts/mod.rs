@@ -150,6 +150,9 @@ pub struct HostContext {
     pub user_home: PathBuf,
     /// Paths an extra mount may neither be inside of nor contain: the claw home and the allowlist.
     pub protected: Vec<PathBuf>,
+    /// Why the allowlist file could not be used, when it exists but is unreadable or malformed
+    /// (refusals then say that, not that there is no file).
+    pub allowlist_error: Option<String>,
 }
 
 /// The allowlist file location: `$CLAW_MOUNT_ALLOWLIST`, else `~/.config/claw/mount-allowlist.json`.
@@ -174,7 +177,7 @@ pub fn load_allowlist(path: &Path) -> Result<Option<Allowlist>, String> {
     };
     serde_json::from_str(&text).map(Some).map_err(|e| {
         format!(
-            "mount allowlist {} is not valid: {e}; fix it or remove it (no extra mounts are made meanwhile)",
+            "mount allowlist {} is malformed: {e}; fix it or remove it (no extra mounts are made meanwhile)",
             path.display()
         )
     })
@@ -275,7 +278,10 @@ fn check_extra(
 ) -> Result<Mount, String> {
     validate_extra_name(name)?;
     let Some(allow) = allowlist else {
-        return Err("no mount allowlist file, so no extra mounts are allowed".into());
+        return Err(match &host.allowlist_error {
+            Some(e) => format!("{e}; no extra mounts are allowed until it is fixed"),
+            None => "no mount allowlist file, so no extra mounts are allowed".into(),
+        });
     };
     if req.host_path.contains([':', ',']) || req.host_path.chars().any(char::is_control) {
         return Err("the host path contains `:`, `,` or a control character".into());

@@ -36,6 +36,7 @@ fn env() -> Env {
     let host = HostContext {
         user_home: home.clone(),
         protected: vec![home.join(".claw")],
+        allowlist_error: None,
     };
     Env {
         _dir: dir,
@@ -293,6 +294,23 @@ fn no_allowlist_means_no_extras_but_fixed_stay() {
     );
     assert_eq!(got.mounts.len(), 6);
     assert!(got.refusals[0].reason.contains("no mount allowlist"));
+    // A file that exists but is malformed says so, not that there is none.
+    let host = HostContext {
+        allowlist_error: Some("mount allowlist /x.json is malformed: expected value".into()),
+        ..e.host.clone()
+    };
+    let got = plan(
+        &fixed(&e),
+        true,
+        &[req("~/projects/app", None, true)],
+        None,
+        &host,
+    );
+    assert!(
+        got.refusals[0].reason.contains("is malformed"),
+        "{:?}",
+        got.refusals
+    );
 }
 
 #[test]
@@ -323,5 +341,5 @@ fn allowlist_file_loading() {
     assert!(a.non_main_read_only, "defaults to read-only for non-main");
     assert!(!a.allowed_roots[0].allow_read_write);
     fs::write(&p, "{not json").unwrap();
-    assert!(load_allowlist(&p).unwrap_err().contains("not valid"));
+    assert!(load_allowlist(&p).unwrap_err().contains("is malformed"));
 }

@@ -51,6 +51,10 @@ pub struct Outcome {
     pub status: String,
     pub detail: String,
     pub log: Option<String>,
+    /// The run failed because the container runtime is missing or could not start the container
+    /// (`claw run-group` then exits 6, as its help says).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub runtime_problem: bool,
 }
 
 /// The work one run does: its prompt and where its answers go.
@@ -113,6 +117,7 @@ pub fn run_group(
             status: "idle".into(),
             detail: "nothing to run".into(),
             log: None,
+            runtime_problem: false,
         });
     };
     let run_id = work.run.id;
@@ -129,11 +134,16 @@ pub fn run_group(
         std::process::id()
     ));
     let result = session::execute(home, config, secrets, &mut store, &work, &mut log);
-    let (ending, error) = match result {
-        Ok(e) => (e, None),
+    let (ending, error, runtime_problem) = match result {
+        // docker and podman exit 125 when they could not start the container at all.
+        Ok(e) => {
+            let runtime = e.exit_code == Some(125) && !e.clean;
+            (e, None, runtime)
+        }
         Err(err) => {
             log.line(format!("run failed to start: {err:#}"));
-            (session::Ended::default(), Some(format!("{err:#}")))
+            let runtime = crate::error::exit_code(&err) == Code::Runtime as i32;
+            (session::Ended::default(), Some(format!("{err:#}")), runtime)
         }
     };
     let outcome = finish(&mut store, config, &work, &ending, error, &mut log)?;
@@ -145,6 +155,7 @@ pub fn run_group(
     ));
     Ok(Outcome {
         log: Some(log.path.display().to_string()),
+        runtime_problem,
         ..outcome
     })
 }
@@ -332,6 +343,7 @@ fn finish(
                 .clone()
                 .unwrap_or_else(|| format!("task {} done", task.id)),
             log: None,
+            runtime_problem: false,
         }
     } else {
         let v = rules::verdict(
@@ -388,6 +400,7 @@ fn finish(
             status: if v.succeeded { "succeeded" } else { "failed" }.into(),
             detail,
             log: None,
+            runtime_problem: false,
         }
     };
     audit::record(

@@ -113,13 +113,13 @@ pub fn prepare(
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/"));
     let allowlist_path = crate::mounts::allowlist_path(&user_home);
-    let allowlist = match crate::mounts::load_allowlist(&allowlist_path) {
-        Ok(a) => a,
+    let (allowlist, allowlist_error) = match crate::mounts::load_allowlist(&allowlist_path) {
+        Ok(a) => (a, None),
         Err(e) => {
             log.line(format!(
                 "mount allowlist unusable, no extra mounts this run: {e}"
             ));
-            None
+            (None, Some(e))
         }
     };
     let fixed =
@@ -142,6 +142,7 @@ pub fn prepare(
         &crate::mounts::HostContext {
             user_home,
             protected: vec![home.root.clone(), allowlist_path.clone()],
+            allowlist_error,
         },
     );
     for r in &plan.refusals {
