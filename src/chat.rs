@@ -29,6 +29,36 @@ pub enum Event {
     Problem(String),
 }
 
+/// Refuse to start without the model key, before any container starts, naming the exact line to
+/// add and the file to add it to (the proxy would otherwise answer every request with 401).
+fn require_key(home: &Home, config: &Config, secrets: &Secrets, group: &Group) -> Result<()> {
+    let provider = group
+        .config
+        .provider
+        .as_deref()
+        .unwrap_or(&config.model.provider);
+    let (key_env, example) = match provider {
+        "openai" => (&config.providers.openai.key_env, "sk-…"),
+        _ => (&config.providers.anthropic.key_env, "sk-ant-…"),
+    };
+    if secrets.get(key_env).is_some_and(|k| !k.trim().is_empty()) {
+        return Ok(());
+    }
+    Err(Coded::err(
+        Code::NotInitialised,
+        format!(
+            "no API key for {provider}: add the line `{key_env}={example}` to {} (keep it mode 600), \
+             then run `claw chat` again{}",
+            home.secrets().display(),
+            if provider == "openai" {
+                " (a local OpenAI-compatible server that needs no key still needs a placeholder value)"
+            } else {
+                ""
+            }
+        ),
+    ))
+}
+
 /// A conversation with one group from the terminal.
 pub struct Chat {
     home: Home,
@@ -65,6 +95,7 @@ impl Chat {
                 )
             })?,
         };
+        require_key(home, &config, &secrets, &group)?;
         Ok(Chat {
             home: home.clone(),
             config,

@@ -129,3 +129,29 @@ fn completions_and_man_pages_come_from_the_real_commands() {
     );
     assert!(dir.join("claw.1").exists() && dir.join("claw-task-add.1").exists());
 }
+
+#[test]
+fn chat_without_a_key_says_which_line_to_add_before_any_container() {
+    let h = TestHome::init();
+    let empty = h.dir.path().join("no-runtime");
+    std::fs::create_dir_all(&empty).unwrap();
+    // No runtime on PATH: if chat tried to start a container, the error would be about that.
+    let out = h
+        .claw()
+        .args(["chat", "-m", "hello"])
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("add the line `ANTHROPIC_API_KEY=sk-ant-…` to") && err.contains("secrets.env"),
+        "{err}"
+    );
+    assert_eq!(err.matches("API key").count(), 1, "said once: {err}");
+    assert_eq!(
+        h.count("SELECT count(*) FROM runs"),
+        0,
+        "no run was started"
+    );
+}

@@ -52,6 +52,7 @@ fn on_pty(env: &Env, args: &[&str]) -> String {
 #[test]
 fn hostile_text_is_shown_without_its_escapes() {
     let mut env = Env::new();
+    env.set_secret("ANTHROPIC_API_KEY", "sk-ant-terminal-test");
     env.add_group("alpha", "tg:-1001");
     let probe = format!(
         r#"{PROBE_HEAD}
