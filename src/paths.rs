@@ -95,11 +95,6 @@ impl Home {
         self.root.join("skills")
     }
 
-    /// True when the home was initialised (has a config and a database).
-    pub fn is_initialised(&self) -> bool {
-        self.config().is_file() && self.db().is_file()
-    }
-
     /// Eight hex digits identifying this home (FNV-1a of its canonical path). Container names
     /// carry it so two homes on one machine never touch each other's containers.
     pub fn tag(&self) -> String {

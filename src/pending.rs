@@ -22,11 +22,6 @@ pub fn has_trigger(text: &str, trigger: &str) -> bool {
     }
 }
 
-/// True when this sender may trigger a run in this group.
-pub fn sender_allowed(group: &Group, m: &Message) -> bool {
-    allowed(group, &m.sender, m.from_me)
-}
-
 fn allowed(group: &Group, sender: &str, from_me: bool) -> bool {
     if from_me {
         return true;

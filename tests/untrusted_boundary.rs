@@ -53,11 +53,6 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "let path = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());",
         "the home's tag hashes the home root, which the owner chose",
     ),
-    (
-        "src/paths.rs",
-        "self.config().is_file() && self.db().is_file()",
-        "claw.toml and claw.db are host files, never mounted",
-    ),
     // mounts/ names the fixed trees only to put them in `-v` flags; its own file calls are on
     // the owner's allowlist file and on extra-mount paths the owner chose. A path through the
     // home is refused before it is resolved (see `check_extra`), so no agent-planted link is

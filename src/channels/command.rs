@@ -2,7 +2,6 @@
 //! message was accepted. This is how WhatsApp, Signal, Matrix or email bridges in any language
 //! plug in without claw knowing their protocol.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -93,9 +92,3 @@ fn failed(error: String) -> Outcome {
     }
 }
 
-/// Drain a reader into a string (used by tests of bridges).
-pub fn read_all(mut r: impl Read) -> String {
-    let mut s = String::new();
-    let _ = r.read_to_string(&mut s);
-    s
-}
