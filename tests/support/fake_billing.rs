@@ -10,8 +10,11 @@
 //! own breakpoints or up to 19 blocks before it (the API's 20-block lookback), writes the rest
 //! up to its last breakpoint, and pays the full rate for what follows.
 //!
-//! OpenAI ([`Cache::openai`]): every request body is remembered; the cached part of a new one is
-//! its longest byte-identical prefix with any earlier body, when that reaches the minimum.
+//! OpenAI ([`Cache::openai`]): a request's prompt is its `tools` then its `messages`, exactly as
+//! the bytes were sent (where they sit among the top-level keys does not matter, as a provider
+//! renders them into its own template; the host proxy sorts those keys). Every prompt is
+//! remembered; the cached part of a new one is its longest byte-identical prefix with any earlier
+//! prompt, when that reaches the minimum.
 //!
 //! [`check_breakpoints`] refuses what the real API refuses: more than four markers, or a marker
 //! on an empty text block.
@@ -194,9 +197,10 @@ impl Cache {
         }
     }
 
-    /// Bill an OpenAI chat-completions request by its longest byte-identical prefix with any
-    /// body seen before, and remember this one.
+    /// Bill an OpenAI chat-completions request by its prompt's longest byte-identical prefix
+    /// with any prompt seen before, and remember this one.
     pub fn openai(&mut self, raw: &str) -> Bill {
+        let raw = &openai_prompt(raw);
         let common = self
             .bodies
             .iter()
@@ -218,6 +222,23 @@ impl Cache {
             cache_write: 0,
         }
     }
+}
+
+/// The bytes of an OpenAI request that a provider turns into the prompt: the raw `tools` and
+/// `messages` values, in that order.
+pub fn openai_prompt(raw: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Top<'a> {
+        #[serde(borrow)]
+        tools: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow)]
+        messages: Option<&'a serde_json::value::RawValue>,
+    }
+    let Ok(top) = serde_json::from_str::<Top>(raw) else {
+        return raw.to_string();
+    };
+    let part = |v: Option<&serde_json::value::RawValue>| v.map_or("", |v| v.get()).to_string();
+    part(top.tools) + &part(top.messages)
 }
 
 /// An Anthropic `usage` object (the same in `message_start`, `message_delta` and plain replies:
