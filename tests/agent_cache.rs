@@ -259,3 +259,102 @@ fn openai_requests_extend_the_previous_request_byte_for_byte() {
     }
     assert_usage_matches(&task, &reqs[in_first..]);
 }
+
+#[test]
+fn sub_agents_mark_their_own_prefix() {
+    let sb = Sandbox::new();
+    sb.llm.billing(MIN_CACHEABLE);
+    let tasks = json!({"tasks": [
+        {"role": "You are SUB-A.", "prompt": "check a"},
+        {"role": "You are SUB-B.", "prompt": "check b", "tools": ["read_file"]},
+    ]});
+    sb.llm.push(Reply::tool("delegate", tasks));
+    sb.llm
+        .push(Reply::tool("bash", json!({"command": "true"})).when("You are SUB-A.\\n"));
+    sb.llm.push(Reply::text("A done").when("\"tool_result\""));
+    sb.llm.push(Reply::text("B done").when("You are SUB-B.\\n"));
+    sb.llm.push(Reply::text("both done").when("B done"));
+    let out = sb.run(start("anthropic", "split the work"));
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    let reqs = sb.llm.requests();
+    let subs: Vec<&Recorded> = reqs
+        .iter()
+        .filter(|r| r.system().starts_with("You are SUB-"))
+        .collect();
+    assert_eq!(subs.len(), 3, "two calls for A, one for B");
+    for r in &subs {
+        assert_eq!(
+            breakpoints(&r.body),
+            expected_breakpoints(&r.body),
+            "{}",
+            r.raw
+        );
+    }
+    // Sub-agent A's second step reads what its first wrote.
+    let a: Vec<Bill> = subs
+        .iter()
+        .filter(|r| r.system().starts_with("You are SUB-A."))
+        .map(|r| r.bill.unwrap())
+        .collect();
+    assert_eq!(a[1].cache_read, a[0].cache_read + a[0].cache_write, "{a:?}");
+}
+
+#[test]
+fn the_fake_bills_and_refuses_like_the_api() {
+    use support::fake_llm::billing::{Cache, check_breakpoints};
+    let mark = json!({"type": "ephemeral"});
+    let text = |t: &str, marked: bool| {
+        let mut b = json!({"type": "text", "text": t});
+        if marked {
+            b["cache_control"] = mark.clone();
+        }
+        b
+    };
+    let big = "x".repeat(8000);
+    // 30 user blocks after a 2,000-token system prompt: a breakpoint on the last block looks
+    // back only 20 blocks, so it cannot see an entry written at the system prompt.
+    let blocks = |upto: usize, marked_at: &[usize]| -> Vec<serde_json::Value> {
+        (0..upto)
+            .map(|i| text(&format!("block {i:02}"), marked_at.contains(&i)))
+            .collect()
+    };
+    let body = |content: Vec<serde_json::Value>| json!({"system": [text(&big, true)], "messages": [{"role": "user", "content": content}]});
+    let unmarked_system = |content| json!({"system": [text(&big, false)], "messages": [{"role": "user", "content": content}]});
+    // The first request writes the system prompt (its only marker) and pays for the rest.
+    let fresh = || {
+        let mut c = Cache::new(MIN_CACHEABLE);
+        let first = c.anthropic(&body(blocks(30, &[])));
+        (c, first)
+    };
+    let (mut c, first) = fresh();
+    assert_eq!(first.cache_read, 0);
+    assert!(first.cache_write >= 2000 && first.input > 0, "{first:?}");
+    assert_eq!(
+        c.anthropic(&unmarked_system(blocks(30, &[]))),
+        Bill {
+            input: first.prompt(),
+            ..Bill::default()
+        },
+        "no marker, no read"
+    );
+    let (mut c, _) = fresh();
+    let far = c.anthropic(&unmarked_system(blocks(30, &[29])));
+    assert_eq!(
+        far.cache_read, 0,
+        "the system entry is 30 blocks back: {far:?}"
+    );
+    let (mut c, _) = fresh();
+    let near = c.anthropic(&unmarked_system(blocks(30, &[15])));
+    assert_eq!(
+        near.cache_read, first.cache_write,
+        "16 blocks back is within the lookback"
+    );
+    // It writes its own entry (system to block 15) and pays in full for the blocks after it.
+    assert!(near.cache_write > 0 && near.input > 0, "{near:?}");
+
+    assert!(check_breakpoints(&body(blocks(3, &[0, 1, 2]))).is_ok());
+    let five = check_breakpoints(&body(blocks(5, &[0, 1, 2, 3]))).unwrap_err();
+    assert!(five.contains("maximum of 4"), "{five}");
+    let empty = check_breakpoints(&body(vec![text("", true)])).unwrap_err();
+    assert!(empty.contains("empty text"), "{empty}");
+}
