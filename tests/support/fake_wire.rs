@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Write a whole JSON response with `status` and any extra headers.
 pub fn respond(out: &mut impl Write, status: u16, extra: &[(&str, String)], body: &str) {
     let mut head = format!(
         "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
@@ -22,6 +23,8 @@ pub fn respond(out: &mut impl Write, status: u16, extra: &[(&str, String)], body
     let _ = out.flush();
 }
 
+/// Write `reply` in the route's format, reporting `input` as the input counts; tool-use ids come
+/// from `ids`.
 pub fn answer(out: &mut impl Write, ids: &AtomicU64, reply: &Reply, input: Bill, openai: bool) {
     if reply.status != 200 {
         let kind = match reply.status {
