@@ -117,11 +117,38 @@ pub enum AgentLine {
     },
 }
 
-/// Token accounting for one turn (summed over its model calls).
+/// Token accounting for one turn (summed over its model calls), as the provider reported it.
+///
+/// The three input counts are disjoint, as in Anthropic's usage and the host's `usage` table:
+/// `input_tokens` is input billed at the full rate, `cache_read_tokens` was read from the prompt
+/// cache (about a tenth of the price) and `cache_write_tokens` was written to it (Anthropic: 1.25×).
+/// The cache fields are optional on the wire, so an agent that predates them still parses.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct Usage {
+    /// Uncached input tokens.
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Input tokens read from the provider's prompt cache.
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    /// Input tokens written to the provider's prompt cache.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+}
+
+impl Usage {
+    /// Every input token of the calls, cached or not: the size of the context the model read.
+    pub fn prompt_tokens(&self) -> u64 {
+        self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+    }
+
+    /// Add another call's usage to this total.
+    pub fn add(&mut self, other: Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
+    }
 }
 
 impl HostLine {
@@ -255,5 +282,25 @@ mod tests {
             }
         );
         assert!(serde_json::from_str::<AgentLine>("{\"type\":\"shout\"}").is_err());
+    }
+
+    #[test]
+    fn usage_cache_fields_are_optional_and_disjoint() {
+        let old = r#"{"type":"idle","usage":{"input_tokens":7,"output_tokens":2}}"#;
+        let Ok(AgentLine::Idle { usage: Some(u) }) = serde_json::from_str::<AgentLine>(old) else {
+            panic!("an idle line without cache fields must still parse");
+        };
+        assert_eq!((u.cache_read_tokens, u.cache_write_tokens), (0, 0));
+        let mut total = u;
+        total.add(Usage {
+            input_tokens: 1,
+            output_tokens: 1,
+            cache_read_tokens: 100,
+            cache_write_tokens: 20,
+        });
+        assert_eq!(total.prompt_tokens(), 7 + 1 + 100 + 20);
+        let line = AgentLine::Idle { usage: Some(total) }.to_line();
+        assert!(line.contains("\"cache_read_tokens\":100"), "{line}");
+        assert!(line.contains("\"cache_write_tokens\":20"), "{line}");
     }
 }

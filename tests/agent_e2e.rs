@@ -1,6 +1,8 @@
 //! End-to-end with the real agent: a message ingested for main goes through dispatch and
 //! run-group into a real container, whose claw-agent asks the fake model (through the real host
-//! proxy), runs a `bash` tool call, sends the result back, and replies into the outbox.
+//! proxy), runs a `bash` tool call, sends the result back, and replies into the outbox. Prompt
+//! caching survives the proxy: Anthropic breakpoints reach the upstream and are read on the next
+//! step and the resumed run; OpenAI requests still extend each other byte for byte.
 
 #[path = "support/e2e.rs"]
 mod e2e;
@@ -8,6 +10,7 @@ mod e2e;
 mod fake_llm;
 
 use e2e::Env;
+use fake_llm::billing::{openai_prompt, tokens};
 use fake_llm::{FakeLlm, Reply};
 use serde_json::json;
 use std::time::Duration;
@@ -176,4 +179,93 @@ fn chat_conversation_reuses_one_container() {
         llm.requests()[1].text().contains("first answer"),
         "second turn lost the first"
     );
+}
+
+fn cache_markers(body: &serde_json::Value) -> usize {
+    serde_json::to_string(body)
+        .unwrap()
+        .matches("\"cache_control\":{\"type\":\"ephemeral\"}")
+        .count()
+}
+
+/// A tool step, an answer, then a second message that resumes the session in a new container.
+fn cached_conversation(provider: &str) -> (FakeLlm, Env) {
+    let llm = FakeLlm::start();
+    llm.billing(0);
+    let env = env_with(&llm, provider);
+    llm.push(Reply::tool("bash", json!({"command": "echo cached"})));
+    llm.push(Reply::text("First answer."));
+    env.say("cli:local", "run something");
+    env.claw().args(["dispatch", "--wait"]).assert().success();
+    llm.push(Reply::text("Second answer."));
+    env.say("cli:local", "and again");
+    env.claw().args(["dispatch", "--wait"]).assert().success();
+    let reqs = llm.wait_for(3, Duration::from_secs(60));
+    assert_eq!(reqs.len(), 3, "logs:\n{}", env.all_logs());
+    assert!(
+        reqs.iter().all(|r| r.status == 200),
+        "logs:\n{}",
+        env.all_logs()
+    );
+    assert_eq!(
+        env.outbox("cli:local"),
+        vec!["First answer.".to_string(), "Second answer.".to_string()]
+    );
+    (llm, env)
+}
+
+#[test]
+fn anthropic_cache_breakpoints_pass_the_proxy_and_are_read() {
+    let (llm, env) = cached_conversation("anthropic");
+    let reqs = llm.requests();
+    for r in &reqs {
+        let tools = r.body["tools"].as_array().unwrap();
+        assert!(
+            tools.last().unwrap().get("cache_control").is_some(),
+            "{}",
+            r.raw
+        );
+        assert!(
+            r.body["system"][0].get("cache_control").is_some(),
+            "{}",
+            r.raw
+        );
+    }
+    // 3 breakpoints with one user message, then 4 (tools, system, two user messages).
+    let counts: Vec<usize> = reqs.iter().map(|r| cache_markers(&r.body)).collect();
+    assert_eq!(
+        counts,
+        [3, 4, 4],
+        "{:?}",
+        reqs.iter().map(|r| &r.raw).collect::<Vec<_>>()
+    );
+    let bills: Vec<_> = reqs.iter().map(|r| r.bill.unwrap()).collect();
+    assert_eq!(bills[0].cache_read, 0);
+    for (i, w) in bills.windows(2).enumerate() {
+        assert_eq!(
+            w[1].cache_read,
+            w[0].cache_read + w[0].cache_write,
+            "request {} (a new container for the last) reads what request {i} wrote: {bills:?}",
+            i + 1
+        );
+    }
+    assert_eq!(env.last_run("main").0, "succeeded");
+}
+
+#[test]
+fn openai_prefix_stays_byte_identical_through_the_proxy() {
+    let (llm, _env) = cached_conversation("openai");
+    let reqs = llm.requests();
+    // The proxy rebuilds the top level (sorting its keys) but passes tools and messages on as
+    // the agent wrote them: each prompt is the previous one with messages appended.
+    for (i, w) in reqs.windows(2).enumerate() {
+        let (before, after) = (openai_prompt(&w[0].raw), openai_prompt(&w[1].raw));
+        let stem = before.strip_suffix(']').expect("messages come last");
+        assert!(
+            after.starts_with(stem),
+            "request {} does not extend request {i}:\n{before}\n{after}",
+            i + 1,
+        );
+        assert_eq!(w[1].bill.unwrap().cache_read, tokens(stem.len()));
+    }
 }

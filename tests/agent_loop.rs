@@ -59,7 +59,7 @@ fn bash_round_trip_anthropic_with_memory_and_skills_in_the_prompt() {
         "the agent must never send a key"
     );
     assert_eq!(first.body["stream"], true);
-    let system = first.body["system"].as_str().unwrap();
+    let system = &first.system();
     for needle in [
         "Andy",
         "MEMORY-ONE",

@@ -42,7 +42,7 @@ fn delegate_runs_sub_agents_in_parallel_and_returns_all_results() {
     assert_eq!(reqs.len(), 4);
     let sub = |who: &str| {
         reqs.iter()
-            .find(|r| r.body["system"].as_str().unwrap().starts_with(who))
+            .find(|r| r.system().starts_with(who))
             .unwrap()
             .clone()
     };

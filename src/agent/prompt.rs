@@ -3,6 +3,11 @@
 //!
 //! It only reads files; skills contribute name, description and path up front, never their body
 //! (the model reads that on demand with `read_file`).
+//!
+//! The system prompt is the start of every request's cached prefix (see
+//! `providers/cache.rs`), so it must be the same bytes on every step and every run of a group:
+//! no clock, no run-specific facts, skills in a fixed order. What differs per run (a scheduled
+//! task's note) goes into that run's first user message instead ([`first_prompt`]).
 
 use super::Paths;
 use crate::protocol::Start;
@@ -43,9 +48,6 @@ pub fn system(paths: &Paths, start: &Start) -> String {
             "As the main group you may manage other groups: known chats are listed in {} (read_file; refresh_groups updates it).\n",
             chats.display()
         ));
-    }
-    if start.is_task {
-        p.push_str("\nThis run was started by a scheduled task, not by a person. Answer only if there is something worth sending.\n");
     }
     p.push_str(&format!(
         "\n## Formatting for this chat ({})\n{}\n",
@@ -93,6 +95,20 @@ pub fn system(paths: &Paths, start: &Start) -> String {
     p
 }
 
+/// The run's first user text: the host's prompt, after a note when a scheduled task started the
+/// run. The note lives here, not in the system prompt, so task runs and chat runs that resume one
+/// session share its cached prefix.
+pub fn first_prompt(start: &Start) -> String {
+    if start.is_task {
+        format!(
+            "(This run was started by a scheduled task, not by a person. Answer only if there is something worth sending.)\n\n{}",
+            start.prompt
+        )
+    } else {
+        start.prompt.clone()
+    }
+}
+
 /// The chat's formatting rules.
 pub fn formatting(channel: &str) -> &'static str {
     match channel {
@@ -108,7 +124,8 @@ pub fn formatting(channel: &str) -> &'static str {
     }
 }
 
-/// Skills in `<root>/*/SKILL.md`, sorted by name; later roots add to earlier ones.
+/// Skills in `<root>/*/SKILL.md`, sorted by name then path (never in directory order, which
+/// differs between runs and would change the prompt's bytes); later roots add to earlier ones.
 pub fn find_skills(roots: &[PathBuf]) -> Vec<Skill> {
     let mut out = Vec::new();
     for root in roots {
@@ -122,7 +139,7 @@ pub fn find_skills(roots: &[PathBuf]) -> Vec<Skill> {
             }
         }
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.sort_by(|a, b| (&a.name, &a.path).cmp(&(&b.name, &b.path)));
     out
 }
 

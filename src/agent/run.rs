@@ -117,7 +117,7 @@ pub fn main() -> i32 {
         tools: &specs,
         compact: true,
     };
-    let mut pending = vec![ctx.start.prompt.clone()];
+    let mut pending = vec![super::prompt::first_prompt(&ctx.start)];
     let mut closing = false;
     loop {
         for text in pending.drain(..) {

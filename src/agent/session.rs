@@ -146,6 +146,8 @@ pub fn maybe_compact(ctx: &Ctx, s: &mut Session) -> Result<Option<PathBuf>, Call
             system: "You write concise summaries of conversations.",
             messages: std::slice::from_ref(&ask),
             tools: &[],
+            // Sent once and never again: a cache write would only cost 25% more.
+            cache: false,
         },
     )?;
     ctx.add_usage(reply.usage);

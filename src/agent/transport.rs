@@ -61,19 +61,28 @@ impl Http {
         }
     }
 
-    /// POST JSON to `path` (e.g. `/llm/anthropic/v1/messages`) and classify the status.
+    /// POST `body` as JSON to `path` (e.g. `/llm/anthropic/v1/messages`) and classify the status.
+    ///
+    /// The body is serialised compactly, in its own field order, so the same request is always
+    /// the same bytes (a provider's prefix cache depends on it) and no indentation is sent
+    /// (ureq's `send_json` pretty-prints, which grows a long transcript by a third).
     pub fn post_json(
         &self,
         path: &str,
         headers: &[(&str, &str)],
-        body: &serde_json::Value,
+        body: &impl serde::Serialize,
     ) -> Result<Reply, CallError> {
         let url = format!("{}{}", self.base, path);
-        let mut req = self.agent.post(&url);
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| CallError::Failed(format!("cannot encode the request for {path}: {e}")))?;
+        let mut req = self
+            .agent
+            .post(&url)
+            .header("content-type", "application/json");
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = req.send_json(body).map_err(|e| {
+        let resp = req.send(&bytes[..]).map_err(|e| {
             CallError::Failed(format!(
                 "cannot reach the model through the proxy at {url}: {e}"
             ))

@@ -67,10 +67,12 @@ pub fn run(
                 system: r.system,
                 messages: &s.messages,
                 tools: r.tools,
+                cache: providers::cache::enabled(),
             },
         )?;
         ctx.add_usage(reply.usage);
-        s.last_input_tokens = reply.usage.input_tokens;
+        // The whole context counts toward the window, whether it came from the cache or not.
+        s.last_input_tokens = reply.usage.prompt_tokens();
         let uses: Vec<(String, String, Value)> = reply
             .content
             .iter()

@@ -13,14 +13,26 @@
 //! // … run the agent …
 //! assert!(llm.requests()[1].text().contains("tool_result"));
 //! ```
+//!
+//! Anthropic requests with more than four `cache_control` markers, or one on an empty text
+//! block, are refused with 400 as the real API does. [`FakeLlm::billing`] makes the server bill
+//! input like the providers' prompt caches (see `fake_billing.rs`) instead of reporting the
+//! scripted counts.
 #![allow(dead_code)]
+
+#[path = "fake_billing.rs"]
+pub mod billing;
+#[path = "fake_wire.rs"]
+mod wire;
+
+use billing::Bill;
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,6 +67,8 @@ pub struct Reply {
     pub when: Option<String>,
     /// (input, output) tokens reported.
     pub usage: (u64, u64),
+    /// (cache read, cache write) tokens reported beside them.
+    pub cache: (u64, u64),
 }
 
 impl Reply {
@@ -67,6 +81,7 @@ impl Reply {
             delay: Duration::ZERO,
             when: None,
             usage: (10, 5),
+            cache: (0, 0),
         }
     }
     /// A plain text answer.
@@ -124,6 +139,19 @@ impl Reply {
         self.usage = (input, output);
         self
     }
+    /// Report these cache counts beside the input and output (ignored while billing is on).
+    pub fn cache(mut self, read: u64, write: u64) -> Reply {
+        self.cache = (read, write);
+        self
+    }
+    /// What the reply reports for input when the server does not bill.
+    fn scripted_bill(&self) -> Bill {
+        Bill {
+            input: self.usage.0,
+            cache_read: self.cache.0,
+            cache_write: self.cache.1,
+        }
+    }
 }
 
 /// One request as the server saw it.
@@ -138,6 +166,8 @@ pub struct Recorded {
     pub finished: Instant,
     /// The status the server answered with.
     pub status: u16,
+    /// What the server billed for the input, while billing is on and the reply was a 200.
+    pub bill: Option<Bill>,
 }
 
 impl Recorded {
@@ -148,6 +178,14 @@ impl Recorded {
             .iter()
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.as_str())
+    }
+    /// The Anthropic system prompt's text, whether sent as a string or as text blocks.
+    pub fn system(&self) -> String {
+        match &self.body["system"] {
+            Value::String(s) => s.clone(),
+            Value::Array(blocks) => blocks.iter().filter_map(|b| b["text"].as_str()).collect(),
+            _ => String::new(),
+        }
     }
     /// The raw body text, for `contains` checks.
     pub fn text(&self) -> &str {
@@ -164,6 +202,8 @@ struct Inner {
     log: Mutex<Vec<Recorded>>,
     done: Condvar,
     ids: AtomicU64,
+    /// The prompt cache, while billing is on.
+    cache: Mutex<Option<billing::Cache>>,
 }
 
 /// The running server; its threads live until the test process ends.
@@ -189,6 +229,7 @@ impl FakeLlm {
             log: Mutex::default(),
             done: Condvar::new(),
             ids: AtomicU64::new(1),
+            cache: Mutex::default(),
         });
         let tcp = TcpListener::bind("127.0.0.1:0").expect("fake llm: bind loopback");
         let addr = tcp.local_addr().unwrap();
@@ -226,6 +267,11 @@ impl FakeLlm {
     pub fn socket_path(&self) -> Option<&Path> {
         self.socket.as_deref()
     }
+    /// Bill input like the providers' prompt caches from now on (an empty cache; prefixes under
+    /// `min_cacheable_tokens` are never cached). Replies then report the billed input counts.
+    pub fn billing(&self, min_cacheable_tokens: u64) {
+        *self.inner.cache.lock().unwrap() = Some(billing::Cache::new(min_cacheable_tokens));
+    }
     /// Append a reply to the script.
     pub fn push(&self, r: Reply) {
         self.inner.script.lock().unwrap().push(r);
@@ -234,7 +280,8 @@ impl FakeLlm {
     pub fn remaining(&self) -> usize {
         self.inner.script.lock().unwrap().len()
     }
-    /// Every request answered so far, in the order they finished.
+    /// Every request answered so far, in the order they arrived (for a client that waits for each
+    /// reply, the order it sent them, however the server's threads were scheduled).
     pub fn requests(&self) -> Vec<Recorded> {
         self.inner.log.lock().unwrap().clone()
     }
@@ -320,20 +367,41 @@ fn serve<S: Read + Write>(stream: S, inner: &Inner) {
     let openai = route.ends_with("/chat/completions");
     let anthropic = route.ends_with("/messages");
     let mut out = r.into_inner();
+    let mut bill = None;
+    let refused = if anthropic {
+        billing::check_breakpoints(&json).err()
+    } else {
+        None
+    };
     let status = if !openai && !anthropic {
-        respond(&mut out, 404, &[], "{\"error\":\"fake llm: unknown path\"}");
+        wire::respond(&mut out, 404, &[], "{\"error\":\"fake llm: unknown path\"}");
         404
+    } else if let Some(why) = refused {
+        let msg =
+            json!({"type": "error", "error": {"type": "invalid_request_error", "message": why}});
+        wire::respond(&mut out, 400, &[], &msg.to_string());
+        400
     } else {
         match take_reply(inner, &raw) {
             None => {
                 let msg = json!({"type": "error", "error": {"type": "invalid_request_error",
                     "message": "fake llm: no scripted reply left for this request"}});
-                respond(&mut out, 400, &[], &msg.to_string());
+                wire::respond(&mut out, 400, &[], &msg.to_string());
                 400
             }
             Some(reply) => {
                 std::thread::sleep(reply.delay);
-                answer(&mut out, inner, &reply, openai);
+                if reply.status == 200 {
+                    bill = inner.cache.lock().unwrap().as_mut().map(|c| {
+                        if openai {
+                            c.openai(&raw)
+                        } else {
+                            c.anthropic(&json)
+                        }
+                    });
+                }
+                let input = bill.unwrap_or_else(|| reply.scripted_bill());
+                wire::answer(&mut out, &inner.ids, &reply, input, openai);
                 reply.status
             }
         }
@@ -346,233 +414,11 @@ fn serve<S: Read + Write>(stream: S, inner: &Inner) {
         arrived,
         finished: Instant::now(),
         status,
+        bill,
     };
-    inner.log.lock().unwrap().push(rec);
+    let mut log = inner.log.lock().unwrap();
+    let at = log.partition_point(|r| r.arrived <= rec.arrived);
+    log.insert(at, rec);
+    drop(log);
     inner.done.notify_all();
-}
-
-fn respond(out: &mut impl Write, status: u16, extra: &[(&str, String)], body: &str) {
-    let mut head = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in extra {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let _ = out.write_all(head.as_bytes());
-    let _ = out.write_all(body.as_bytes());
-    let _ = out.flush();
-}
-
-fn answer(out: &mut impl Write, inner: &Inner, reply: &Reply, openai: bool) {
-    if reply.status != 200 {
-        let kind = match reply.status {
-            401 => "authentication_error",
-            403 => "permission_error",
-            429 => "rate_limit_error",
-            529 | 503 => "overloaded_error",
-            _ => "api_error",
-        };
-        let extra: Vec<(&str, String)> = reply
-            .retry_after
-            .iter()
-            .map(|v| ("retry-after", v.clone()))
-            .collect();
-        let body = json!({"type": "error", "error": {"type": kind, "message": format!("fake llm status {}", reply.status)}});
-        respond(out, reply.status, &extra, &body.to_string());
-        return;
-    }
-    let id = |p: &str| format!("{p}_{}", inner.ids.fetch_add(1, Ordering::Relaxed));
-    let prefix = if openai { "call" } else { "toolu" };
-    let parts: Vec<(Part, String)> = reply
-        .parts
-        .iter()
-        .map(|p| (p.clone(), id(prefix)))
-        .collect();
-    if openai {
-        openai_answer(out, reply, &parts)
-    } else {
-        anthropic_answer(out, reply, &parts, &id("msg"))
-    }
-}
-
-fn args_text(p: &Part) -> String {
-    match p {
-        Part::Tool { input, .. } => input.to_string(),
-        Part::RawTool { args, .. } => args.clone(),
-        Part::Text(_) => String::new(),
-    }
-}
-
-/// Split text in a few pieces on char boundaries, to exercise delta assembly.
-fn pieces(s: &str) -> Vec<String> {
-    let chars: Vec<char> = s.chars().collect();
-    let n = chars.len().div_ceil(3).max(1);
-    chars.chunks(n).map(|c| c.iter().collect()).collect()
-}
-
-fn stream_head(out: &mut impl Write) {
-    let _ = out.write_all(
-        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n",
-    );
-}
-
-fn anthropic_answer(out: &mut impl Write, reply: &Reply, parts: &[(Part, String)], msg_id: &str) {
-    let has_tool = parts.iter().any(|(p, _)| !matches!(p, Part::Text(_)));
-    let stop = if has_tool { "tool_use" } else { "end_turn" };
-    let (input, output) = reply.usage;
-    if !reply.stream {
-        let content: Vec<Value> = parts
-            .iter()
-            .map(|(p, id)| match p {
-                Part::Text(t) => json!({"type": "text", "text": t}),
-                Part::Tool { name, input } => {
-                    json!({"type": "tool_use", "id": id, "name": name, "input": input})
-                }
-                Part::RawTool { name, args } => {
-                    json!({"type": "tool_use", "id": id, "name": name, "input": args})
-                }
-            })
-            .collect();
-        let body = json!({"id": msg_id, "type": "message", "role": "assistant", "model": "fake",
-            "content": content, "stop_reason": stop, "stop_sequence": null,
-            "usage": {"input_tokens": input, "output_tokens": output}});
-        respond(out, 200, &[], &body.to_string());
-        return;
-    }
-    stream_head(out);
-    let mut ev = |name: &str, data: Value| {
-        let _ = write!(out, "event: {name}\ndata: {data}\n\n");
-        let _ = out.flush();
-    };
-    ev(
-        "message_start",
-        json!({"type": "message_start", "message": {"id": msg_id, "type": "message", "role": "assistant",
-            "content": [], "model": "fake", "stop_reason": null,
-            "usage": {"input_tokens": input, "output_tokens": 1}}}),
-    );
-    ev("ping", json!({"type": "ping"}));
-    for (i, (p, id)) in parts.iter().enumerate() {
-        match p {
-            Part::Text(t) => {
-                ev(
-                    "content_block_start",
-                    json!({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}}),
-                );
-                for piece in pieces(t) {
-                    ev(
-                        "content_block_delta",
-                        json!({"type": "content_block_delta", "index": i,
-                            "delta": {"type": "text_delta", "text": piece}}),
-                    );
-                }
-            }
-            Part::Tool { name, .. } | Part::RawTool { name, .. } => {
-                ev(
-                    "content_block_start",
-                    json!({"type": "content_block_start", "index": i,
-                        "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
-                );
-                for piece in pieces(&args_text(p)) {
-                    ev(
-                        "content_block_delta",
-                        json!({"type": "content_block_delta", "index": i,
-                            "delta": {"type": "input_json_delta", "partial_json": piece}}),
-                    );
-                }
-            }
-        }
-        ev(
-            "content_block_stop",
-            json!({"type": "content_block_stop", "index": i}),
-        );
-    }
-    ev(
-        "message_delta",
-        json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
-            "usage": {"output_tokens": output}}),
-    );
-    ev("message_stop", json!({"type": "message_stop"}));
-}
-
-fn openai_answer(out: &mut impl Write, reply: &Reply, parts: &[(Part, String)]) {
-    let has_tool = parts.iter().any(|(p, _)| !matches!(p, Part::Text(_)));
-    let finish = if has_tool { "tool_calls" } else { "stop" };
-    let (input, output) = reply.usage;
-    let usage = json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output});
-    let text: String = parts
-        .iter()
-        .filter_map(|(p, _)| {
-            if let Part::Text(t) = p {
-                Some(t.as_str())
-            } else {
-                None
-            }
-        })
-        .collect();
-    let calls: Vec<(&String, &str, String)> = parts
-        .iter()
-        .filter_map(|(p, id)| match p {
-            Part::Tool { name, .. } | Part::RawTool { name, .. } => {
-                Some((id, name.as_str(), args_text(p)))
-            }
-            Part::Text(_) => None,
-        })
-        .collect();
-    if !reply.stream {
-        let content = if text.is_empty() {
-            Value::Null
-        } else {
-            json!(text)
-        };
-        let mut message = json!({"role": "assistant", "content": content});
-        if !calls.is_empty() {
-            message["tool_calls"] = calls
-                .iter()
-                .map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}}))
-                .collect();
-        }
-        let body = json!({"id": "chatcmpl-fake", "object": "chat.completion", "model": "fake",
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage});
-        respond(out, 200, &[], &body.to_string());
-        return;
-    }
-    stream_head(out);
-    let mut chunk = |delta: Value, finish: Value, usage: Option<&Value>| {
-        let mut c = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": "fake",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-        if let Some(u) = usage {
-            c["choices"] = json!([]);
-            c["usage"] = u.clone();
-        }
-        let _ = write!(out, "data: {c}\n\n");
-        let _ = out.flush();
-    };
-    chunk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-        None,
-    );
-    if !text.is_empty() {
-        for piece in pieces(&text) {
-            chunk(json!({"content": piece}), Value::Null, None);
-        }
-    }
-    for (i, (id, name, args)) in calls.iter().enumerate() {
-        let first = json!({"tool_calls": [{"index": i, "id": id, "type": "function",
-            "function": {"name": name, "arguments": ""}}]});
-        chunk(first, Value::Null, None);
-        for piece in pieces(args) {
-            chunk(
-                json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}),
-                Value::Null,
-                None,
-            );
-        }
-    }
-    chunk(json!({}), json!(finish), None);
-    chunk(json!({}), Value::Null, Some(&usage));
-    let _ = out.write_all(b"data: [DONE]\n\n");
-    let _ = out.flush();
 }

@@ -56,7 +56,12 @@ impl Sandbox {
     }
     /// Start `claw-agent` with this sandbox's environment and send it `start`.
     pub fn spawn(&self, start: Start) -> Agent {
+        self.spawn_with_env(start, &[])
+    }
+    /// [`Sandbox::spawn`] with extra environment variables (e.g. `CLAW_PROMPT_CACHE=0`).
+    pub fn spawn_with_env(&self, start: Start, env: &[(&str, &str)]) -> Agent {
         let mut child = Command::new(env!("CARGO_BIN_EXE_claw-agent"))
+            .envs(env.iter().copied())
             .env("CLAW_PROXY_SOCKET", self.dir.path().join("proxy.sock"))
             .env("CLAW_WORKSPACE", self.workspace())
             .env("CLAW_STATE_DIR", self.state())
@@ -104,7 +109,11 @@ impl Sandbox {
     }
     /// Run one prompt to the end: start, EOF on stdin, wait for exit.
     pub fn run(&self, start: Start) -> Outcome {
-        let mut a = self.spawn(start);
+        self.run_with_env(start, &[])
+    }
+    /// [`Sandbox::run`] with extra environment variables.
+    pub fn run_with_env(&self, start: Start, env: &[(&str, &str)]) -> Outcome {
+        let mut a = self.spawn_with_env(start, env);
         a.close_stdin();
         a.finish()
     }

@@ -3,55 +3,106 @@
 //! It owns request building and reply parsing for this wire format; it never sends an API key
 //! (the host's proxy adds it).
 
-use super::{Reply, Request, parse_args};
+use super::{Reply, Request, cache, parse_args};
 use crate::agent::sse;
 use crate::agent::transcript::{Block, Role};
 use crate::agent::transport::{CallError, Http, classify};
+use crate::protocol::Usage;
+use serde::Serialize;
 use serde_json::{Value, json};
 use std::io::{BufReader, Read};
 
 /// Path on the proxy.
 pub const PATH: &str = "/llm/anthropic/v1/messages";
 
-/// Build the request body.
-pub fn body(req: &Request) -> Value {
+/// The request body. Fields serialise in this order, so the stable parts (tools, system) come
+/// first and the growing transcript last; nested objects serialise with sorted keys.
+#[derive(Debug, Serialize)]
+pub struct Body<'a> {
+    model: &'a str,
+    max_tokens: u32,
+    stream: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<Value>,
+    /// A list of text blocks, so the last one can carry a cache breakpoint.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    system: Vec<Value>,
+    messages: Vec<Value>,
+}
+
+/// The wire form of one block; `None` for empty text, which the API refuses.
+fn block(b: &Block) -> Option<Value> {
+    Some(match b {
+        Block::Text { text } if text.is_empty() => return None,
+        Block::Text { text } => json!({"type": "text", "text": text}),
+        Block::ToolUse { id, name, input } => {
+            json!({"type": "tool_use", "id": id, "name": name, "input": input})
+        }
+        Block::ToolResult {
+            tool_use_id,
+            content,
+            is_error,
+        } => {
+            json!({"type": "tool_result", "tool_use_id": tool_use_id, "content": content, "is_error": is_error})
+        }
+    })
+}
+
+/// Mark the last element of `list` (an object) as a cache breakpoint.
+fn mark_last(list: &mut [Value]) {
+    if let Some(Value::Object(last)) = list.last_mut() {
+        last.insert("cache_control".into(), cache::marker());
+    }
+}
+
+/// Build the request body, with cache breakpoints when `req.cache` (see `cache.rs`).
+pub fn body<'a>(req: &Request<'a>) -> Body<'a> {
+    let anchors = if req.cache {
+        cache::message_anchors(req.messages, |m| {
+            m.content.iter().any(|b| block(b).is_some())
+        })
+    } else {
+        Vec::new()
+    };
     let messages: Vec<Value> = req
         .messages
         .iter()
-        .map(|m| {
-            let content: Vec<Value> = m
-                .content
-                .iter()
-                .filter(|b| !matches!(b, Block::Text { text } if text.is_empty()))
-                .map(|b| match b {
-                    Block::Text { text } => json!({"type": "text", "text": text}),
-                    Block::ToolUse { id, name, input } => json!({"type": "tool_use", "id": id, "name": name, "input": input}),
-                    Block::ToolResult { tool_use_id, content, is_error } => {
-                        json!({"type": "tool_result", "tool_use_id": tool_use_id, "content": content, "is_error": is_error})
-                    }
-                })
-                .collect();
-            let role = if m.role == Role::User { "user" } else { "assistant" };
+        .enumerate()
+        .map(|(i, m)| {
+            let mut content: Vec<Value> = m.content.iter().filter_map(block).collect();
+            if anchors.contains(&i) {
+                mark_last(&mut content);
+            }
+            let role = if m.role == Role::User {
+                "user"
+            } else {
+                "assistant"
+            };
             json!({"role": role, "content": content})
         })
         .collect();
-    let mut body = json!({
-        "model": req.settings.model,
-        "max_tokens": req.settings.max_tokens,
-        "system": req.system,
-        "messages": messages,
-        "stream": true,
-    });
-    if !req.tools.is_empty() {
-        body["tools"] = req
-            .tools
-            .iter()
-            .map(
-                |t| json!({"name": t.name, "description": t.description, "input_schema": t.schema}),
-            )
-            .collect();
+    let mut tools: Vec<Value> = req
+        .tools
+        .iter()
+        .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.schema}))
+        .collect();
+    let mut system: Vec<Value> = if req.system.is_empty() {
+        Vec::new()
+    } else {
+        vec![json!({"type": "text", "text": req.system})]
+    };
+    if req.cache {
+        mark_last(&mut tools);
+        mark_last(&mut system);
     }
-    body
+    Body {
+        model: &req.settings.model,
+        max_tokens: req.settings.max_tokens,
+        stream: true,
+        tools,
+        system,
+        messages,
+    }
 }
 
 /// One call, no retries.
@@ -88,21 +139,23 @@ pub fn parse_message(v: &Value) -> Result<Reply, CallError> {
             _ => {}
         }
     }
-    reply.usage.input_tokens = input_tokens(&v["usage"]);
-    reply.usage.output_tokens = v["usage"]["output_tokens"].as_u64().unwrap_or(0);
+    read_usage(&v["usage"], &mut reply.usage);
     Ok(reply)
 }
 
-/// Cached prompt tokens are still context; count them as input.
-fn input_tokens(u: &Value) -> u64 {
-    [
-        "input_tokens",
-        "cache_read_input_tokens",
-        "cache_creation_input_tokens",
-    ]
-    .iter()
-    .filter_map(|k| u[*k].as_u64())
-    .sum()
+/// Take the counts present in an Anthropic `usage` object. `message_start` carries the input
+/// side and `message_delta` cumulative totals, so a later value replaces an earlier one.
+fn read_usage(u: &Value, into: &mut Usage) {
+    for (key, field) in [
+        ("input_tokens", &mut into.input_tokens),
+        ("output_tokens", &mut into.output_tokens),
+        ("cache_read_input_tokens", &mut into.cache_read_tokens),
+        ("cache_creation_input_tokens", &mut into.cache_write_tokens),
+    ] {
+        if let Some(n) = u[key].as_u64() {
+            *field = n;
+        }
+    }
 }
 
 /// A block being assembled from deltas.
@@ -133,7 +186,7 @@ pub fn parse_stream(body: impl Read) -> Result<Reply, CallError> {
         })?;
         let idx = v["index"].as_u64().unwrap_or(0) as usize;
         match v["type"].as_str().unwrap_or(&ev.event) {
-            "message_start" => reply.usage.input_tokens = input_tokens(&v["message"]["usage"]),
+            "message_start" => read_usage(&v["message"]["usage"], &mut reply.usage),
             "content_block_start" => {
                 let b = &v["content_block"];
                 let p = match b["type"].as_str() {
@@ -159,11 +212,7 @@ pub fn parse_stream(body: impl Read) -> Result<Reply, CallError> {
                 }
                 _ => {}
             },
-            "message_delta" => {
-                if let Some(n) = v["usage"]["output_tokens"].as_u64() {
-                    reply.usage.output_tokens = n;
-                }
-            }
+            "message_delta" => read_usage(&v["usage"], &mut reply.usage),
             "message_stop" => {
                 finished = true;
                 break;
@@ -239,6 +288,121 @@ mod tests {
             }
         );
         assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (12, 7));
+    }
+
+    #[test]
+    fn cache_fields_come_from_message_start_and_cumulative_message_delta() {
+        let raw = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"cache_creation_input_tokens\":200,\"cache_read_input_tokens\":3000,\"output_tokens\":1}}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"ok\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"input_tokens\":5,\"cache_creation_input_tokens\":200,\"cache_read_input_tokens\":3000,\"output_tokens\":9}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let u = parse_stream(raw.as_bytes()).unwrap().usage;
+        assert_eq!(
+            (
+                u.input_tokens,
+                u.cache_write_tokens,
+                u.cache_read_tokens,
+                u.output_tokens
+            ),
+            (5, 200, 3000, 9)
+        );
+        let plain = json!({"content": [], "usage": {"input_tokens": 1, "output_tokens": 2, "cache_read_input_tokens": 40}});
+        let u = parse_message(&plain).unwrap().usage;
+        assert_eq!(
+            (u.input_tokens, u.cache_read_tokens, u.prompt_tokens()),
+            (1, 40, 41)
+        );
+    }
+
+    fn settings() -> crate::protocol::ModelSettings {
+        crate::protocol::ModelSettings {
+            provider: "anthropic".into(),
+            model: "m".into(),
+            max_tokens: 10,
+            context_window: 100,
+        }
+    }
+
+    fn marked(v: &Value) -> bool {
+        v.get("cache_control") == Some(&json!({"type": "ephemeral"}))
+    }
+
+    #[test]
+    fn breakpoints_sit_on_tools_system_and_the_last_two_user_messages() {
+        use crate::agent::transcript::Message;
+        let tools = vec![
+            super::super::ToolSpec {
+                name: "a",
+                description: "A",
+                schema: json!({"type": "object"}),
+            },
+            super::super::ToolSpec {
+                name: "b",
+                description: "B",
+                schema: json!({"type": "object"}),
+            },
+        ];
+        let tool_turn = |id: &str| {
+            [
+                Message {
+                    role: Role::Assistant,
+                    content: vec![Block::ToolUse {
+                        id: id.into(),
+                        name: "a".into(),
+                        input: json!({}),
+                    }],
+                },
+                Message {
+                    role: Role::User,
+                    content: vec![
+                        Block::ToolResult {
+                            tool_use_id: id.into(),
+                            content: "out".into(),
+                            is_error: false,
+                        },
+                        Block::Text {
+                            text: String::new(),
+                        },
+                    ],
+                },
+            ]
+        };
+        let mut msgs = vec![Message::user_text("hi")];
+        msgs.extend(tool_turn("t1"));
+        msgs.extend(tool_turn("t2"));
+        let settings = settings();
+        let req = |cache| Request {
+            settings: &settings,
+            system: "sys",
+            messages: &msgs,
+            tools: &tools,
+            cache,
+        };
+        let b = serde_json::to_value(body(&req(true))).unwrap();
+        let count = serde_json::to_string(&b)
+            .unwrap()
+            .matches("cache_control")
+            .count();
+        assert_eq!(count, cache::MAX_BREAKPOINTS, "{b}");
+        assert!(!marked(&b["tools"][0]) && marked(&b["tools"][1]));
+        assert!(marked(&b["system"][0]) && b["system"][0]["text"] == "sys");
+        // The empty text block is dropped, so the tool result carries the breakpoint.
+        for (i, want) in [(0, false), (2, true), (4, true)] {
+            let content = b["messages"][i]["content"].as_array().unwrap();
+            assert_eq!(content.len(), 1);
+            assert_eq!(marked(content.last().unwrap()), want, "message {i}: {b}");
+        }
+        let off = serde_json::to_string(&body(&req(false))).unwrap();
+        assert!(!off.contains("cache_control"), "{off}");
+        // The stable parts come first on the wire, the transcript last.
+        let (t, s, m) = (
+            off.find("\"tools\"").unwrap(),
+            off.find("\"system\"").unwrap(),
+            off.find("\"messages\"").unwrap(),
+        );
+        assert!(t < s && s < m, "{off}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! It owns wire-format conversion and retry policy; it never runs tools or touches the transcript file.
 
 pub mod anthropic;
+pub mod cache;
 pub mod openai;
 
 use super::transcript::{Block, Message};
@@ -27,6 +28,9 @@ pub struct Request<'a> {
     pub system: &'a str,
     pub messages: &'a [Message],
     pub tools: &'a [ToolSpec],
+    /// Ask the provider to cache the prefix (Anthropic breakpoints, see `cache.rs`). Off for
+    /// one-off requests whose prefix is never sent again, where a cache write only costs more.
+    pub cache: bool,
 }
 
 /// What the model answered.

@@ -7,14 +7,30 @@ use super::{Reply, Request, parse_args};
 use crate::agent::sse;
 use crate::agent::transcript::{Block, Role};
 use crate::agent::transport::{CallError, Http};
+use serde::Serialize;
 use serde_json::{Value, json};
 use std::io::{BufReader, Read};
 
 /// Path on the proxy.
 pub const PATH: &str = "/llm/openai/v1/chat/completions";
 
+/// The request body. These providers cache automatically by prefix, so the body is built to
+/// be byte-stable: fields serialise in this order with the growing transcript last, nested
+/// objects with sorted keys, and the same transcript always gives the same bytes. A request of
+/// the tool loop is then the previous request with messages appended.
+#[derive(Debug, Serialize)]
+pub struct Body<'a> {
+    model: &'a str,
+    max_tokens: u32,
+    stream: bool,
+    stream_options: Value,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<Value>,
+    messages: Vec<Value>,
+}
+
 /// Build the request body: tool results become `tool` messages, tool uses `tool_calls`.
-pub fn body(req: &Request) -> Value {
+pub fn body<'a>(req: &Request<'a>) -> Body<'a> {
     let mut messages = vec![json!({"role": "system", "content": req.system})];
     for m in req.messages {
         match m.role {
@@ -56,21 +72,18 @@ pub fn body(req: &Request) -> Value {
             }
         }
     }
-    let mut body = json!({
-        "model": req.settings.model,
-        "max_tokens": req.settings.max_tokens,
-        "messages": messages,
-        "stream": true,
-        "stream_options": {"include_usage": true},
-    });
-    if !req.tools.is_empty() {
-        body["tools"] = req
+    Body {
+        model: &req.settings.model,
+        max_tokens: req.settings.max_tokens,
+        stream: true,
+        stream_options: json!({"include_usage": true}),
+        tools: req
             .tools
             .iter()
             .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.schema}}))
-            .collect();
+            .collect(),
+        messages,
     }
-    body
 }
 
 /// One call, no retries.
@@ -84,10 +97,34 @@ pub fn call(http: &Http, req: &Request) -> Result<Reply, CallError> {
     }
 }
 
+/// Take a `usage` object when there is one. `prompt_tokens` counts every input token; the cached
+/// part is reported as `prompt_tokens_details.cached_tokens` (OpenAI, OpenRouter, xAI, vLLM),
+/// `prompt_cache_hit_tokens` (DeepSeek) or `cache_read_input_tokens` (gateways in front of
+/// Anthropic), and cache writes, where billed, as `prompt_tokens_details.cache_write_tokens` or
+/// `cache_creation_input_tokens`. What is left is uncached input.
 fn usage(reply: &mut Reply, u: &Value) {
-    if let Some(n) = u["prompt_tokens"].as_u64() {
-        reply.usage.input_tokens = n;
-    }
+    let Some(prompt) = u["prompt_tokens"].as_u64() else {
+        return;
+    };
+    let first = |paths: &[&[&str]]| {
+        paths
+            .iter()
+            .find_map(|p| p.iter().fold(u, |v, k| &v[*k]).as_u64())
+            .unwrap_or(0)
+    };
+    let read = first(&[
+        &["prompt_tokens_details", "cached_tokens"],
+        &["prompt_cache_hit_tokens"],
+        &["cache_read_input_tokens"],
+    ]);
+    let write = first(&[
+        &["prompt_tokens_details", "cache_write_tokens"],
+        &["cache_creation_input_tokens"],
+    ]);
+    reply.usage.cache_read_tokens = read.min(prompt);
+    reply.usage.cache_write_tokens = write.min(prompt - reply.usage.cache_read_tokens);
+    reply.usage.input_tokens =
+        prompt - reply.usage.cache_read_tokens - reply.usage.cache_write_tokens;
     if let Some(n) = u["completion_tokens"].as_u64() {
         reply.usage.output_tokens = n;
     }
@@ -224,7 +261,7 @@ mod tests {
             "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"bash\",\"arguments\":\"{\\\"comm\"}}]}}]}\n\n",
             "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"and\\\":\\\"ls\\\"}\"}}]}}]}\n\n",
             "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
-            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":4}}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":4,\"prompt_tokens_details\":{\"cached_tokens\":24}}}\n\n",
             "data: [DONE]\n\n",
         );
         let r = parse_stream(raw.as_bytes()).unwrap();
@@ -237,7 +274,86 @@ mod tests {
                 input: json!({"command":"ls"})
             }
         );
-        assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (30, 4));
+        assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (6, 4));
+        assert_eq!(r.usage.cache_read_tokens, 24);
+        assert_eq!(r.usage.prompt_tokens(), 30);
+    }
+
+    #[test]
+    fn cached_tokens_in_the_shapes_providers_use() {
+        let cases = [
+            (
+                json!({"prompt_tokens": 100, "completion_tokens": 1}),
+                (100, 0, 0),
+            ),
+            (
+                json!({"prompt_tokens": 100, "prompt_tokens_details": {"cached_tokens": 64, "cache_write_tokens": 30}}),
+                (6, 64, 30),
+            ),
+            (
+                json!({"prompt_tokens": 100, "prompt_cache_hit_tokens": 90, "prompt_cache_miss_tokens": 10}),
+                (10, 90, 0),
+            ),
+            (
+                json!({"prompt_tokens": 100, "cache_read_input_tokens": 70, "cache_creation_input_tokens": 20}),
+                (10, 70, 20),
+            ),
+            // Nonsense from a server never underflows.
+            (
+                json!({"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 64}}),
+                (0, 10, 0),
+            ),
+        ];
+        for (u, want) in cases {
+            let mut r = Reply::default();
+            usage(&mut r, &u);
+            let got = (
+                r.usage.input_tokens,
+                r.usage.cache_read_tokens,
+                r.usage.cache_write_tokens,
+            );
+            assert_eq!(got, want, "{u}");
+        }
+    }
+
+    #[test]
+    fn a_longer_transcript_only_appends_bytes() {
+        use crate::agent::transcript::Message;
+        let settings = crate::protocol::ModelSettings {
+            provider: "openai".into(),
+            model: "m".into(),
+            max_tokens: 10,
+            context_window: 100,
+        };
+        let tools = crate::agent::tools::all_specs();
+        let mut msgs = vec![Message::user_text("hi")];
+        let text = |msgs: &[Message]| {
+            serde_json::to_string(&body(&Request {
+                settings: &settings,
+                system: "sys",
+                messages: msgs,
+                tools: &tools,
+                cache: true,
+            }))
+            .unwrap()
+        };
+        let before = text(&msgs);
+        msgs.push(Message {
+            role: Role::Assistant,
+            content: vec![Block::ToolUse {
+                id: "c1".into(),
+                name: "bash".into(),
+                input: json!({"z": 1, "a": 2}),
+            }],
+        });
+        let after = text(&msgs);
+        let stem = before.strip_suffix("]}").unwrap();
+        assert!(after.starts_with(stem), "{before}\n{after}");
+        assert_eq!(
+            after,
+            text(&msgs),
+            "the same transcript gives the same bytes"
+        );
     }
 
     #[test]
@@ -277,7 +393,9 @@ mod tests {
             system: "sys",
             messages: &msgs,
             tools: &[],
+            cache: true,
         });
+        let b = serde_json::to_value(b).unwrap();
         let roles: Vec<&str> = b["messages"]
             .as_array()
             .unwrap()

@@ -30,9 +30,7 @@ pub struct Ctx {
 impl Ctx {
     /// Add one model call's usage to the running total.
     pub fn add_usage(&self, u: Usage) {
-        let mut t = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        t.input_tokens += u.input_tokens;
-        t.output_tokens += u.output_tokens;
+        self.usage.lock().unwrap_or_else(|p| p.into_inner()).add(u);
     }
     /// Return the running usage total and reset it.
     pub fn take_usage(&self) -> Usage {
