@@ -55,11 +55,30 @@ fn agent_schedules_a_task_that_later_runs_and_answers_in_its_chat() {
         tool_result.contains(&task_id.to_string()),
         "agent did not get the task id back: {tool_result}"
     );
-    // Not due yet: schedule queues nothing.
-    let out = env.claw().args(["schedule", "--json"]).output().unwrap();
+    // Not due yet: schedule queues nothing. The clock is given explicitly (a second before the
+    // task's time), so a slow first run on a loaded machine cannot make it due already.
+    let next_run: i64 = env
+        .db()
+        .query_row("SELECT next_run FROM tasks WHERE id = ?1", [task_id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let rfc = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let out = env
+        .claw()
+        .args(["schedule", "--json", "--now", &rfc(next_run - 1000)])
+        .output()
+        .unwrap();
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(r["claimed"].as_array().unwrap().is_empty(), "{r}");
-    std::thread::sleep(Duration::from_secs(5));
+    // Wait until it is due by the real clock too (dispatch starts runs by the real clock).
+    while chrono::Utc::now().timestamp_millis() < next_run {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     env.claw().args(["schedule"]).assert().success();
     env.claw().args(["dispatch", "--wait"]).assert().success();
     assert_eq!(

@@ -91,4 +91,3 @@ fn failed(error: String) -> Outcome {
         retry_after_ms: None,
     }
 }
-
