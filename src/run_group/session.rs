@@ -78,8 +78,10 @@ pub fn execute(
     hooks::write_snapshots(home, store, &work.group)?;
     let rows = Rows::new();
     let (ptx, prx) = mpsc::channel::<ProxyEvent>();
+    // Usage is written and budgets kept current as events pass, before they are aggregated.
+    let (meter, prx) = super::usage::start(home, config, work, prx, log)?;
     let merged = rows.merge_from(prx);
-    let sb = sandbox::prepare(home, config, secrets, store, work, ptx, log)?;
+    let sb = sandbox::prepare(home, config, secrets, store, work, ptx, meter, log)?;
     log.line(format!("command: {}", sb.argv.join(" ")));
     // From here every return removes the container: the guard is dropped before the sandbox.
     let mut guard = Guard::arm(
