@@ -167,7 +167,7 @@ pub fn budget_stop(
         return Ok(None);
     }
     let prices = crate::cost::pricing::Prices::new(&config.pricing);
-    let Some((b, spent)) = crate::cost::gate::first_spent(conn, &prices, &budgets, now)? else {
+    let Some((b, spent)) = crate::cost::gate::blocking(conn, &prices, &budgets, now)? else {
         return Ok(None);
     };
     if notify {

@@ -122,6 +122,14 @@ impl Period {
         })
     }
 
+    /// When the next period begins, after "resumes": `at 00:00` or `on 2027-01-01`.
+    pub fn resumes_when(self, now: i64) -> String {
+        match self {
+            Period::Day => format!("at {}", self.resumes(now)),
+            Period::Month => format!("on {}", self.resumes(now)),
+        }
+    }
+
     /// When the next period begins, for people: `00:00` or `2027-01-01`.
     pub fn resumes(self, now: i64) -> String {
         match self {
@@ -265,6 +273,7 @@ impl Budget {
         }
     }
 
+    /// The `[budget]` key that sets it.
     fn key(&self) -> String {
         match self.limit {
             Limit::Money(_) => self.period.name().to_string(),
@@ -314,6 +323,14 @@ pub fn applicable(overall: &Caps, group: &Group) -> Vec<Budget> {
     out
 }
 
+/// Of `states`, the spent budget to name: one that lasts the month before one that ends tonight,
+/// so "it resumes at 00:00" is never said while a monthly budget still holds.
+pub fn blocking(states: &[(Budget, Spent)]) -> Option<&(Budget, Spent)> {
+    let mut spent = states.iter().filter(|(b, s)| b.is_spent(s));
+    let first = spent.clone().next();
+    spent.find(|(b, _)| b.period == Period::Month).or(first)
+}
+
 /// The proxy's answer to a model request refused because `b` is spent.
 pub fn refusal(b: &Budget, prices: &Prices, now: i64) -> String {
     let scope = match &b.folder {
@@ -321,11 +338,11 @@ pub fn refusal(b: &Budget, prices: &Prices, now: i64) -> String {
         None => "the assistant".into(),
     };
     format!(
-        "claw: {scope} has used {} {}; it resumes at {} or when the owner raises it ({}). \
+        "claw: {scope} has used {} {}; it resumes {} or when the owner raises it ({}). \
          No model request is forwarded until then: stop and do not retry.",
         b.its(prices),
         b.period.phrase(),
-        b.period.resumes(now),
+        b.period.resumes_when(now),
         b.raise_hint()
     )
 }
@@ -337,11 +354,11 @@ pub fn reason(b: &Budget, s: &Spent, prices: &Prices, now: i64) -> String {
         None => "overall",
     };
     format!(
-        "budget: {} of the {whose} {} budget of {} used; resumes at {} ({})",
+        "budget: {} of the {whose} {} budget of {} used; resumes {} ({})",
         b.used_text(s, prices),
         b.period.name(),
         b.cap_text(prices),
-        b.period.resumes(now),
+        b.period.resumes_when(now),
         b.raise_hint()
     )
 }
@@ -349,11 +366,11 @@ pub fn reason(b: &Budget, s: &Spent, prices: &Prices, now: i64) -> String {
 /// What the group's chat is told when `b` is spent.
 pub fn chat_notice(b: &Budget, prices: &Prices, now: i64) -> String {
     format!(
-        "{} has used {} {}; it resumes at {} or when the owner raises it.",
+        "{} has used {} {}; it resumes {} or when the owner raises it.",
         b.who(),
         b.its(prices),
         b.period.phrase(),
-        b.period.resumes(now)
+        b.period.resumes_when(now)
     )
 }
 
@@ -539,9 +556,31 @@ mod tests {
         );
         let why = reason(&overall, &s, &p, now);
         assert!(
-            why.starts_with("budget: 9 tokens of the overall monthly budget of 1,500,000 tokens used; resumes at 20"),
+            why.starts_with("budget: 9 tokens of the overall monthly budget of 1,500,000 tokens used; resumes on 20"),
             "{why}"
         );
+    }
+
+    #[test]
+    fn a_spent_monthly_budget_is_named_before_a_daily_one() {
+        let b = |period, cap| Budget {
+            folder: None,
+            name: String::new(),
+            period,
+            limit: Limit::Tokens(cap),
+        };
+        let s = Spent {
+            tokens: 10,
+            ..Spent::default()
+        };
+        let states = vec![
+            (b(Period::Day, 100), s),
+            (b(Period::Day, 5), s),
+            (b(Period::Month, 10), s),
+        ];
+        assert_eq!(blocking(&states).unwrap().0, b(Period::Month, 10));
+        assert_eq!(blocking(&states[..2]).unwrap().0, b(Period::Day, 5));
+        assert_eq!(blocking(&states[..1]), None);
     }
 
     #[test]

@@ -36,20 +36,18 @@ pub fn spent(
     Ok(Spent::of(&rows, prices))
 }
 
-/// The first budget of `budgets` that is spent, with what it used.
-pub fn first_spent(
+/// The spent budget of `budgets` that stops a run (see [`budget::blocking`]), with what it used.
+pub fn blocking(
     conn: &Connection,
     prices: &Prices,
     budgets: &[Budget],
     now: i64,
 ) -> Result<Option<(Budget, Spent)>> {
+    let mut states = Vec::with_capacity(budgets.len());
     for b in budgets {
-        let s = spent(conn, prices, b, now, None)?;
-        if b.is_spent(&s) {
-            return Ok(Some((b.clone(), s)));
-        }
+        states.push((b.clone(), spent(conn, prices, b, now, None)?));
     }
-    Ok(None)
+    Ok(budget::blocking(&states).cloned())
 }
 
 /// Marks that send once per period: claimed only if not claimed since the period began.
@@ -215,6 +213,16 @@ mod tests {
         (dir, store, fam)
     }
 
+    fn key<'a>(run_id: i64, folder: &'a str, day: &'a str) -> usage::Key<'a> {
+        usage::Key {
+            run_id,
+            folder,
+            provider: "anthropic",
+            model: "m",
+            day,
+        }
+    }
+
     fn texts(c: &Connection) -> Vec<(String, String)> {
         let mut st = c
             .prepare("SELECT chat_id, text FROM outbox ORDER BY id")
@@ -237,11 +245,8 @@ mod tests {
         let b = &budgets[0];
         usage::add(
             c,
+            &key(1, "fam", &day),
             1,
-            "fam",
-            "anthropic",
-            "m",
-            &day,
             &Usage {
                 input: 85,
                 ..Usage::default()
@@ -252,11 +257,8 @@ mod tests {
         // Another group's use does not count against fam's budget.
         usage::add(
             c,
-            2,
-            "main",
-            "anthropic",
-            "m",
-            &day,
+            &key(2, "main", &day),
+            1,
             &Usage {
                 input: 900,
                 ..Usage::default()
@@ -266,7 +268,7 @@ mod tests {
         .unwrap();
         let s = spent(c, &prices, b, now, None).unwrap();
         assert_eq!(s.tokens, 85);
-        assert_eq!(first_spent(c, &prices, &budgets, now).unwrap(), None);
+        assert_eq!(blocking(c, &prices, &budgets, now).unwrap(), None);
         assert_eq!(notify(c, &prices, &fam, &[(b.clone(), s)], now).unwrap(), 1);
         assert_eq!(
             notify(c, &prices, &fam, &[(b.clone(), s)], now + 1).unwrap(),
@@ -274,11 +276,8 @@ mod tests {
         );
         usage::add(
             c,
+            &key(1, "fam", &day),
             1,
-            "fam",
-            "anthropic",
-            "m",
-            &day,
             &Usage {
                 output: 15,
                 ..Usage::default()
@@ -286,7 +285,7 @@ mod tests {
             now,
         )
         .unwrap();
-        let (hit, s) = first_spent(c, &prices, &budgets, now).unwrap().unwrap();
+        let (hit, s) = blocking(c, &prices, &budgets, now).unwrap().unwrap();
         assert_eq!(
             (hit.id(), s.tokens),
             ("group:fam:daily:tokens".to_string(), 100)

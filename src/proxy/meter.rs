@@ -110,10 +110,8 @@ impl Meter {
     pub fn refusal(&self, now: i64) -> Option<String> {
         self.inner.as_ref()?;
         let prices = self.with(|s| s.prices.clone())?;
-        self.states(now)
-            .into_iter()
-            .find(|(b, spent)| b.is_spent(spent))
-            .map(|(b, _)| budget::refusal(&b, &prices, now))
+        let states = self.states(now);
+        budget::blocking(&states).map(|(b, _)| budget::refusal(b, &prices, now))
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> Option<T> {

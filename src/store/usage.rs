@@ -7,24 +7,25 @@ use rusqlite::{Connection, params};
 
 use crate::cost::Usage;
 
-/// Adds one model request's `usage` to the row of (`run_id`, `model`, `day`).
-#[allow(clippy::too_many_arguments)]
-pub fn add(
-    conn: &Connection,
-    run_id: i64,
-    folder: &str,
-    provider: &str,
-    model: &str,
-    day: &str,
-    u: &Usage,
-    now: i64,
-) -> Result<()> {
+/// Which row a count goes to: one per run, model and local day.
+#[derive(Debug, Clone, Copy)]
+pub struct Key<'a> {
+    pub run_id: i64,
+    pub folder: &'a str,
+    pub provider: &'a str,
+    pub model: &'a str,
+    /// Local date, `YYYY-MM-DD`.
+    pub day: &'a str,
+}
+
+/// Adds `requests` model requests that used `u` in all to the row of `key`.
+pub fn add(conn: &Connection, key: &Key, requests: u64, u: &Usage, now: i64) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO usage (run_id, folder, provider, model, day, requests, input_tokens,
              output_tokens, cache_read_tokens, cache_write_tokens, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?9, ?10)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (run_id, model, day) DO UPDATE SET
-             requests = requests + 1,
+             requests = requests + excluded.requests,
              input_tokens = input_tokens + excluded.input_tokens,
              output_tokens = output_tokens + excluded.output_tokens,
              cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens,
@@ -32,11 +33,12 @@ pub fn add(
              updated_at = excluded.updated_at",
     )?
     .execute(params![
-        run_id,
-        folder,
-        provider,
-        model,
-        day,
+        key.run_id,
+        key.folder,
+        key.provider,
+        key.model,
+        key.day,
+        clamp(requests),
         clamp(u.input),
         clamp(u.output),
         clamp(u.cache_read),
@@ -133,6 +135,22 @@ mod tests {
         (dir, store)
     }
 
+    fn key<'a>(
+        run_id: i64,
+        folder: &'a str,
+        provider: &'a str,
+        model: &'a str,
+        day: &'a str,
+    ) -> Key<'a> {
+        Key {
+            run_id,
+            folder,
+            provider,
+            model,
+            day,
+        }
+    }
+
     #[test]
     fn requests_add_up_per_run_model_and_day() {
         let (_d, s) = db();
@@ -143,11 +161,46 @@ mod tests {
             cache_read: 1,
             cache_write: 2,
         };
-        add(c, 1, "fam", "anthropic", "m1", "2026-12-01", &u(10, 5), 0).unwrap();
-        add(c, 1, "fam", "anthropic", "m1", "2026-12-01", &u(20, 5), 0).unwrap();
-        add(c, 1, "fam", "anthropic", "m2", "2026-12-01", &u(1, 1), 0).unwrap();
-        add(c, 2, "work", "openai", "m1", "2026-12-02", &u(7, 7), 0).unwrap();
-        add(c, 3, "fam", "anthropic", "m1", "2026-11-30", &u(99, 9), 0).unwrap();
+        add(
+            c,
+            &key(1, "fam", "anthropic", "m1", "2026-12-01"),
+            1,
+            &u(10, 5),
+            0,
+        )
+        .unwrap();
+        add(
+            c,
+            &key(1, "fam", "anthropic", "m1", "2026-12-01"),
+            1,
+            &u(20, 5),
+            0,
+        )
+        .unwrap();
+        add(
+            c,
+            &key(1, "fam", "anthropic", "m2", "2026-12-01"),
+            1,
+            &u(1, 1),
+            0,
+        )
+        .unwrap();
+        add(
+            c,
+            &key(2, "work", "openai", "m1", "2026-12-02"),
+            1,
+            &u(7, 7),
+            0,
+        )
+        .unwrap();
+        add(
+            c,
+            &key(3, "fam", "anthropic", "m1", "2026-11-30"),
+            1,
+            &u(99, 9),
+            0,
+        )
+        .unwrap();
         let all = Filter {
             from: "2026-12-01",
             to: "2026-12-31",
