@@ -180,15 +180,15 @@ fn serve(
         // Counting tokens generates nothing and is not billed.
         Route::CountTokens => None,
     };
-    let (bytes_down, usage) = relay_response(conn, &head.method, response, format);
-    o.bytes_down = bytes_down;
-    if format.is_some() {
-        let usage = usage.unwrap_or_default();
-        shared
-            .meter
-            .add(&rewrite.model, &usage, crate::time::now_ms());
-        o.usage = Some(usage);
-    }
+    let mut usage = None;
+    o.bytes_down = relay_response(conn, &head.method, response, format, |reported| {
+        if format.is_some() {
+            let u = reported.unwrap_or_default();
+            shared.meter.add(&rewrite.model, &u, crate::time::now_ms());
+            usage = Some(u);
+        }
+    });
+    o.usage = usage;
     o
 }
 
@@ -257,15 +257,17 @@ fn build_request(
 }
 
 /// Writes the upstream status and end-to-end headers, then the body as chunks, each flushed as
-/// soon as it is read, and read by a usage reader for `format` after it was sent. Returns the
-/// body bytes relayed and the usage the reply reported. A missing final chunk tells the client
-/// the upstream stream broke.
+/// soon as it is read, and read by a usage reader for `format` after it was sent. `settle` gets
+/// the usage the reply reported once the upstream's body ended, before the client sees the end,
+/// so the agent's next request is judged with this one counted. Returns the body bytes relayed.
+/// A missing final chunk tells the client the upstream stream broke.
 fn relay_response(
     conn: &mut UnixStream,
     method: &str,
     response: ureq::http::Response<ureq::Body>,
     format: Option<Format>,
-) -> (u64, Option<Usage>) {
+    settle: impl FnOnce(Option<Usage>),
+) -> u64 {
     let (parts, body) = response.into_parts();
     let status = parts.status.as_u16();
     let has_body = !(method.eq_ignore_ascii_case("HEAD")
@@ -298,7 +300,8 @@ fn relay_response(
     }
     out.extend_from_slice(b"connection: close\r\n\r\n");
     if conn.write_all(&out).is_err() || !has_body {
-        return (0, None);
+        settle(None);
+        return 0;
     }
     let content_type = owned
         .iter()
@@ -308,12 +311,9 @@ fn relay_response(
     let mut reader = body.into_reader();
     let mut buf = vec![0u8; 16 * 1024];
     let mut total = 0u64;
-    loop {
+    let ended = loop {
         match reader.read(&mut buf) {
-            Ok(0) => {
-                let _ = http::write_last_chunk(conn);
-                break;
-            }
+            Ok(0) => break true,
             Ok(n) => {
                 // Relayed first, so reading usage never delays the agent.
                 let sent = http::write_chunk(conn, &buf[..n]);
@@ -322,15 +322,19 @@ fn relay_response(
                 }
                 if sent.is_err() {
                     // The agent is gone; what the upstream reported so far still counts.
-                    break;
+                    break false;
                 }
                 total += n as u64;
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+            Err(_) => break false,
         }
+    };
+    settle(usage.and_then(UsageReader::finish));
+    if ended {
+        let _ = http::write_last_chunk(conn);
     }
-    (total, usage.and_then(UsageReader::finish))
+    total
 }
 
 #[cfg(test)]
