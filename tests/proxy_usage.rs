@@ -367,7 +367,7 @@ fn a_spent_budget_refuses_the_next_request_before_the_upstream() {
 /// Benchmark: usage parsing on a streamed reply, in memory and through the proxy (the same reply
 /// relayed on the count-tokens route, which reads no usage, is the baseline). Prints figures.
 #[test]
-#[ignore = "benchmark: cargo test --release --test proxy_usage -- --ignored --nocapture"]
+#[ignore = "benchmark: run bin/bench-usage"]
 fn usage_parsing_overhead_figures() {
     use serde_json::json;
     // A long answer: 4,000 text deltas of ~60 bytes (~0.5 MB of SSE), usage at both ends.
