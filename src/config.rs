@@ -19,6 +19,10 @@ pub struct Config {
     pub providers: Providers,
     /// How long host-side records of agents' activity are kept.
     pub retention: Retention,
+    /// Prices per model, for `claw usage`, `claw status` and money budgets.
+    pub pricing: crate::cost::pricing::PricingConfig,
+    /// Caps on model use for all groups together (each group may have its own, `claw group set`).
+    pub budget: crate::cost::budget::Caps,
     /// Channel settings by channel name (`telegram`, `signal`, or any `command` channel).
     pub channels: BTreeMap<String, ChannelConfig>,
 }
@@ -137,6 +141,8 @@ impl Default for Config {
             model: ModelConfig::default(),
             providers: Providers::default(),
             retention: Retention::default(),
+            pricing: Default::default(),
+            budget: Default::default(),
             channels: BTreeMap::new(),
         }
     }
@@ -267,6 +273,13 @@ impl Config {
                 ));
             }
         }
+        if let Some(problem) = cfg
+            .pricing
+            .problem()
+            .or_else(|| cfg.budget.problem("budget."))
+        {
+            return Err(Coded::err(Code::NotInitialised, problem));
+        }
         if !matches!(cfg.model.provider.as_str(), "anthropic" | "openai") {
             return Err(Coded::err(
                 Code::NotInitialised,
@@ -349,6 +362,32 @@ audit_days = 90          # audit rows older than this are deleted
 ipc_errors_days = 14     # rejected IPC files in ipc/errors/ older than this are deleted
 ipc_errors_mb = 64       # and ipc/errors/ is kept under this size
 
+# Budgets: caps on model use for all groups together, per local day and calendar month, in the
+# pricing currency or in tokens (input, output and cache tokens together); absent or 0: no cap.
+# When one is spent the proxy refuses model requests and no run starts until the period ends
+# (a request already in flight completes); the main chat is warned at 80%. Per group:
+# `claw group set FOLDER --budget-daily 2.00` (and --budget-monthly, --budget-daily-tokens,
+# --budget-monthly-tokens). `claw usage` and `claw status` show the spend.
+# [budget]
+# daily = 5.0
+# monthly = 50.0
+# daily_tokens = 2000000
+# monthly_tokens = 20000000
+
+# Prices: built in (US dollars) for current Anthropic and OpenAI models; with another currency
+# they apply only multiplied by usd_rate. A model without a price shows tokens only.
+# [pricing]
+# currency = "USD"
+# symbol = "$"
+# usd_rate = 0.92
+# Per million tokens; cache_read defaults to 0.1 x input, cache_write to 1.25 x input; a name
+# ending in * is a prefix.
+# [pricing.models."claude-sonnet-4-5"]
+# input = 3.0
+# output = 15.0
+# cache_read = 0.3
+# cache_write = 3.75
+
 [model]
 provider = "anthropic"   # or "openai" for any OpenAI-compatible endpoint
 name = "claude-sonnet-4-5"
@@ -404,6 +443,23 @@ mod tests {
         assert_eq!(c.runtime.max_concurrent, 3);
         assert_eq!(c.providers.openai.key_env, "OPENAI_API_KEY");
         assert_eq!(c.limits.max_message_bytes, 65536);
+        assert_eq!(c.pricing.currency, "USD");
+        assert!(c.budget.is_empty());
+    }
+
+    #[test]
+    fn budget_and_pricing_sections_parse_and_are_checked() {
+        let c = Config::parse(
+            "[budget]\ndaily = 5.0\nmonthly_tokens = 1000\n[pricing]\ncurrency = \"EUR\"\n\
+             [pricing.models.\"m*\"]\ninput = 1.0\noutput = 2.0",
+        )
+        .unwrap();
+        assert_eq!(c.budget.daily, Some(5.0));
+        assert_eq!(c.budget.list().len(), 2);
+        assert_eq!(c.pricing.models["m*"].output, 2.0);
+        assert!(Config::parse("[budget]\ndaily = -1.0").is_err());
+        assert!(Config::parse("[budget]\nweekly = 1.0").is_err());
+        assert!(Config::parse("[pricing.models.x]\ninput = 1.0").is_err());
     }
 
     #[test]

@@ -128,6 +128,9 @@ fn runs_limit(
     let Some(group) = groups::get(&store.conn, folder)? else {
         return Ok(None);
     };
+    if let Some(why) = crate::limits::budget_stop(&store.conn, config, &group, now, !dry_run)? {
+        return Ok(Some(why));
+    }
     let gate = crate::limits::runs_gate(&store.conn, &config.limits, &group, now)?;
     let crate::limits::RunGate::Closed { started, until, .. } = gate else {
         return Ok(None);

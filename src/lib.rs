@@ -8,6 +8,7 @@ pub mod channels;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod cost;
 pub mod deliver;
 pub mod dispatch;
 pub mod doctor;

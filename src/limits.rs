@@ -6,7 +6,8 @@
 //! function with a table of cases below; the store-backed gate for runs ([`refuse_run`]) and the
 //! once-an-hour notice to the chat ([`tell_chat_once`]) are the only parts that touch the store.
 //! Callers: `ipc::quota` (task requests), `dispatch` (candidate selection), `run_group`
-//! (`claim_work`) and `status`.
+//! (`claim_work`) and `status`. Budgets on model use are gated here too ([`budget_stop`]), for
+//! every group including main; their arithmetic lives in `cost`.
 
 use anyhow::Result;
 use rusqlite::Connection;
@@ -149,6 +150,30 @@ pub fn run_reason(group: &Group, started: u32, until: i64) -> String {
         clock(until),
         group.folder
     )
+}
+
+/// Whether a spent budget stops a run of `group` at `now`: `Some(reason)` if one does (its own
+/// or the overall one, see `cost::budget`). With `notify` the group's chat and the main chat are
+/// told, each once per budget per period; dispatch's dry run only asks.
+pub fn budget_stop(
+    conn: &Connection,
+    config: &crate::config::Config,
+    group: &Group,
+    now: i64,
+    notify: bool,
+) -> Result<Option<String>> {
+    let budgets = crate::cost::budget::applicable(&config.budget, group);
+    if budgets.is_empty() {
+        return Ok(None);
+    }
+    let prices = crate::cost::pricing::Prices::new(&config.pricing);
+    let Some((b, spent)) = crate::cost::gate::blocking(conn, &prices, &budgets, now)? else {
+        return Ok(None);
+    };
+    if notify {
+        crate::cost::gate::tell_spent(conn, &prices, &b, &spent, group, now)?;
+    }
+    Ok(Some(crate::cost::budget::reason(&b, &spent, &prices, now)))
 }
 
 /// Gate a run of `group` at `now`: `Some(reason)` if the runs limit stops it, after telling the

@@ -1,5 +1,5 @@
 //! `claw status`: per group, what is waiting, whether it would run now and why not, the last
-//! run, and the outbox backlog. Read-only.
+//! run, today's model spend, and the outbox backlog. Read-only.
 
 use anyhow::Result;
 use serde::Serialize;
@@ -23,6 +23,8 @@ pub struct GroupStatus {
     pub last_run: Option<runs::Run>,
     pub outbox_backlog: i64,
     pub active_tasks: i64,
+    /// Today's model use (local day), as the proxy measured it.
+    pub today: crate::cost::report::Line,
 }
 
 /// The whole report.
@@ -32,6 +34,21 @@ pub struct Report {
     pub groups: Vec<GroupStatus>,
     pub queued_runs: usize,
     pub outbox_backlog: i64,
+    /// The currency of every cost.
+    pub currency: String,
+    /// Today's model use of all groups together.
+    pub today: crate::cost::report::Line,
+    /// The overall budgets (`[budget]`) and what is used of each.
+    pub budgets: Vec<BudgetState>,
+}
+
+/// One overall budget and its use.
+#[derive(Debug, Serialize)]
+pub struct BudgetState {
+    pub budget: crate::cost::budget::Budget,
+    pub spent: crate::cost::budget::Spent,
+    /// Used as a share of the cap (1.0 = spent).
+    pub fraction: f64,
 }
 
 /// Build the report.
@@ -52,6 +69,8 @@ pub fn status(home: &Home, store: &Store, config: &Config) -> Result<Report> {
             task_counts.insert(f, n);
         }
     }
+    let prices = crate::cost::pricing::Prices::new(&config.pricing);
+    let mut today = crate::cost::report::today_by_group(conn, &prices, now)?;
     let mut out = Vec::new();
     for g in groups::list(conn)? {
         let cursor = groups::cursor(conn, &g.folder)?;
@@ -102,6 +121,11 @@ pub fn status(home: &Home, store: &Store, config: &Config) -> Result<Report> {
         {
             d.runnable = false;
             d.reason = crate::limits::run_reason(&g, started, until);
+        } else if d.runnable
+            && let Some(why) = crate::limits::budget_stop(conn, config, &g, now, false)?
+        {
+            d.runnable = false;
+            d.reason = why;
         }
         out.push(GroupStatus {
             folder: g.folder.clone(),
@@ -115,6 +139,19 @@ pub fn status(home: &Home, store: &Store, config: &Config) -> Result<Report> {
             last_run,
             outbox_backlog: backlog.get(&g.chat_id).copied().unwrap_or(0),
             active_tasks: task_counts.get(&g.folder).copied().unwrap_or(0),
+            today: today
+                .remove(&g.folder)
+                .unwrap_or_else(|| crate::cost::report::Line::zero(&g.folder)),
+        });
+    }
+    let today_total = crate::cost::report::today_total(conn, &prices, now)?;
+    let mut budgets = Vec::new();
+    for b in crate::cost::budget::applicable_overall(&config.budget) {
+        let spent = crate::cost::gate::spent(conn, &prices, &b, now, None)?;
+        budgets.push(BudgetState {
+            fraction: b.fraction(&spent),
+            budget: b,
+            spent,
         });
     }
     Ok(Report {
@@ -122,6 +159,9 @@ pub fn status(home: &Home, store: &Store, config: &Config) -> Result<Report> {
         groups: out,
         queued_runs: runs::with_status(conn, "queued")?.len(),
         outbox_backlog: backlog.values().sum(),
+        currency: prices.currency().to_string(),
+        today: today_total,
+        budgets,
     })
 }
 

@@ -66,11 +66,14 @@ fn anthropic_key_is_added_and_client_credentials_are_replaced() {
             model,
             model_from,
             max_tokens_clamped,
+            usage,
         } => {
             assert_eq!(
                 (provider.as_str(), method.as_str(), path.as_str()),
                 ("anthropic", "POST", "/v1/messages")
             );
+            // The reply went upstream but reported no usage.
+            assert_eq!(usage, Some(claw::cost::Usage::default()));
             assert_eq!(status, 200);
             assert_eq!(bytes_up, body.len() as u64);
             assert_eq!(bytes_down, 11);

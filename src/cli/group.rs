@@ -99,12 +99,34 @@ pub struct SetArgs {
     /// Runs this group may start per hour (overrides limits.runs_per_hour; 0 = no limit).
     #[arg(long, value_name = "N")]
     pub runs_per_hour: Option<u32>,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
     /// Mount a host folder at /workspace/extra/NAME: `HOST_PATH:NAME[:rw]` (checked against the allowlist at each run).
     #[arg(long, value_name = "SPEC")]
     pub mount: Vec<String>,
     /// Remove an extra mount by NAME.
     #[arg(long, value_name = "NAME")]
     pub unmount: Vec<String>,
+}
+
+/// The budget flags of `group set`.
+#[derive(Debug, clap::Args)]
+pub struct BudgetArgs {
+    /// Money this group's model use may cost per local day, in the pricing currency (0 clears).
+    #[arg(long, value_name = "AMOUNT")]
+    pub budget_daily: Option<f64>,
+    /// Money per calendar month (0 clears).
+    #[arg(long, value_name = "AMOUNT")]
+    pub budget_monthly: Option<f64>,
+    /// Tokens (input, output and cache together) per local day (0 clears).
+    #[arg(long, value_name = "N")]
+    pub budget_daily_tokens: Option<u64>,
+    /// Tokens per calendar month (0 clears).
+    #[arg(long, value_name = "N")]
+    pub budget_monthly_tokens: Option<u64>,
+    /// Remove every budget of this group (the overall [budget] still applies).
+    #[arg(long)]
+    pub no_budget: bool,
 }
 
 pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
@@ -265,6 +287,30 @@ fn show(ctx: &Ctx, folder: &str, json: bool) -> Result<()> {
                 .map_or("default".into(), |r| r.to_string())
         );
     }
+    let caps = g.config.budget.list();
+    let prices = ctx
+        .config()
+        .map(|c| crate::cost::pricing::Prices::new(&c.pricing))
+        .unwrap_or_default();
+    println!(
+        "budget:           {}",
+        if caps.is_empty() {
+            "none of its own".to_string()
+        } else {
+            caps.iter()
+                .map(|(period, limit)| {
+                    let b = crate::cost::budget::Budget {
+                        folder: Some(g.folder.clone()),
+                        name: String::new(),
+                        period: *period,
+                        limit: *limit,
+                    };
+                    format!("{} {}", b.cap_text(&prices), period.name())
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
     for m in &g.config.extra_mounts {
         println!(
             "mount:            {} -> /workspace/extra/{}{}",
@@ -362,6 +408,7 @@ fn set(ctx: &Ctx, a: SetArgs) -> Result<()> {
     if let Some(r) = a.runs_per_hour {
         g.config.runs_per_hour = Some(r);
     }
+    set_budget(&mut g.config.budget, &a.budget)?;
     for spec in a.mount {
         let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
         let (host, name, rw) = match parts.as_slice() {
@@ -395,5 +442,38 @@ fn set(ctx: &Ctx, a: SetArgs) -> Result<()> {
     )?;
     tx.commit()?;
     println!("updated group `{}`", g.folder);
+    Ok(())
+}
+
+/// Applies the budget flags: 0 clears one cap, `--no-budget` clears all first.
+fn set_budget(caps: &mut crate::cost::budget::Caps, a: &BudgetArgs) -> Result<()> {
+    if a.no_budget {
+        *caps = Default::default();
+    }
+    for (flag, v) in [
+        ("--budget-daily", a.budget_daily),
+        ("--budget-monthly", a.budget_monthly),
+    ] {
+        if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+            return Err(Coded::err(
+                Code::Usage,
+                format!("{flag} must be an amount of at least 0 (0 removes the budget)"),
+            ));
+        }
+    }
+    let money = |v: f64| (v > 0.0).then_some(v);
+    let tokens = |v: u64| (v > 0).then_some(v);
+    if let Some(v) = a.budget_daily {
+        caps.daily = money(v);
+    }
+    if let Some(v) = a.budget_monthly {
+        caps.monthly = money(v);
+    }
+    if let Some(v) = a.budget_daily_tokens {
+        caps.daily_tokens = tokens(v);
+    }
+    if let Some(v) = a.budget_monthly_tokens {
+        caps.monthly_tokens = tokens(v);
+    }
     Ok(())
 }

@@ -22,6 +22,7 @@ pub mod service;
 pub mod status;
 pub mod task;
 pub mod tick;
+pub mod usage;
 pub mod watchdog;
 pub mod whatsapp;
 
@@ -72,6 +73,8 @@ pub enum Command {
     Logs(logs::Args),
     /// Show the audit trail of security-relevant acts.
     Audit(audit::Args),
+    /// Show model tokens and cost per day, group or model, as the proxy measured them.
+    Usage(usage::Args),
     /// Run ipc-apply, schedule, dispatch and deliver once (what the timer runs).
     Tick(tick::Args),
     /// Talk to your assistant from the terminal.
@@ -161,6 +164,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::RunGroup(a) => run_group::run(&ctx, a),
         Command::Logs(a) => logs::run(&ctx, a),
         Command::Audit(a) => audit::run(&ctx, a),
+        Command::Usage(a) => usage::run(&ctx, a),
         Command::Image(c) => image::run(&ctx, c),
         Command::Chat(a) => chat::run(&ctx, a),
         Command::Tick(a) => tick::run(&ctx, a),

@@ -16,6 +16,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     if a.json {
         return crate::output::json(&report);
     }
+    let prices = crate::cost::pricing::Prices::new(&config.pricing);
     let rows = report
         .groups
         .iter()
@@ -41,18 +42,44 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 }),
                 g.outbox_backlog.to_string(),
                 g.active_tasks.to_string(),
+                spend(&g.today, &prices),
             ]
         })
         .collect();
     crate::output::table(
         &[
-            "GROUP", "PENDING", "RUN NOW", "WHY", "LAST RUN", "OUTBOX", "TASKS",
+            "GROUP", "PENDING", "RUN NOW", "WHY", "LAST RUN", "OUTBOX", "TASKS", "TODAY",
         ],
         rows,
     );
     println!(
-        "home {} · queued runs {} · unsent outbox {}",
-        report.home, report.queued_runs, report.outbox_backlog
+        "home {} · queued runs {} · unsent outbox {} · spent today {}",
+        report.home,
+        report.queued_runs,
+        report.outbox_backlog,
+        spend(&report.today, &prices)
     );
+    for b in &report.budgets {
+        println!(
+            "overall {} budget: {:.0}% of {} used{}",
+            b.budget.period.name(),
+            (b.fraction * 100.0).floor(),
+            b.budget.cap_text(&prices),
+            if b.fraction >= 1.0 {
+                " (spent: no group runs until it resumes)"
+            } else {
+                ""
+            }
+        );
+    }
     Ok(())
+}
+
+/// A day's spend in a cell: the cost, or the tokens when nothing has a price.
+fn spend(l: &crate::cost::report::Line, prices: &crate::cost::pricing::Prices) -> String {
+    if l.cost.is_none() && l.tokens() > 0 {
+        format!("{} tok", crate::cost::budget::thousands(l.tokens()))
+    } else {
+        l.cost_text(prices)
+    }
 }

@@ -3,8 +3,9 @@
 //! host, and the response streamed straight back.
 //!
 //! Order of checks, cheapest first, so a refused request costs no body buffering: route and
-//! provider, key, request cap, headers, a slot among `limits.llm_concurrency`, room in the body
-//! budget, then the body itself. Nothing here formats a header value or the key into a message,
+//! provider, key, request cap, budgets (`meter.rs`), headers, a slot among
+//! `limits.llm_concurrency`, room in the body budget, then the body itself. On the way back the
+//! reply's usage is read as it is relayed (`usage.rs`) and added to the run's meter. Nothing here formats a header value or the key into a message,
 //! event or log.
 
 use std::io::{Read, Write};
@@ -18,8 +19,10 @@ use ureq::http::{HeaderName, HeaderValue, Method, Request};
 use super::body;
 use super::http::{self, Head, Reject};
 use super::json::{self, Spliced};
-use super::policy::{self, Provider};
+use super::policy::{self, Provider, Route};
+use super::usage::{Format, UsageReader};
 use super::{ProxyEvent, Shared};
+use crate::cost::Usage;
 
 /// How long a model request waits for one of the run's `limits.llm_concurrency` slots: as long
 /// as an upstream answer may take, so waiting behaves like a slow upstream.
@@ -39,6 +42,7 @@ struct Outcome {
     model: String,
     model_from: Option<String>,
     clamped: bool,
+    usage: Option<Usage>,
 }
 
 impl Outcome {
@@ -71,6 +75,7 @@ pub fn forward(
         model: o.model,
         model_from: o.model_from,
         max_tokens_clamped: o.clamped,
+        usage: o.usage,
     }
 }
 
@@ -102,6 +107,10 @@ fn serve(
     };
     if shared.llm_sent.load(Ordering::SeqCst) >= p.requests_per_run {
         return o.reject(conn, over_cap(p.requests_per_run));
+    }
+    // 402: claw-agent treats it as a failed call (not an overload to retry) and ends the run.
+    if let Some(msg) = shared.meter.refusal(crate::time::now_ms()) {
+        return o.reject(conn, Reject::new(402, msg));
     }
     let headers = match policy::upstream_headers(p.provider, head) {
         Ok(h) => h,
@@ -165,7 +174,21 @@ fn serve(
         }
     };
     o.status = response.status().as_u16();
-    o.bytes_down = relay_response(conn, &head.method, response);
+    let format = match route {
+        Route::Messages => Some(Format::Anthropic),
+        Route::ChatCompletions => Some(Format::OpenAi),
+        // Counting tokens generates nothing and is not billed.
+        Route::CountTokens => None,
+    };
+    let mut usage = None;
+    o.bytes_down = relay_response(conn, &head.method, response, format, |reported| {
+        if format.is_some() {
+            let u = reported.unwrap_or_default();
+            shared.meter.add(&rewrite.model, &u, crate::time::now_ms());
+            usage = Some(u);
+        }
+    });
+    o.usage = usage;
     o
 }
 
@@ -234,12 +257,16 @@ fn build_request(
 }
 
 /// Writes the upstream status and end-to-end headers, then the body as chunks, each flushed as
-/// soon as it is read. Returns the body bytes relayed. A missing final chunk tells the client the
-/// upstream stream broke.
+/// soon as it is read, and read by a usage reader for `format` after it was sent. `settle` gets
+/// the usage the reply reported once the upstream's body ended, before the client sees the end,
+/// so the agent's next request is judged with this one counted. Returns the body bytes relayed.
+/// A missing final chunk tells the client the upstream stream broke.
 fn relay_response(
     conn: &mut UnixStream,
     method: &str,
     response: ureq::http::Response<ureq::Body>,
+    format: Option<Format>,
+    settle: impl FnOnce(Option<Usage>),
 ) -> u64 {
     let (parts, body) = response.into_parts();
     let status = parts.status.as_u16();
@@ -273,27 +300,41 @@ fn relay_response(
     }
     out.extend_from_slice(b"connection: close\r\n\r\n");
     if conn.write_all(&out).is_err() || !has_body {
+        settle(None);
         return 0;
     }
+    let content_type = owned
+        .iter()
+        .find(|(n, _)| n == "content-type")
+        .map(|(_, v)| v.as_slice());
+    let mut usage = format.map(|f| UsageReader::new(f, content_type));
     let mut reader = body.into_reader();
     let mut buf = vec![0u8; 16 * 1024];
     let mut total = 0u64;
-    loop {
+    let ended = loop {
         match reader.read(&mut buf) {
-            Ok(0) => {
-                let _ = http::write_last_chunk(conn);
-                return total;
-            }
+            Ok(0) => break true,
             Ok(n) => {
-                if http::write_chunk(conn, &buf[..n]).is_err() {
-                    return total;
+                // Relayed first, so reading usage never delays the agent.
+                let sent = http::write_chunk(conn, &buf[..n]);
+                if let Some(u) = usage.as_mut() {
+                    u.feed(&buf[..n]);
+                }
+                if sent.is_err() {
+                    // The agent is gone; what the upstream reported so far still counts.
+                    break false;
                 }
                 total += n as u64;
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return total,
+            Err(_) => break false,
         }
+    };
+    settle(usage.and_then(UsageReader::finish));
+    if ended {
+        let _ = http::write_last_chunk(conn);
     }
+    total
 }
 
 #[cfg(test)]

@@ -12,6 +12,10 @@
 //! [`MAX_TUNNELS`]), so one proxy never runs more than `1 + POOL_SIZE + MAX_TUNNELS` threads of
 //! its own. Memory is bounded the same way: a head is at most `MAX_HEAD` per connection, and
 //! request bodies share one byte budget ([`BODY_BUDGET`]) across all connections.
+//!
+//! Usage is measured here, where the container cannot lie: each reply's token counts are read as
+//! it streams back (`usage.rs`, bounded, never buffering the reply), reported in the request's
+//! event and added to the run's [`Meter`], which refuses model requests once a budget is spent.
 
 mod addr;
 mod allowlist;
@@ -22,14 +26,18 @@ mod http;
 mod json;
 mod limits;
 mod llm;
+mod meter;
 mod policy;
+mod usage;
 
 pub use addr::is_global_unicast;
 pub use allowlist::validate_pattern;
 pub use body::{BODY_BUDGET, MAX_BODY};
 pub use egress::MAX_TUNNELS;
 pub use http::MAX_HEAD;
+pub use meter::Meter;
 pub use policy::{ANTHROPIC_BETAS, LlmPolicy, Provider};
+pub use usage::{Format as UsageFormat, UsageReader};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -92,7 +100,8 @@ pub struct ProxyConfig {
 pub enum ProxyEvent {
     /// A request on an LLM route. `path` is the route path without the query string;
     /// `status` is the upstream's, or the proxy's own when it answered (403/404/405 route
-    /// refused, 400 body refused, 401 no key, 429 request cap, 502 down, 503 busy).
+    /// refused, 400 body refused, 401 no key, 402 budget spent, 429 request cap, 502 down,
+    /// 503 busy).
     Llm {
         provider: String,
         method: String,
@@ -108,6 +117,9 @@ pub enum ProxyEvent {
         model_from: Option<String>,
         /// Whether the proxy lowered or inserted the output token limit.
         max_tokens_clamped: bool,
+        /// What the upstream reported using, read from its reply on the host: `None` when the
+        /// request never reached the upstream; zeros when the reply carried no usage.
+        usage: Option<crate::cost::Usage>,
     },
     /// A CONNECT tunnel or plain-HTTP proxy request.
     Egress {
@@ -133,6 +145,8 @@ struct Shared {
     egress_allow: Vec<String>,
     folder: Option<String>,
     llm: LlmPolicy,
+    /// Budgets and their spend: a spent budget refuses model requests.
+    meter: Meter,
     agent: ureq::Agent,
     /// Bytes of request bodies buffered at once, across connections.
     body_budget: Gate,
@@ -185,7 +199,18 @@ fn upstream_agent() -> ureq::Agent {
 impl Proxy {
     /// Binds the socket (mode 0666 so the container's user can connect; the per-run directory
     /// guards it), starts the connection pool, and reports one event per request on `events`.
+    /// No budget applies (see [`Proxy::start_metered`]).
     pub fn start(cfg: ProxyConfig, events: Sender<ProxyEvent>) -> io::Result<Proxy> {
+        Proxy::start_metered(cfg, events, Meter::default())
+    }
+
+    /// [`Proxy::start`], refusing model requests while `meter` says a budget is spent and adding
+    /// the usage each reply reports to it.
+    pub fn start_metered(
+        cfg: ProxyConfig,
+        events: Sender<ProxyEvent>,
+        meter: Meter,
+    ) -> io::Result<Proxy> {
         return_large_frees_to_the_os();
         remove_stale_socket(&cfg.socket_path)?;
         let listener = UnixListener::bind(&cfg.socket_path).map_err(|e| {
@@ -205,6 +230,7 @@ impl Proxy {
             egress_allow: cfg.egress_allow,
             folder: cfg.folder,
             llm: cfg.llm,
+            meter,
             agent: upstream_agent(),
             body_budget: Gate::new(BODY_BUDGET),
             llm_slots: Gate::new(concurrency as u64),

@@ -5,7 +5,8 @@
 //!   ([`route`]);
 //! - only allowlisted client headers go upstream ([`upstream_headers`]);
 //! - the body must be one JSON object with allowlisted top-level keys; the model is forced to
-//!   one the owner allowed and `max_tokens` is clamped to the config; tools must be ones the
+//!   one the owner allowed, `max_tokens` is clamped to the config, and a streamed chat
+//!   completion always asks for its usage (`stream_options`); tools must be ones the
 //!   sandbox runs, and content may not make the provider fetch URLs or read stored files
 //!   ([`rewrite_body`], with the nested checks in `content.rs`).
 //!
@@ -335,8 +336,12 @@ pub fn rewrite_body(route: Route, p: &LlmPolicy, body: &[u8]) -> Result<Rewrite,
     let model_json = serde_json::to_vec(&model).unwrap_or_default();
     push(&mut parts, "model", Part::New(model_json));
     let mut has_limit = false;
+    // A streamed chat completion reports its usage only when asked; the proxy reads usage from
+    // replies (budgets depend on it), so it asks whatever the agent sent.
+    let force_usage = route == Route::ChatCompletions
+        && top.get("stream").is_some_and(|v| v.get().trim() == "true");
     for (key, value) in &top.members {
-        if key == "model" {
+        if key == "model" || (force_usage && key == "stream_options") {
             continue;
         }
         if limited.contains(&key.as_str()) {
@@ -351,6 +356,13 @@ pub fn rewrite_body(route: Route, p: &LlmPolicy, body: &[u8]) -> Result<Rewrite,
             continue;
         }
         push(&mut parts, key, Part::Keep(json::range_in(text, value)));
+    }
+    if force_usage {
+        push(
+            &mut parts,
+            "stream_options",
+            Part::New(br#"{"include_usage":true}"#.to_vec()),
+        );
     }
     if let (false, Some(key)) = (has_limit, insert) {
         clamped = true;

@@ -265,6 +265,34 @@ fn openai_token_limits() {
     assert_eq!(v["max_completion_tokens"], 4096);
     assert_eq!(v["stream_options"], json!({"include_usage": true}));
     assert!(rw.clamped);
+    // A streamed request that does not ask for usage (or asks not to get it) gets it anyway;
+    // a plain one is left alone (its reply always carries usage).
+    for asked in [
+        r#""stream":true"#,
+        r#""stream":true,"stream_options":{"include_usage":false}"#,
+        r#""stream_options":null,"stream": true"#,
+    ] {
+        let (v, _) = sent(r, &o, &format!(r#"{{"messages":[],{asked}}}"#)).unwrap();
+        assert_eq!(
+            v["stream_options"],
+            json!({"include_usage": true}),
+            "{asked}"
+        );
+    }
+    let (v, _) = sent(
+        r,
+        &o,
+        r#"{"messages":[],"stream":false,"stream_options":{"x":1}}"#,
+    )
+    .unwrap();
+    assert_eq!(v["stream_options"], json!({"x": 1}));
+    let (v, _) = sent(
+        Route::Messages,
+        &policy(Provider::Anthropic),
+        r#"{"messages":[],"stream":true}"#,
+    )
+    .unwrap();
+    assert_eq!(v.get("stream_options"), None);
 }
 
 #[test]

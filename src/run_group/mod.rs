@@ -17,6 +17,7 @@ pub mod rules;
 mod rundir;
 mod sandbox;
 mod session;
+mod usage;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -198,6 +199,12 @@ fn claim_work(
     // Runs per hour of a non-main group (the chat is told); a queued run stays queued.
     if let Some(why) =
         crate::limits::refuse_run(&tx, &config.limits, &group, crate::time::now_ms())?
+    {
+        tx.commit()?;
+        return Err(Coded::err(Code::Busy, why));
+    }
+    // A spent budget: no container for nothing (the chat is told once per period).
+    if let Some(why) = crate::limits::budget_stop(&tx, config, &group, crate::time::now_ms(), true)?
     {
         tx.commit()?;
         return Err(Coded::err(Code::Busy, why));

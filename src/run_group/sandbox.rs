@@ -11,7 +11,7 @@ use super::{Work, rundir};
 use crate::config::Config;
 use crate::paths::Home;
 use crate::protocol::ModelSettings;
-use crate::proxy::{LlmPolicy, Provider, Proxy, ProxyConfig, ProxyEvent, Upstream};
+use crate::proxy::{LlmPolicy, Meter, Provider, Proxy, ProxyConfig, ProxyEvent, Upstream};
 use crate::runtime::{self, ContainerSpec, Runtime};
 use crate::secrets::Secrets;
 use crate::store::groups::Group;
@@ -66,7 +66,8 @@ pub fn model_settings(config: &Config, group: &Group) -> ModelSettings {
     }
 }
 
-/// Build everything the container needs and start the proxy.
+/// Build everything the container needs and start the proxy (enforcing `meter`'s budgets).
+#[allow(clippy::too_many_arguments)]
 pub fn prepare(
     home: &Home,
     config: &Config,
@@ -74,6 +75,7 @@ pub fn prepare(
     store: &Store,
     work: &Work,
     events: Sender<ProxyEvent>,
+    meter: Meter,
     log: &mut RunLog,
 ) -> Result<Sandbox> {
     let g = &work.group;
@@ -181,7 +183,7 @@ pub fn prepare(
     })?;
     let mut allowed_models = config.model.allowed.clone();
     allowed_models.extend(g.config.models.iter().cloned());
-    let proxy = Proxy::start(
+    let proxy = Proxy::start_metered(
         ProxyConfig {
             socket_path: socket,
             anthropic: Upstream {
@@ -204,6 +206,7 @@ pub fn prepare(
             },
         },
         events,
+        meter,
     )
     .context("cannot start the proxy")?;
 
@@ -307,10 +310,18 @@ pub fn proxy_audit(e: &ProxyEvent) -> (&'static str, serde_json::Value) {
             model,
             model_from,
             max_tokens_clamped,
-        } => (
-            "llm.request",
-            serde_json::json!({"provider": provider, "method": method, "path": path, "status": status, "bytes_up": bytes_up, "bytes_down": bytes_down, "model": model, "model_from": model_from, "max_tokens_clamped": max_tokens_clamped}),
-        ),
+            usage,
+        } => {
+            let mut d = serde_json::json!({"provider": provider, "method": method, "path": path, "status": status, "bytes_up": bytes_up, "bytes_down": bytes_down, "model": model, "model_from": model_from, "max_tokens_clamped": max_tokens_clamped});
+            // Token counts add up in the aggregated row like the byte counts (`proxy_rows`).
+            if let Some(u) = usage {
+                d["input_tokens"] = u.input.into();
+                d["output_tokens"] = u.output.into();
+                d["cache_read_tokens"] = u.cache_read.into();
+                d["cache_write_tokens"] = u.cache_write.into();
+            }
+            ("llm.request", d)
+        }
         ProxyEvent::Egress {
             host,
             port,

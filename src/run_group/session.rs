@@ -86,8 +86,10 @@ pub fn execute(
     hooks::write_snapshots(home, store, &work.group)?;
     let rows = Rows::new();
     let (ptx, prx) = mpsc::channel::<ProxyEvent>();
+    // Usage is written and budgets kept current as events pass, before they are aggregated.
+    let (usage, prx) = super::usage::start(home, config, work, prx, log)?;
     let merged = rows.merge_from(prx);
-    let sb = sandbox::prepare(home, config, secrets, store, work, ptx, log)?;
+    let sb = sandbox::prepare(home, config, secrets, store, work, ptx, usage.meter(), log)?;
     log.line(format!("command: {}", sb.argv.join(" ")));
     // From here every return removes the container: the guard is dropped before the sandbox.
     let mut guard = Guard::arm(
@@ -279,6 +281,7 @@ pub fn execute(
     sandbox::cleanup(sb, log);
     // The proxy is shut: merge its last events, then write the totals.
     let _ = merged.recv_timeout(Duration::from_secs(2));
+    usage.finish();
     rows.write(&store.conn, folder, work.run.id, log, true)?;
     Ok(st.ended)
 }

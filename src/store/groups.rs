@@ -24,6 +24,8 @@ pub struct GroupConfig {
     pub disk_mb: Option<u64>,
     /// Overrides `limits.runs_per_hour` (non-main groups).
     pub runs_per_hour: Option<u32>,
+    /// This group's own caps on model use (beside the overall `[budget]`).
+    pub budget: crate::cost::budget::Caps,
 }
 
 /// An extra mount request: host path, name under `/workspace/extra/`, and whether it should be ro.

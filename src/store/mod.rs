@@ -13,6 +13,7 @@ pub mod outbox;
 pub mod runs;
 mod schema;
 pub mod tasks;
+pub mod usage;
 
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
