@@ -1,8 +1,8 @@
 //! Waking a group's live run when new messages arrive, so a follow-up is fed to the container at
 //! once instead of at the run's next poll.
 //!
-//! Each running run-group holds a FIFO open at `locks/wake-FOLDER` (host-only: never mounted, never
-//! written by an agent). `claw ingest` opens it write-only and non-blocking: the open fails when no
+//! Each running run-group holds a FIFO open at `wake/FOLDER` in the home (host-only: never
+//! mounted, never written by an agent). `claw ingest` opens it write-only and non-blocking: the open fails when no
 //! run-group holds it (ENXIO), which is exactly "no live run to wake, dispatch instead". A wake is
 //! one byte; a full pipe means a wake is already pending, which is just as good.
 //!
@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::paths::Home;
 
 fn path(home: &Home, folder: &str) -> PathBuf {
-    home.locks().join(format!("wake-{folder}"))
+    home.root.join("wake").join(folder)
 }
 
 /// Wake the live run of `folder`, if there is one. True means a run-group holds the wake and
@@ -155,7 +155,7 @@ mod tests {
     fn a_non_fifo_in_its_place_is_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
-        std::fs::create_dir_all(home.locks()).unwrap();
+        std::fs::create_dir_all(home.root.join("wake")).unwrap();
         std::fs::write(path(&home, "g"), "planted").unwrap();
         assert!(!poke(&home, "g"));
         let _w = Wake::open(&home, "g").expect("wake");

@@ -111,8 +111,13 @@ pub fn run_group(
             ),
         ));
     };
-    // Taken before the prompt is read, let go before the group lock: see `crate::wake`.
-    let mut wake = crate::wake::Wake::open(home, folder);
+    // Taken before the prompt is read, let go before the group lock: see `crate::wake`. Only
+    // chained ingests poke it.
+    let mut wake = if crate::chain::enabled() {
+        crate::wake::Wake::open(home, folder)
+    } else {
+        None
+    };
     let Some(mut work) = claim_work(home, &mut store, config, group.clone(), opts)? else {
         drop((wake, slot, group_lock));
         crate::chain::after_run(home, &store, config, secrets, &group)?;

@@ -181,6 +181,8 @@ pub fn execute(
                 if st.turn_done {
                     st.turn_done = false;
                     idle_since = Some(Instant::now());
+                    // Messages that came during the turn are fed now, not at the next poll.
+                    woken.store(true, Ordering::Release);
                 }
             }
             Ok(Output::StdoutClosed) | Err(RecvTimeoutError::Disconnected) => break,
@@ -196,8 +198,13 @@ pub fn execute(
                 log.line(format!("applied {applied} IPC request(s) from the agent"));
                 st.handoff.outbox_changed(store)?;
             }
+            // Only between turns: each line fed then starts exactly one turn, whose result
+            // answers everything handed so far. Fed mid-turn, an agent may take a message into
+            // this turn or the next; a result would then move the cursor past a message not yet
+            // answered, and a run that died before the next result would lose it.
             if closing_since.is_none()
                 && work.task.is_none()
+                && idle_since.is_some()
                 && let Some(s) = stdin.as_mut()
                 && feed_new_messages(store, config, work, &mut st.ended, s, log)?
             {
@@ -442,7 +449,8 @@ impl State {
                     outbox::enqueue(&tx, &work.chat_id, &clean, &format!("run:{}", work.run.id))?;
                     runs::mark_output_sent(&tx, work.run.id)?;
                 }
-                // Answered: these messages must never be handed again, even if the run fails later.
+                // Answered: these messages must never be handed again, even if the run fails
+                // later. Messages are fed only between turns, so this turn read all of them.
                 if work.task.is_none()
                     && let Some(h) = self.ended.handed
                 {
