@@ -219,7 +219,7 @@ fn bench_chained_deliver_and_idle_tick() {
         wall,
     );
     report(
-        "one chained `claw deliver --channel` (CPU of claw itself)",
+        "one chained `claw deliver --channel` (CPU, the send script included)",
         cpu,
     );
 
