@@ -3,6 +3,9 @@
 //! Holds one lock per channel so two delivers never send the same channel's rows at once. A row
 //! is claimed (committed) before it is sent and marked after; a crash in between leaves it
 //! claimed, and the next deliver re-sends it: at most one duplicate in that window, never a loss.
+//!
+//! Delivers started by run-group for each result (see `crate::chain`) use the same lock: one that
+//! finds the channel busy leaves its rows to the holder, which looks again after letting go.
 
 use anyhow::Result;
 use serde::Serialize;
@@ -15,6 +18,9 @@ use crate::store::{Store, audit, outbox};
 
 /// The claimer name `claw deliver` uses for its claims.
 pub const CLAIMER: &str = "deliver";
+/// Times one channel is taken again because rows arrived while it was held (bounded so a
+/// channel that never goes quiet cannot keep one deliver forever; the timer takes over).
+const HANDOFF_ROUNDS: usize = 8;
 
 /// What one deliver pass did.
 #[derive(Debug, Default, Serialize)]
@@ -37,7 +43,7 @@ pub fn deliver(
     let mut report = Report::default();
     let channels = match only {
         Some(c) => vec![c.to_string()],
-        None => outbox::channels_with_due(&store.conn)?,
+        None => channels_with_work(&store.conn)?,
     };
     for prefix in channels {
         let mut sender = match channels::sender_for(&prefix, config, &home.root, secrets) {
@@ -47,45 +53,94 @@ pub fn deliver(
                 continue;
             }
         };
-        let Some(_lock) = crate::lock::try_acquire(&home.channel_lock(&prefix))? else {
-            report
-                .skipped
-                .push((prefix, "another deliver holds this channel".into()));
-            continue;
-        };
-        // We hold the channel lock, so any claim of ours still open is from a killed deliver.
-        report.released += release_own_claims(store, &prefix)? as u64;
-        loop {
-            let rows = outbox::claim(&mut store.conn, &prefix, CLAIMER, 50)?;
-            if rows.is_empty() {
-                break;
-            }
-            for row in rows {
-                match sender.send(row.id, &row.chat_id, &row.text) {
-                    Outcome::Sent(msg_id) => {
-                        outbox::mark_sent(&store.conn, row.id, CLAIMER, msg_id.as_deref())?;
-                        audit::record(
-                            &store.conn,
-                            None,
-                            None,
-                            "message.delivered",
-                            serde_json::json!({"outbox": row.id, "chat": row.chat_id, "bytes": row.text.len()}),
-                        )?;
-                        report.sent += 1;
-                    }
-                    Outcome::Failed {
-                        error,
-                        retry_after_ms,
-                    } => {
-                        tracing::warn!(outbox = row.id, chat = %row.chat_id, %error, "send failed; will retry");
-                        outbox::mark_failed(&store.conn, row.id, CLAIMER, &error, retry_after_ms)?;
-                        report.failed += 1;
-                    }
+        for round in 0..HANDOFF_ROUNDS {
+            let Some(lock) = crate::lock::try_acquire(&home.channel_lock(&prefix))? else {
+                if round == 0 {
+                    report
+                        .skipped
+                        .push((prefix.clone(), "another deliver holds this channel".into()));
                 }
+                break;
+            };
+            send_all(store, &prefix, sender.as_mut(), &mut report)?;
+            drop(lock);
+            // A deliver that found the lock busy left its rows to us (run-group hands each
+            // result to a chained deliver): it tried the lock after committing them, and we
+            // look only now that the lock is free, so no row committed meanwhile is missed.
+            if !has_due(&store.conn, &prefix)? {
+                break;
             }
         }
     }
     Ok(report)
+}
+
+/// Claim and send the channel's due rows until none is left; the caller holds the channel lock.
+fn send_all(
+    store: &mut Store,
+    prefix: &str,
+    sender: &mut dyn channels::Sender,
+    report: &mut Report,
+) -> Result<()> {
+    // We hold the channel lock, so any claim of ours still open is from a killed deliver.
+    report.released += release_own_claims(store, prefix)? as u64;
+    loop {
+        let rows = outbox::claim(&mut store.conn, prefix, CLAIMER, 50)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for row in rows {
+            match sender.send(row.id, &row.chat_id, &row.text) {
+                Outcome::Sent(msg_id) => {
+                    outbox::mark_sent(&store.conn, row.id, CLAIMER, msg_id.as_deref())?;
+                    audit::record(
+                        &store.conn,
+                        None,
+                        None,
+                        "message.delivered",
+                        serde_json::json!({"outbox": row.id, "chat": row.chat_id, "bytes": row.text.len()}),
+                    )?;
+                    report.sent += 1;
+                }
+                Outcome::Failed {
+                    error,
+                    retry_after_ms,
+                } => {
+                    tracing::warn!(outbox = row.id, chat = %row.chat_id, %error, "send failed; will retry");
+                    outbox::mark_failed(&store.conn, row.id, CLAIMER, &error, retry_after_ms)?;
+                    report.failed += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Whether the channel has a row to send now (pending and due). Served by `outbox_due`.
+fn has_due(conn: &rusqlite::Connection, prefix: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?2
+                              AND substr(chat_id, 1, length(?1) + 1) = ?1 || ':')",
+        )?
+        .query_row(rusqlite::params![prefix, crate::time::now_ms()], |r| {
+            r.get(0)
+        })?)
+}
+
+/// Channels with work for deliver: rows due now, or claims of ours a killed deliver left.
+/// Rows waiting out a backoff and rows claimed by a bridge are not work yet, so an idle tick
+/// looks at the `outbox_due` index and nothing else.
+fn channels_with_work(conn: &rusqlite::Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT substr(chat_id, 1, instr(chat_id, ':') - 1) FROM outbox
+         WHERE ((status = 'pending' AND next_attempt_at <= ?1)
+                OR (status = 'sending' AND claimed_by = ?2))
+           AND instr(chat_id, ':') > 1",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![crate::time::now_ms(), CLAIMER], |r| {
+        r.get(0)
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 fn release_own_claims(store: &Store, prefix: &str) -> Result<usize> {

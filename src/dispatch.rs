@@ -2,6 +2,11 @@
 //! each while container slots are free. It also recovers what crashed: runs whose process died
 //! are marked failed (and retried with backoff), and `claw-*` containers without a live run are
 //! removed. Holds the global lock only for its short decision, never while a run goes on.
+//!
+//! Idle costs nothing: before taking any lock, one indexed probe each asks whether there is a
+//! queued or running run, a recorded container, or a group with messages past its cursor; with
+//! none, the pass ends there. The stray sweep (the only runtime call) runs only when the database
+//! says a run ended abnormally, or at most every [`SWEEP_EVERY`] while runs are happening.
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -12,7 +17,16 @@ use crate::config::Config;
 use crate::paths::Home;
 use crate::pending;
 use crate::run_group::log::RunLog;
-use crate::store::{Store, groups, messages, runs};
+use crate::store::{Store, groups, marks, messages, runs};
+
+/// Longest gap between two routine stray sweeps while runs are happening (none while idle).
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+/// Shortest gap between sweeps for a recorded container of a finished run.
+const ORPHAN_SWEEP_GAP_MS: i64 = 30_000;
+/// Mark of the last stray sweep.
+const SWEEP_MARK: &str = "dispatch.sweep";
+/// Set while a group waits for a free slot, so the run that frees one chains a dispatch.
+const WAITING_MARK: &str = "dispatch.waiting";
 
 /// Flags of `claw dispatch`.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +35,8 @@ pub struct Options {
     pub dry_run: bool,
     /// Wait for the started runs to finish.
     pub wait: bool,
+    /// Only these groups' work (empty: every group). Recovery and the sweep stay global.
+    pub groups: Vec<String>,
 }
 
 /// One decision about one group.
@@ -43,23 +59,44 @@ pub struct Report {
     pub notes: Vec<String>,
     /// Exit codes of waited-for runs (with `--wait`).
     pub waited: Vec<(i64, Option<i32>)>,
+    /// Why the stray sweep ran in this pass (it did not when `None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swept: Option<String>,
 }
 
 /// One dispatch pass.
 pub fn dispatch(home: &Home, config: &Config, opts: &Options) -> Result<Report> {
+    dispatch_with(home, &mut Store::open(home)?, config, opts)
+}
+
+/// One dispatch pass on an open store (`claw tick` shares its connection).
+pub fn dispatch_with(
+    home: &Home,
+    store: &mut Store,
+    config: &Config,
+    opts: &Options,
+) -> Result<Report> {
     let mut report = Report::default();
     let mut children: Vec<(i64, Child)> = Vec::new();
+    if !anything_to_do(&store.conn, crate::time::now_ms())? {
+        return Ok(report);
+    }
     {
         let _global = crate::lock::acquire(&home.global_lock())?;
-        let mut store = Store::open(home)?;
         if !opts.dry_run {
-            report.recovered_runs = recover_dead_runs(home, &mut store, config)?;
-            remove_strays(home, &store, config, &mut report);
+            report.recovered_runs = recover_dead_runs(home, store, config)?;
+            let now = crate::time::now_ms();
+            if let Some(why) = sweep_reason(&store.conn, !report.recovered_runs.is_empty(), now)? {
+                marks::clear(&store.conn, SWEEP_MARK)?;
+                marks::claim(&store.conn, SWEEP_MARK, now, 0)?;
+                remove_strays(home, store, config, &mut report);
+                report.swept = Some(why);
+            }
         }
         let mut free = (0..config.runtime.max_concurrent)
             .filter(|n| !crate::lock::is_held(&home.slot_lock(*n)).unwrap_or(true))
             .count();
-        for cand in candidates(home, &store, config)? {
+        for cand in candidates(store, config, &opts.groups)? {
             let mut d = Decision {
                 folder: cand.folder.clone(),
                 run_id: cand.run_id,
@@ -71,7 +108,7 @@ pub fn dispatch(home: &Home, config: &Config, opts: &Options) -> Result<Report> 
             if crate::lock::is_held(&home.group_lock(&cand.folder))? {
                 d.action = "skip".into();
                 d.reason = "a run is in progress for this group".into();
-            } else if let Some(why) = runs_limit(&mut store, config, &cand.folder, opts.dry_run)? {
+            } else if let Some(why) = runs_limit(store, config, &cand.folder, opts.dry_run)? {
                 // Queued task runs wait too (one per task at most: the schedule skips the slots
                 // of a task whose run is still queued), and start once the hour allows.
                 d.action = "skip".into();
@@ -105,6 +142,9 @@ pub fn dispatch(home: &Home, config: &Config, opts: &Options) -> Result<Report> 
                 free -= 1;
             }
             report.decisions.push(d);
+        }
+        if !opts.dry_run {
+            note_waiting(&store.conn, &report.decisions, opts.groups.is_empty())?;
         }
     }
     if opts.wait {
@@ -151,13 +191,91 @@ struct Candidate {
     reason: String,
 }
 
-/// Queued runs first (tasks and earlier dispatches), then groups with runnable messages.
-fn candidates(home: &Home, store: &Store, config: &Config) -> Result<Vec<Candidate>> {
+/// Whether a pass has anything to look at: a queued or running run, a recorded container, a
+/// group with human messages past its cursor, or a routine sweep due. Each is one probe of an
+/// index (`runs_status`, the `containers` key, `messages_chat_seq_human` once per group).
+fn anything_to_do(conn: &rusqlite::Connection, now: i64) -> Result<bool> {
+    let busy: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE status IN ('queued', 'running'))
+                 OR EXISTS (SELECT 1 FROM containers)
+                 OR EXISTS (SELECT 1 FROM groups g WHERE EXISTS (
+                        SELECT 1 FROM messages m WHERE m.chat_id = g.chat_id AND m.is_bot = 0
+                          AND m.seq > coalesce((SELECT seq FROM cursors c WHERE c.folder = g.folder), 0)))",
+        )?
+        .query_row([], |r| r.get(0))?;
+    Ok(busy || routine_sweep_due(conn, now)?)
+}
+
+/// Why the stray sweep should run now, if it should: a run was just found dead, a container is
+/// recorded for a run that is not running (its run-group could not see it gone), or the last
+/// routine sweep is [`SWEEP_EVERY`] old and a run was queued since. An idle home never sweeps.
+fn sweep_reason(conn: &rusqlite::Connection, recovered: bool, now: i64) -> Result<Option<String>> {
+    if recovered {
+        return Ok(Some("a run-group died".into()));
+    }
+    let orphaned: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM containers c LEFT JOIN runs r ON r.id = c.run_id
+                            WHERE r.status IS NULL OR r.status != 'running')",
+        )?
+        .query_row([], |r| r.get(0))?;
+    // Bounded, so a runtime that cannot answer is not asked on every tick.
+    let last = marks::get(conn, SWEEP_MARK)?.unwrap_or(0);
+    if orphaned && now - last >= ORPHAN_SWEEP_GAP_MS {
+        return Ok(Some(
+            "a container of a finished run is still recorded".into(),
+        ));
+    }
+    if routine_sweep_due(conn, now)? {
+        return Ok(Some(format!(
+            "routine: runs started since the last sweep, {} s ago or more",
+            SWEEP_EVERY.as_secs()
+        )));
+    }
+    Ok(None)
+}
+
+fn routine_sweep_due(conn: &rusqlite::Connection, now: i64) -> Result<bool> {
+    let last = marks::get(conn, SWEEP_MARK)?.unwrap_or(0);
+    if now - last < SWEEP_EVERY.as_millis() as i64 && last <= now {
+        return Ok(false);
+    }
+    let newest: Option<i64> = conn
+        .prepare_cached(
+            "SELECT max(queued_at) FROM (SELECT queued_at FROM runs ORDER BY id DESC LIMIT 1)",
+        )?
+        .query_row([], |r| r.get(0))?;
+    Ok(newest.is_some_and(|q| q > last))
+}
+
+/// Whether the last full dispatch left a group waiting for a slot (run-group then chains one).
+pub fn waiting(conn: &rusqlite::Connection) -> Result<bool> {
+    Ok(marks::get(conn, WAITING_MARK)?.is_some())
+}
+
+/// Remember whether groups wait for a slot; only a full pass may say that none does.
+fn note_waiting(conn: &rusqlite::Connection, decisions: &[Decision], full: bool) -> Result<()> {
+    if decisions.iter().any(|d| d.action == "wait") {
+        marks::claim(conn, WAITING_MARK, crate::time::now_ms(), 0)?;
+    } else if full && waiting(conn)? {
+        marks::clear(conn, WAITING_MARK)?;
+    }
+    Ok(())
+}
+
+/// Queued runs first (tasks and earlier dispatches), then groups with runnable messages; only
+/// the groups in `only` when it is not empty.
+fn candidates(store: &Store, config: &Config, only: &[String]) -> Result<Vec<Candidate>> {
     let conn = &store.conn;
     let now = crate::time::now_ms();
+    let wanted = |folder: &str| only.is_empty() || only.iter().any(|f| f == folder);
     let mut out: Vec<Candidate> = Vec::new();
     for r in runs::with_status(conn, "queued")? {
-        if r.pid.is_some_and(|p| pid_alive(p as i32)) || out.iter().any(|c| c.folder == r.folder) {
+        if !wanted(&r.folder)
+            || r.pid.is_some_and(|p| pid_alive(p as i32))
+            || out.iter().any(|c| c.folder == r.folder)
+        {
             continue;
         }
         let reason = match r.kind.as_str() {
@@ -176,7 +294,10 @@ fn candidates(home: &Home, store: &Store, config: &Config) -> Result<Vec<Candida
         .map(|r| r.folder)
         .collect();
     for g in groups::list(conn)? {
-        if out.iter().any(|c| c.folder == g.folder) || running.contains(&g.folder) {
+        if !wanted(&g.folder)
+            || out.iter().any(|c| c.folder == g.folder)
+            || running.contains(&g.folder)
+        {
             continue;
         }
         let cursor = groups::cursor(conn, &g.folder)?;
@@ -194,7 +315,6 @@ fn candidates(home: &Home, store: &Store, config: &Config) -> Result<Vec<Candida
             tracing::debug!(folder = %g.folder, "backing off until {}", crate::time::rfc3339(at));
             continue;
         }
-        let _ = home;
         out.push(Candidate {
             folder: g.folder.clone(),
             run_id: None,
@@ -290,7 +410,9 @@ fn recover_dead_runs(home: &Home, store: &mut Store, config: &Config) -> Result<
     Ok(recovered)
 }
 
-/// Remove `claw-*` containers whose run is not running any more.
+/// Remove this home's `claw-*` containers whose run is not running any more (a running run's
+/// run-group owns its containers: the agent's and its task check's), then forget the recorded
+/// containers the runtime no longer has.
 fn remove_strays(home: &Home, store: &Store, config: &Config, report: &mut Report) {
     let kind = match crate::runtime::resolve_fast(&config.runtime.kind) {
         Ok(rt) => rt.kind,
@@ -316,31 +438,56 @@ fn remove_strays(home: &Home, store: &Store, config: &Config, report: &mut Repor
             return;
         }
     };
-    for name in names {
+    let mut gone: Vec<&str> = Vec::new();
+    for name in &names {
         // Containers of other claw homes are none of our business.
-        let Some(run_id) = crate::run_group::run_id_of(home, &name) else {
+        let Some(run_id) = crate::run_group::run_id_of(home, name) else {
             continue;
         };
         let live = runs::get(&store.conn, run_id)
             .ok()
             .flatten()
-            .is_some_and(|r| {
-                r.status == "running" && r.container.as_deref() == Some(name.as_str())
-            });
+            .is_some_and(|r| r.status == "running");
         if live {
             continue;
         }
-        let args = crate::runtime::rm_args(kind, &name);
+        let args = crate::runtime::rm_args(kind, name);
         match duct::cmd(kind.program(), &args)
             .stdout_null()
             .stderr_null()
             .unchecked()
             .run()
         {
-            Ok(o) if o.status.success() => report.removed_containers.push(name),
+            Ok(o) if o.status.success() => {
+                gone.push(name);
+                report.removed_containers.push(name.clone());
+            }
             _ => report
                 .notes
                 .push(format!("could not remove stray container {name}")),
         }
     }
+    if let Err(e) = forget_gone(&store.conn, &names, &gone) {
+        report
+            .notes
+            .push(format!("could not update the containers table: {e:#}"));
+    }
+}
+
+/// Delete the `containers` rows of finished runs whose container the listing did not show or
+/// that were just removed, so the database stops asking for a sweep.
+fn forget_gone(conn: &rusqlite::Connection, listed: &[String], removed: &[&str]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.name FROM containers c LEFT JOIN runs r ON r.id = c.run_id
+         WHERE r.status IS NULL OR r.status != 'running'",
+    )?;
+    let recorded: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for name in recorded {
+        if !listed.contains(&name) || removed.contains(&name.as_str()) {
+            crate::store::containers::delete(conn, &name)?;
+        }
+    }
+    Ok(())
 }

@@ -49,6 +49,9 @@ pub struct Summary {
     /// Unknown chats seen in this batch (for the owner's notice).
     #[serde(skip)]
     pub unknown_chats: Vec<String>,
+    /// Registered chats that got at least one new message (for chaining: `crate::chain`).
+    #[serde(skip)]
+    pub stored_chats: Vec<String>,
 }
 
 /// Why one line was set aside.
@@ -144,6 +147,9 @@ pub fn store_in_tx(
         };
         if messages::insert(tx, &new)? {
             summary.stored += 1;
+            if !summary.stored_chats.iter().any(|c| c == &m.chat) {
+                summary.stored_chats.push(m.chat.clone());
+            }
         } else {
             summary.duplicates += 1;
         }

@@ -4,6 +4,7 @@
 //! Each module owns one concern; `main.rs` only parses arguments and calls into `cli`.
 
 pub mod agent;
+pub mod chain;
 pub mod channels;
 pub mod chat;
 pub mod cli;
@@ -43,6 +44,7 @@ pub mod tasks;
 pub mod tick;
 pub mod time;
 pub mod untrusted;
+pub mod wake;
 pub mod watchdog;
 
 /// The assistant's name becomes `@Name`, so it must be one word of letters, digits, `-` or `_`.

@@ -203,6 +203,10 @@ pub enum IpcRequest {
         timezone: Option<String>,
         #[serde(default)]
         folder: Option<String>,
+        /// A shell command run in the group's container (no network) before the model is woken;
+        /// the task runs only when it exits 0 and prints something, and gets what it printed.
+        #[serde(default)]
+        check: Option<String>,
     },
     /// Change a task's prompt or schedule.
     UpdateTask {
@@ -215,6 +219,9 @@ pub enum IpcRequest {
         schedule_value: Option<String>,
         #[serde(default)]
         timezone: Option<String>,
+        /// A new check command; an empty string removes the check.
+        #[serde(default)]
+        check: Option<String>,
     },
     PauseTask {
         task_id: i64,

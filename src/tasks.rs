@@ -16,6 +16,12 @@ use crate::store::{audit, groups};
 pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
 /// Most active or paused tasks one group may have, so a runaway agent cannot flood the scheduler.
 pub const MAX_TASKS_PER_GROUP: i64 = 1000;
+/// Longest check command a task may carry.
+pub const MAX_CHECK_BYTES: usize = 4096;
+/// A check's time limit when none is given, and the most it may be: a check is a quick look
+/// ("new mail?"), not a job; the job is the model's.
+pub const DEFAULT_CHECK_TIMEOUT_SECS: u64 = 60;
+pub const MAX_CHECK_TIMEOUT_SECS: u64 = 600;
 
 /// What creating a task needs.
 #[derive(Debug, Clone)]
@@ -28,6 +34,11 @@ pub struct NewTask {
     pub context_mode: Option<String>,
     /// Who asked: `cli` or `ipc:FOLDER/<stem>`.
     pub created_by: String,
+    /// A shell command run in the group's container first; the model is woken only when it
+    /// exits 0 and prints something (see `crate::run_group`'s check).
+    pub check: Option<String>,
+    /// The check's time limit in seconds (default [`DEFAULT_CHECK_TIMEOUT_SECS`]).
+    pub check_timeout: Option<u64>,
 }
 
 /// Fields `update` may change; `None` keeps the current value.
@@ -38,6 +49,10 @@ pub struct Changes {
     pub value: Option<String>,
     pub timezone: Option<String>,
     pub context_mode: Option<String>,
+    /// `Some(Some(cmd))` sets the check command, `Some(None)` removes it.
+    pub check: Option<Option<String>>,
+    /// A new time limit for the check (the task must have one, or get one in this change).
+    pub check_timeout: Option<u64>,
 }
 
 fn usage(msg: impl Into<String>) -> anyhow::Error {
@@ -66,6 +81,30 @@ fn check_mode(m: &str) -> Result<()> {
     Ok(())
 }
 
+/// Turn a check command and time limit into the row to store, or say what is wrong.
+fn make_check(command: String, timeout: Option<u64>) -> Result<q::Check> {
+    if command.trim().is_empty() {
+        return Err(usage(
+            "the check command is empty; give a shell command, or remove the check",
+        ));
+    }
+    if command.len() > MAX_CHECK_BYTES || command.contains('\0') {
+        return Err(usage(format!(
+            "the check command must be at most {MAX_CHECK_BYTES} bytes of text; put a longer one in a script in the group folder and run that"
+        )));
+    }
+    let timeout_secs = timeout.unwrap_or(DEFAULT_CHECK_TIMEOUT_SECS);
+    if !(1..=MAX_CHECK_TIMEOUT_SECS).contains(&timeout_secs) {
+        return Err(usage(format!(
+            "check timeout {timeout_secs}s is out of range: use 1 to {MAX_CHECK_TIMEOUT_SECS} seconds"
+        )));
+    }
+    Ok(q::Check {
+        command,
+        timeout_secs,
+    })
+}
+
 /// Load a task or say how to find one.
 pub fn get(conn: &Connection, id: i64) -> Result<Task> {
     q::get(conn, id)?.ok_or_else(|| usage(format!("no task {id}; see `claw task list`")))
@@ -79,6 +118,15 @@ pub fn create(conn: &Connection, n: NewTask, now: i64) -> Result<Task> {
     let mode = n.context_mode.unwrap_or_else(|| "isolated".into());
     check_mode(&mode)?;
     let checked = schedule::check(&n.kind, &n.value, n.timezone.as_deref(), now).map_err(usage)?;
+    let check = match (n.check, n.check_timeout) {
+        (Some(cmd), t) => Some(make_check(cmd, t)?),
+        (None, Some(_)) => {
+            return Err(usage(
+                "--check-timeout needs a check command: add --check 'COMMAND'",
+            ));
+        }
+        (None, None) => None,
+    };
     if q::count_live(conn, &n.folder)? >= MAX_TASKS_PER_GROUP {
         return Err(usage(format!(
             "group `{}` already has {MAX_TASKS_PER_GROUP} tasks; cancel some first",
@@ -102,13 +150,15 @@ pub fn create(conn: &Connection, n: NewTask, now: i64) -> Result<Task> {
         created_by: n.created_by,
     };
     t.id = q::insert(conn, &t)?;
+    q::set_check(conn, t.id, check.as_ref())?;
     audit::record(
         conn,
         Some(&t.folder),
         None,
         "task.created",
         serde_json::json!({"task": t.id, "kind": t.kind, "schedule": t.schedule,
-                           "timezone": t.timezone, "by": t.created_by}),
+                           "timezone": t.timezone, "by": t.created_by,
+                           "check": check.map(|c| c.command)}),
     )?;
     Ok(t)
 }
@@ -146,14 +196,40 @@ pub fn update(conn: &Connection, id: i64, c: Changes, by: &str, now: i64) -> Res
         t.timezone = checked.timezone;
         t.next_run = Some(checked.first_run);
     }
+    let old_check = q::check(conn, id)?;
+    let check = match (c.check, c.check_timeout) {
+        (None, None) => old_check.clone(),
+        (Some(None), None) => None,
+        (Some(None), Some(_)) => {
+            return Err(usage(
+                "a check timeout without a check makes no sense; drop one of them",
+            ));
+        }
+        (Some(Some(cmd)), t) => Some(make_check(
+            cmd,
+            t.or(old_check.as_ref().map(|o| o.timeout_secs)),
+        )?),
+        (None, Some(t)) => match &old_check {
+            Some(o) => Some(make_check(o.command.clone(), Some(t))?),
+            None => {
+                return Err(usage(format!(
+                    "task {id} has no check command; add one with --check 'COMMAND'"
+                )));
+            }
+        },
+    };
     q::update(conn, &t)?;
+    if check != old_check {
+        q::set_check(conn, id, check.as_ref())?;
+    }
     audit::record(
         conn,
         Some(&t.folder),
         None,
         "task.updated",
         serde_json::json!({"task": id, "kind": t.kind, "schedule": t.schedule,
-                           "timezone": t.timezone, "by": by}),
+                           "timezone": t.timezone, "by": by,
+                           "check": check.map(|c| c.command)}),
     )?;
     Ok(t)
 }

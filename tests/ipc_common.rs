@@ -143,6 +143,8 @@ impl Env {
                 timezone: Some("UTC".into()),
                 context_mode: None,
                 created_by: "test".into(),
+                check: None,
+                check_timeout: None,
             },
             now,
         )

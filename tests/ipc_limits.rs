@@ -12,7 +12,11 @@ use claw::protocol::IpcReply;
 
 fn claw(e: &common::Env) -> Command {
     let mut c = Command::cargo_bin("claw").unwrap();
-    c.arg("--home").arg(&e.home.root).env_remove("CLAW_LOG");
+    // Steps are driven by hand here (dry runs see the work ingest stored): no chaining.
+    c.arg("--home")
+        .arg(&e.home.root)
+        .env("CLAW_CHAIN", "0")
+        .env_remove("CLAW_LOG");
     c.timeout(std::time::Duration::from_secs(300));
     c
 }

@@ -10,6 +10,9 @@ pub struct Args {
     /// Wait for the started runs to finish.
     #[arg(long)]
     pub wait: bool,
+    /// Only this group's work (repeatable); `claw ingest` chains dispatch this way.
+    #[arg(long = "group", value_name = "FOLDER")]
+    pub groups: Vec<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -23,6 +26,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         &crate::dispatch::Options {
             dry_run: a.dry_run,
             wait: a.wait,
+            groups: a.groups,
         },
     )?;
     if a.json {
@@ -30,6 +34,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     }
     for id in &report.recovered_runs {
         println!("recovered run {id}: its run-group had died; marked failed");
+    }
+    if let Some(why) = &report.swept {
+        println!("looked for stray containers: {why}");
     }
     for c in &report.removed_containers {
         println!("removed stray container {c}");

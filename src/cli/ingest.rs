@@ -48,6 +48,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             max,
         )?,
     };
+    chain(ctx, &config, &store, &summary);
     let notices = crate::notice::notify_unknown(
         &mut store,
         &summary.unknown_chats,
@@ -116,6 +117,7 @@ fn poll(
             (r.summary, line)
         }
     };
+    chain(ctx, config, store, &summary);
     if !json {
         println!("{line}");
     }
@@ -126,4 +128,17 @@ fn poll(
         ));
     }
     Ok(())
+}
+
+/// Start the next step for what was stored (`crate::chain`). What it cannot start, the timer
+/// does: a failure here is logged, never the ingest's failure.
+fn chain(
+    ctx: &Ctx,
+    config: &crate::config::Config,
+    store: &crate::store::Store,
+    summary: &crate::ingest::Summary,
+) {
+    if let Err(e) = crate::chain::after_ingest(&ctx.home, store, config, &summary.stored_chats) {
+        tracing::warn!(error = %format!("{e:#}"), "could not chain dispatch; the timer will dispatch");
+    }
 }

@@ -102,6 +102,13 @@ pub struct AddArgs {
     /// `group` resumes the chat's session; `isolated` starts fresh.
     #[arg(long, value_parser = ["group", "isolated"])]
     pub context: Option<String>,
+    /// A shell command run first in the group's container (no network); the model is woken
+    /// only when it exits 0 and prints something, and gets what it printed.
+    #[arg(long, value_name = "CMD")]
+    pub check: Option<String>,
+    /// The check's time limit in seconds (default 60, at most 600).
+    #[arg(long, value_name = "SECS", requires = "check")]
+    pub check_timeout: Option<u64>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -121,6 +128,15 @@ pub struct UpdateArgs {
     /// New context mode: `group` resumes the chat's session; `isolated` starts fresh.
     #[arg(long, value_parser = ["group", "isolated"])]
     pub context: Option<String>,
+    /// New check command (run before the model is woken; see `claw task add --help`).
+    #[arg(long, value_name = "CMD", conflicts_with = "no_check")]
+    pub check: Option<String>,
+    /// Remove the check: the task wakes the model every time again.
+    #[arg(long)]
+    pub no_check: bool,
+    /// New time limit for the check, in seconds (1 to 600).
+    #[arg(long, value_name = "SECS", conflicts_with = "no_check")]
+    pub check_timeout: Option<u64>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -147,6 +163,8 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
                         timezone: a.tz,
                         context_mode: a.context,
                         created_by: "cli".into(),
+                        check: a.check,
+                        check_timeout: a.check_timeout,
                     },
                     now,
                 )
@@ -187,7 +205,21 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
         Cmd::Show { id, json } => {
             let store = ctx.store()?;
             let t = crate::tasks::get(&store.conn, id)?;
-            print_one(&t, json, "")
+            let check = q::check(&store.conn, id)?;
+            if json {
+                let mut v = serde_json::to_value(&t)?;
+                v["check"] = serde_json::to_value(&check)?;
+                return crate::output::json(&v);
+            }
+            print_one(&t, false, "")?;
+            if let Some(c) = check {
+                println!(
+                    "check:    {} (timeout {}s)",
+                    crate::output::clean_line(&c.command),
+                    c.timeout_secs
+                );
+            }
+            Ok(())
         }
         Cmd::Pause { id, json } => {
             let t = write(ctx, |tx| crate::tasks::pause(tx, id, "cli"))?;
@@ -213,6 +245,12 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
                         value,
                         timezone: a.tz,
                         context_mode: a.context,
+                        check: if a.no_check {
+                            Some(None)
+                        } else {
+                            a.check.map(Some)
+                        },
+                        check_timeout: a.check_timeout,
                     },
                     "cli",
                     now,

@@ -99,6 +99,7 @@ pub fn apply(
                 schedule_value,
                 context_mode,
                 timezone,
+                check,
                 ..
             },
             Allowed::Schedule { folder },
@@ -115,6 +116,8 @@ pub fn apply(
                     timezone: timezone.clone(),
                     context_mode: context_mode.clone(),
                     created_by: tag.to_string(),
+                    check: check.clone().filter(|c| !c.is_empty()),
+                    check_timeout: None,
                 },
                 now,
             )),
@@ -125,6 +128,7 @@ pub fn apply(
                 schedule_type,
                 schedule_value,
                 timezone,
+                check,
                 ..
             },
             Allowed::Task { task_id },
@@ -137,6 +141,9 @@ pub fn apply(
                 value: schedule_value.clone(),
                 timezone: timezone.clone(),
                 context_mode: None,
+                // An empty check removes it; absent keeps it.
+                check: check.clone().map(|c| Some(c).filter(|c| !c.is_empty())),
+                check_timeout: None,
             },
             tag,
             now,

@@ -177,6 +177,7 @@ mod tests {
             context_mode: None,
             timezone: None,
             folder: folder.map(Into::into),
+            check: None,
         }
     }
     fn register() -> IpcRequest {
@@ -224,6 +225,7 @@ mod tests {
                     schedule_type: None,
                     schedule_value: None,
                     timezone: None,
+                    check: None,
                 },
                 IpcRequest::PauseTask { task_id: id },
                 IpcRequest::ResumeTask { task_id: id },

@@ -32,6 +32,8 @@ pub enum Output {
     Stderr { text: String, dropped: u64 },
     /// stdout reached end-of-file (or failed): the agent is done talking.
     StdoutClosed,
+    /// Not from the agent: new messages were stored for the group (`crate::wake`).
+    Wake,
 }
 
 /// Start one thread per stream; both stop when the session loop drops its receiver.

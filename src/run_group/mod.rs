@@ -6,8 +6,10 @@
 //! lockfile the OS drops if this process dies, so a killed run never blocks the next one.
 
 mod agent_io;
+mod check;
 mod container;
 mod disk;
+mod handoff;
 mod hooks;
 pub mod log;
 mod observer;
@@ -70,6 +72,8 @@ pub(crate) struct Work {
     /// Whether to store the session id the agent reports.
     pub keep_session: bool,
     pub task: Option<TaskInfo>,
+    /// The task's check command, run before the model is woken (`check`).
+    pub check: Option<crate::store::tasks::Check>,
     /// Highest message seq in the prompt.
     pub handed: Option<i64>,
     pub observer: Option<std::sync::mpsc::SyncSender<crate::protocol::AgentLine>>,
@@ -97,13 +101,13 @@ pub fn run_group(
             format!("no group `{folder}`; see `claw group list`"),
         )
     })?;
-    let Some(_group_lock) = crate::lock::try_acquire(&home.group_lock(folder))? else {
+    let Some(group_lock) = try_lock_patiently(&home.group_lock(folder))? else {
         return Err(Coded::err(
             Code::Busy,
             format!("group `{folder}` already has a run in progress; new messages are fed into it"),
         ));
     };
-    let Some(_slot) = take_slot(home, config.runtime.max_concurrent)? else {
+    let Some(slot) = take_slot(home, config.runtime.max_concurrent)? else {
         return Err(Coded::err(
             Code::Busy,
             format!(
@@ -112,7 +116,16 @@ pub fn run_group(
             ),
         ));
     };
-    let Some(work) = claim_work(home, &mut store, config, group, opts)? else {
+    // Taken before the prompt is read, let go before the group lock: see `crate::wake`. Only
+    // chained ingests poke it.
+    let mut wake = if crate::chain::enabled() {
+        crate::wake::Wake::open(home, folder)
+    } else {
+        None
+    };
+    let Some(mut work) = claim_work(home, &mut store, config, group.clone(), opts)? else {
+        drop((wake, slot, group_lock));
+        crate::chain::after_run(home, &store, config, secrets, &group)?;
         return Ok(Outcome {
             run_id: opts.run_id,
             status: "idle".into(),
@@ -134,7 +147,15 @@ pub fn run_group(
         work.run.attempt,
         std::process::id()
     ));
-    let result = session::execute(home, config, secrets, &mut store, &work, &mut log);
+    let result = match work.check.clone() {
+        None => session::execute(
+            home, config, secrets, &mut store, &work, &mut wake, &mut log,
+        ),
+        Some(c) => checked(
+            home, config, secrets, &mut store, &mut work, &c, &mut wake, &mut log,
+        ),
+    };
+    drop(wake);
     let (ending, error, runtime_problem) = match result {
         // docker and podman exit 125 when they could not start the container at all.
         Ok(e) => {
@@ -154,11 +175,54 @@ pub fn run_group(
         outcome.detail,
         peak_rss_kb()
     ));
+    // The group is free from here: anything left (messages that came while the container was
+    // closing, a task queued meanwhile, notices in the outbox) is chained on, not left to the timer.
+    drop((slot, group_lock));
+    if let Err(e) = crate::chain::after_run(home, &store, config, secrets, &work.group) {
+        log.line(format!(
+            "could not chain the next steps ({e:#}); the timer will"
+        ));
+    }
     Ok(Outcome {
         log: Some(log.path.display().to_string()),
         runtime_problem,
         ..outcome
     })
+}
+
+/// A task with a check: run the check, then the agent only if the check says so (`check`).
+#[allow(clippy::too_many_arguments)]
+fn checked(
+    home: &Home,
+    config: &Config,
+    secrets: &Secrets,
+    store: &mut Store,
+    work: &mut Work,
+    c: &crate::store::tasks::Check,
+    wake: &mut Option<crate::wake::Wake>,
+    log: &mut RunLog,
+) -> Result<session::Ended> {
+    let task_id = work.task.as_ref().map_or(0, |t| t.id);
+    match check::run(home, config, secrets, store, work, c, log)? {
+        check::Verdict::Wake { output, cut } => {
+            work.prompt.push_str(&check::prompt_section(&output, cut));
+            session::execute(home, config, secrets, store, work, wake, log)
+        }
+        check::Verdict::Skip(why) => Ok(session::Ended {
+            clean: true,
+            exit_code: Some(0),
+            last_result: Some(why),
+            ..Default::default()
+        }),
+        check::Verdict::Failed(why) => {
+            check::tell_failure(store, work, task_id, &why, log)?;
+            Ok(session::Ended {
+                error: Some(why),
+                notice_sent: true,
+                ..Default::default()
+            })
+        }
+    }
 }
 
 /// This process's peak resident memory so far, in KiB (the kernel's high-water mark), written to
@@ -179,9 +243,32 @@ pub fn peak_rss_kb() -> u64 {
 
 /// Take the first free concurrency slot.
 fn take_slot(home: &Home, max: usize) -> Result<Option<crate::lock::Held>> {
-    for n in 0..max {
-        if let Some(h) = crate::lock::try_acquire(&home.slot_lock(n))? {
+    for attempt in 0..LOCK_TRIES {
+        for n in 0..max {
+            if let Some(h) = crate::lock::try_acquire(&home.slot_lock(n))? {
+                return Ok(Some(h));
+            }
+        }
+        if attempt + 1 < LOCK_TRIES {
+            std::thread::sleep(LOCK_PAUSE);
+        }
+    }
+    Ok(None)
+}
+
+/// Tries at a lock before it counts as held. Dispatch and chained ingests probe the group and
+/// slot locks by taking them for a moment; a run-group starting in that moment must not give up.
+const LOCK_TRIES: usize = 4;
+const LOCK_PAUSE: std::time::Duration = std::time::Duration::from_millis(15);
+
+/// Take a lock that a real holder keeps for a whole run, retrying past momentary probes.
+fn try_lock_patiently(path: &std::path::Path) -> Result<Option<crate::lock::Held>> {
+    for attempt in 0..LOCK_TRIES {
+        if let Some(h) = crate::lock::try_acquire(path)? {
             return Ok(Some(h));
+        }
+        if attempt + 1 < LOCK_TRIES {
+            std::thread::sleep(LOCK_PAUSE);
         }
     }
     Ok(None)
@@ -248,6 +335,7 @@ fn claim_work(
         keep_session: true,
         prompt: String::new(),
         task: None,
+        check: None,
         handed: None,
         observer: opts.observer.clone(),
         close_when_idle: opts.close_when_idle.clone(),
@@ -266,6 +354,7 @@ fn claim_work(
         if let Some(tr) = work.run.task_run_id {
             hooks::start_task_run(&tx, tr)?;
         }
+        work.check = crate::store::tasks::check(&tx, task_id)?;
         work.task = Some(TaskInfo {
             id: task_id,
             task_run_id: work.run.task_run_id,

@@ -255,6 +255,44 @@ pub fn prepare(
     })
 }
 
+impl Sandbox {
+    /// The same sandbox for a task's check command: the same image, mounts and hardening, but no
+    /// proxy (shut before any container starts, so `/run/claw` holds no socket and the check has
+    /// no way out at all: no model, no egress), a container name of its own, and
+    /// `/bin/sh -c COMMAND` in place of the agent.
+    pub fn into_check(mut self, home: &Home, folder: &str, run_id: i64, command: &str) -> Sandbox {
+        if let Some(mut p) = self.proxy.take() {
+            p.shutdown();
+        }
+        let name = check_container_name(home, folder, run_id);
+        if let Some(i) = self.argv.iter().position(|a| a == "--name") {
+            self.argv[i + 1] = name.clone();
+        }
+        // `prepare` gives no command, so the image is the last argument; the entrypoint flag
+        // goes after the configured extra arguments, where the runtime takes the last one given.
+        let image = self.argv.pop().unwrap_or_default();
+        self.argv.extend([
+            "--entrypoint".into(),
+            "/bin/sh".into(),
+            image,
+            "-c".into(),
+            command.into(),
+        ]);
+        self.name = name;
+        self
+    }
+}
+
+/// `claw-FOLDER-check-<run id>x<home tag>`: the check's own name, so it can never be taken for
+/// (or collide with) the agent's container of the same run, while strays still map to the run.
+pub fn check_container_name(home: &Home, folder: &str, run_id: i64) -> String {
+    runtime::container_name(
+        &format!("{folder}-check"),
+        &format!("{run_id}x{}", home.tag()),
+    )
+    .unwrap_or_else(|_| format!("claw-invalid-check-{run_id}"))
+}
+
 /// Stop the container (graceful, then forced).
 pub fn stop(sb: &Sandbox, log: &mut RunLog) {
     let kind = sb.rt.kind;

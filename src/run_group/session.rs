@@ -6,12 +6,15 @@ use anyhow::Result;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::process::{Child, ChildStdin, ExitStatus};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, TrySendError};
 use std::time::{Duration, Instant};
 
 use super::agent_io::{self, Output};
 use super::container::{self, Guard};
 use super::disk;
+use super::handoff::Handoff;
 use super::log::RunLog;
 use super::observer::Observer;
 use super::proxy_rows::Rows;
@@ -53,6 +56,7 @@ pub fn execute(
     secrets: &Secrets,
     store: &mut Store,
     work: &Work,
+    wake: &mut Option<crate::wake::Wake>,
     log: &mut RunLog,
 ) -> Result<Ended> {
     let folder = &work.group.folder;
@@ -111,6 +115,18 @@ pub fn execute(
         serde_json::json!({"name": sb.name, "image": config.runtime.image, "network": "none", "mounts": sb.mount_summary, "pid": guard.child().map(|c| c.id())}),
     )?;
     let (tx, rx) = mpsc::sync_channel::<Output>(agent_io::SLOTS);
+    let woken = Arc::new(AtomicBool::new(false));
+    if let Some(w) = wake.as_mut() {
+        let (tx, woken) = (tx.clone(), woken.clone());
+        w.listen(move || {
+            woken.store(true, Ordering::Release);
+            // Full: the loop is busy and sees the flag on its next turn.
+            !matches!(
+                tx.try_send(Output::Wake),
+                Err(TrySendError::Disconnected(_))
+            )
+        });
+    }
     agent_io::spawn_readers(stdout, stderr, tx);
     let disk_watch = disk::Watch::start(dirs, limit, disk::interval(measured.took));
 
@@ -151,8 +167,10 @@ pub fn execute(
             handed: work.handed,
             ..Default::default()
         },
+        fatal: false,
+        turn_done: false,
         observer: Observer::new(work.observer.clone()),
-        ..Default::default()
+        handoff: Handoff::new(home, config, secrets),
     };
     let mut stdin = Some(stdin);
     let mut idle_since: Option<Instant> = None;
@@ -173,6 +191,8 @@ pub fn execute(
                 if st.turn_done {
                     st.turn_done = false;
                     idle_since = Some(Instant::now());
+                    // Messages that came during the turn are fed now, not at the next poll.
+                    woken.store(true, Ordering::Release);
                 }
             }
             Ok(Output::StdoutClosed) | Err(RecvTimeoutError::Disconnected) => break,
@@ -181,14 +201,20 @@ pub fn execute(
         }
         st.observer.retry();
         rows.write(&store.conn, folder, work.run.id, log, false)?;
-        if last_poll.elapsed() >= POLL {
+        if woken.swap(false, Ordering::AcqRel) || last_poll.elapsed() >= POLL {
             last_poll = Instant::now();
             let applied = hooks::apply_ipc(home, store, config, &work.group)?;
             if applied > 0 {
                 log.line(format!("applied {applied} IPC request(s) from the agent"));
+                st.handoff.outbox_changed(store)?;
             }
+            // Only between turns: each line fed then starts exactly one turn, whose result
+            // answers everything handed so far. Fed mid-turn, an agent may take a message into
+            // this turn or the next; a result would then move the cursor past a message not yet
+            // answered, and a run that died before the next result would lose it.
             if closing_since.is_none()
                 && work.task.is_none()
+                && idle_since.is_some()
                 && let Some(s) = stdin.as_mut()
                 && feed_new_messages(store, config, work, &mut st.ended, s, log)?
             {
@@ -313,7 +339,7 @@ fn on_output(o: Output, stderr_tail: &mut VecDeque<String>, log: &mut RunLog) {
                 STDERR_TAIL_CHARS,
             ));
         }
-        Output::Line(_) | Output::StdoutClosed => {}
+        Output::Line(_) | Output::StdoutClosed | Output::Wake => {}
     }
 }
 
@@ -404,12 +430,12 @@ fn tell_chat_stopped(
     Ok(())
 }
 
-#[derive(Default)]
 struct State {
     ended: Ended,
     fatal: bool,
     turn_done: bool,
     observer: Observer,
+    handoff: Handoff,
 }
 
 impl State {
@@ -434,13 +460,17 @@ impl State {
                     outbox::enqueue(&tx, &work.chat_id, &clean, &format!("run:{}", work.run.id))?;
                     runs::mark_output_sent(&tx, work.run.id)?;
                 }
-                // Answered: these messages must never be handed again, even if the run fails later.
+                // Answered: these messages must never be handed again, even if the run fails
+                // later. Messages are fed only between turns, so this turn read all of them.
                 if work.task.is_none()
                     && let Some(h) = self.ended.handed
                 {
                     groups::advance_cursor(&tx, &work.group.folder, h)?;
                 }
                 tx.commit()?;
+                if !clean.is_empty() {
+                    self.handoff.result(&work.chat_id);
+                }
                 self.ended.acked = self.ended.handed;
                 self.ended.last_result = Some(clean);
             }

@@ -197,18 +197,35 @@ pub struct ScheduleReport {
     pub broken: Vec<(i64, String)>,
 }
 
+/// How often [`claim_due`] looks for task runs left open by a run that ended (they wait out
+/// [`ORPHAN_GRACE_MS`] anyway, so looking every tick would only cost a scan of `task_runs`).
+pub const ORPHAN_CHECK_MS: i64 = 5 * 60 * 1000;
+const ORPHAN_MARK: &str = "schedule.orphans";
+
 /// Claim every due task in one IMMEDIATE transaction: queue a task run and a `runs` row for each
 /// task that has no unfinished run, and move its next run to the first slot after `now`.
+///
+/// With nothing due it reads one index entry and one mark, and writes nothing.
 pub fn claim_due(store: &mut Store, now: i64) -> Result<ScheduleReport> {
-    let tx = store.write()?;
     let mut report = ScheduleReport {
         now,
         ..Default::default()
     };
+    // A mark in the future (`claw schedule --now` with a later time, a clock set back) is due.
+    let orphans_due = crate::store::marks::get(&store.conn, ORPHAN_MARK)?
+        .is_none_or(|at| now - at >= ORPHAN_CHECK_MS || at > now);
+    if !orphans_due && !q::any_due(&store.conn, now)? {
+        return Ok(report);
+    }
+    let tx = store.write()?;
     // A run that ended without closing its task run would block the task forever.
-    for (task_run_id, run_id, ok) in q::orphaned_runs(&tx, now - ORPHAN_GRACE_MS)? {
-        let error = format!("run {run_id} ended without reporting to its task");
-        finish_task_run(&tx, task_run_id, ok, None, (!ok).then_some(error.as_str()))?;
+    if orphans_due {
+        crate::store::marks::clear(&tx, ORPHAN_MARK)?;
+        crate::store::marks::claim(&tx, ORPHAN_MARK, now, 0)?;
+        for (task_run_id, run_id, ok) in q::orphaned_runs(&tx, now - ORPHAN_GRACE_MS)? {
+            let error = format!("run {run_id} ended without reporting to its task");
+            finish_task_run(&tx, task_run_id, ok, None, (!ok).then_some(error.as_str()))?;
+        }
     }
     let due = q::due(&tx, now)?;
     if due.is_empty() {

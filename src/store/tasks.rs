@@ -168,6 +168,52 @@ pub fn due(conn: &Connection, now: i64) -> Result<Vec<Task>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Whether any active task is due at `now` (one probe of the `tasks_due` index).
+pub fn any_due(conn: &Connection, now: i64) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'active' AND next_run <= ?1)",
+        )?
+        .query_row([now], |r| r.get(0))?)
+}
+
+/// A task's check command: run in the group's container before the model is woken.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Check {
+    pub command: String,
+    pub timeout_secs: u64,
+}
+
+/// A task's check command, if it has one.
+pub fn check(conn: &Connection, task_id: i64) -> Result<Option<Check>> {
+    Ok(conn
+        .prepare_cached("SELECT command, timeout_secs FROM task_checks WHERE task_id = ?1")?
+        .query_row([task_id], |r| {
+            Ok(Check {
+                command: r.get(0)?,
+                timeout_secs: r.get::<_, i64>(1)?.max(1) as u64,
+            })
+        })
+        .optional()?)
+}
+
+/// Give a task a check command (replacing any), or take it away with `None`.
+pub fn set_check(conn: &Connection, task_id: i64, check: Option<&Check>) -> Result<()> {
+    match check {
+        Some(c) => conn
+            .prepare_cached(
+                "INSERT INTO task_checks (task_id, command, timeout_secs) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(task_id) DO UPDATE SET command = excluded.command,
+                                                    timeout_secs = excluded.timeout_secs",
+            )?
+            .execute(params![task_id, c.command, c.timeout_secs as i64])?,
+        None => conn
+            .prepare_cached("DELETE FROM task_checks WHERE task_id = ?1")?
+            .execute([task_id])?,
+    };
+    Ok(())
+}
+
 /// Ids of tasks that have a queued or running task run.
 pub fn busy_task_ids(conn: &Connection) -> Result<std::collections::HashSet<i64>> {
     let mut stmt = conn.prepare_cached(

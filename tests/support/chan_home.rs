@@ -22,10 +22,11 @@ impl TestHome {
         self.dir.path()
     }
 
-    /// A `claw` command with this home and info logs on stderr.
+    /// A `claw` command with this home and info logs on stderr; steps not chained.
     pub fn claw(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_claw"));
         c.env("CLAW_HOME", self.root())
+            .env("CLAW_CHAIN", "0")
             .env("CLAW_LOG", "info")
             .args(args);
         c
@@ -35,6 +36,7 @@ impl TestHome {
     pub fn claw_std(&self, args: &[&str]) -> std::process::Command {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_claw"));
         c.env("CLAW_HOME", self.root())
+            .env("CLAW_CHAIN", "0")
             .env("CLAW_LOG", "warn")
             .args(args);
         c

@@ -50,6 +50,8 @@ pub struct Env {
     pub openai_base: String,
     pub max_concurrent: usize,
     pub timeout_secs: u64,
+    /// Let the steps chain (ingest → dispatch → run-group → deliver), as installed.
+    pub chain: bool,
 }
 
 impl Env {
@@ -71,17 +73,20 @@ impl Env {
             openai_base: "http://127.0.0.1:9".into(),
             max_concurrent: 3,
             timeout_secs: 60,
+            chain: false,
         };
         env.claw().arg("init").assert().success();
         env.write_config();
         env
     }
 
-    /// A `claw` command for this home.
+    /// A `claw` command for this home. Steps are not chained (`CLAW_CHAIN=0`) unless
+    /// `chain` is set: most tests drive each step themselves.
     pub fn claw(&self) -> assert_cmd::Command {
         let mut c = assert_cmd::Command::cargo_bin("claw").unwrap();
         c.env("CLAW_HOME", &self.home)
             .env("CLAW_MOUNT_ALLOWLIST", &self.allowlist)
+            .env("CLAW_CHAIN", if self.chain { "1" } else { "0" })
             .env_remove("CLAW_LOG");
         c.timeout(std::time::Duration::from_secs(180));
         c
@@ -91,7 +96,8 @@ impl Env {
     pub fn claw_std(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_claw"));
         c.env("CLAW_HOME", &self.home)
-            .env("CLAW_MOUNT_ALLOWLIST", &self.allowlist);
+            .env("CLAW_MOUNT_ALLOWLIST", &self.allowlist)
+            .env("CLAW_CHAIN", if self.chain { "1" } else { "0" });
         c
     }
 

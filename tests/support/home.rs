@@ -28,17 +28,22 @@ impl TestHome {
         h
     }
 
-    /// `claw` with `CLAW_HOME` set to this home and logging quiet.
+    /// `claw` with `CLAW_HOME` set to this home and logging quiet. Steps are not chained
+    /// (`CLAW_CHAIN=0`): these tests drive each step themselves.
     pub fn claw(&self) -> Command {
         let mut c = Command::cargo_bin("claw").expect("claw binary");
-        c.env("CLAW_HOME", &self.root).env_remove("CLAW_LOG");
+        c.env("CLAW_HOME", &self.root)
+            .env("CLAW_CHAIN", "0")
+            .env_remove("CLAW_LOG");
         c
     }
 
     /// A `std::process::Command` for the same binary (for tests that need to spawn and kill).
     pub fn claw_std(&self) -> std::process::Command {
         let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("claw"));
-        c.env("CLAW_HOME", &self.root).env_remove("CLAW_LOG");
+        c.env("CLAW_HOME", &self.root)
+            .env("CLAW_CHAIN", "0")
+            .env_remove("CLAW_LOG");
         c
     }
 

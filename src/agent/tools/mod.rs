@@ -115,7 +115,7 @@ pub fn all_specs() -> Vec<ToolSpec> {
         s(
             "schedule_task",
             "Schedule a task: schedule_type cron (5-field), interval (seconds) or once (local or RFC 3339 time). context_mode group (sees this chat's history) or isolated.",
-            json!({"type":"object","properties":{"prompt":{"type":"string"},"schedule_type":{"type":"string","enum":["cron","interval","once"]},"schedule_value":{"type":"string"},"context_mode":{"type":"string","enum":["group","isolated"]},"timezone":{"type":"string"},"folder":{"type":"string","description":"main only: target group"}},"required":["prompt","schedule_type","schedule_value"]}),
+            json!({"type":"object","properties":{"prompt":{"type":"string"},"schedule_type":{"type":"string","enum":["cron","interval","once"]},"schedule_value":{"type":"string"},"context_mode":{"type":"string","enum":["group","isolated"]},"timezone":{"type":"string"},"folder":{"type":"string","description":"main only: target group"},"check":{"type":"string","description":"optional shell command run first in this container without network (60 s limit); the task wakes you only when it exits 0 and prints something, and you get what it printed, e.g. a script that prints new mail"}},"required":["prompt","schedule_type","schedule_value"]}),
         ),
         s(
             "list_tasks",
