@@ -440,6 +440,18 @@ fn rootless_user_units_carry_messages_from_ingest_to_delivery() {
         "active",
         "the timer keeps polling"
     );
+    // Polls that end at once restart every ~1 s; systemd's default start limit (5 in 10 s)
+    // would refuse some and leave the chat unpolled. The units turn it off: a dozen failed polls
+    // in a row, none refused.
+    let failed_polls = |j: &str| j.matches("Failed to start claw-ingest@telegram").count();
+    bx.wait_for("a dozen failed polls", Duration::from_secs(90), || {
+        (failed_polls(&bx.journal(&ana, "claw-ingest@telegram")) >= 12).then_some(())
+    });
+    let all = bx.user_ok(&ana, &["journalctl", "--user", "--no-pager"]);
+    assert!(
+        !all.contains("Start request repeated too quickly"),
+        "systemd's start limit refused a claw unit:\n{all}"
+    );
 
     uninstall_leaves_nothing(&bx, &ana);
     eprintln!("[rootless] done in {:.1?}", t0.elapsed());
