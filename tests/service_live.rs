@@ -11,12 +11,14 @@
 //! model only through claw's proxy socket. Delivery for the `box:` chats goes through a `command`
 //! channel whose send script appends each line to a file the test reads.
 //!
-//! Shown: the timers fire (`systemctl --user list-timers`, the journal); a Telegram message is
-//! picked up by `claw-ingest@telegram.timer` and a bridge-ingested message by the tick, both run
-//! in real containers (a `bash` tool call executes inside) and are delivered; `claw service
-//! status` reports each unit truthfully, including a failing ingest; the hardened units of rootful
-//! podman (NoNewPrivileges, ProtectSystem=strict) let the runtime work and really are in
-//! force; `claw service uninstall` leaves no unit file, link, timer or loaded unit behind.
+//! Shown, for a normal user (rootless podman, unhardened units) and for root (rootful podman, the
+//! hardened units): the timers fire (`systemctl --user list-timers`, the journal); a Telegram
+//! message is picked up by `claw-ingest@telegram.timer` and a bridge-ingested message by the tick,
+//! both run in real containers (a `bash` tool call executes inside) and are delivered; `claw
+//! service status` reports each unit truthfully, including a failing ingest, and systemd's start
+//! limit never refuses a poll; the hardened units (NoNewPrivileges, ProtectSystem=strict) let the
+//! runtime work and really are in force (/etc is read-only to the send script); `claw service
+//! uninstall` leaves no unit file, link, timer or loaded unit behind.
 //!
 //! It fails (never skips) when podman, the agent image or the base image is missing.
 
@@ -462,6 +464,7 @@ fn rootful_hardened_units_run_real_containers() {
     let t0 = Instant::now();
     let root = User::root();
     let llm = FakeLlm::start();
+    let tg = FakeTelegram::start();
     let bx = boot("rootful", &root, "box:root");
     let home = claw_home(&root);
     // Under ProtectSystem=strict only the claw home is writable, so the sink lives there.
@@ -471,44 +474,73 @@ fn rootful_hardened_units_run_real_containers() {
     bx.write(
         &root,
         &format!("{home}/claw.toml"),
-        &config(&llm, &send, None),
+        &config(&llm, &send, Some(&tg)),
         "644",
     );
     bx.write(
         &root,
         &format!("{home}/secrets.env"),
-        "ANTHROPIC_API_KEY=sk-ant-live\n",
+        &format!(
+            "ANTHROPIC_API_KEY=sk-ant-live\nTELEGRAM_BOT_TOKEN={}\n",
+            fake_telegram::TOKEN
+        ),
         "600",
+    );
+    bx.user_ok(
+        &root,
+        &[
+            "claw",
+            "group",
+            "add",
+            "--chat",
+            "tg:77",
+            "--folder",
+            "tele",
+            "--no-trigger",
+        ],
     );
 
     let out = bx.user_ok(&root, &["claw", "service", "install"]);
     assert!(
-        out.contains("systemctl --user enable --now claw-tick.timer: ok"),
+        out.contains(
+            "systemctl --user enable --now claw-tick.timer claw-ingest@telegram.timer: ok"
+        ),
         "{out}"
     );
-    // The live manager applied the full sandbox that rootful podman gets.
-    let props = bx.user_ok(
-        &root,
-        &[
-            "systemctl",
-            "--user",
-            "show",
-            "claw-tick.service",
-            "--property",
-            "NoNewPrivileges,ProtectSystem,ReadWritePaths",
-        ],
-    );
-    for want in ["NoNewPrivileges=yes", "ProtectSystem=strict"] {
-        assert!(props.contains(want), "{want} missing:\n{props}");
+    // The live manager applied the full sandbox that rootful podman gets, to both services.
+    for service in ["claw-tick.service", "claw-ingest@telegram.service"] {
+        let props = bx.user_ok(
+            &root,
+            &[
+                "systemctl",
+                "--user",
+                "show",
+                service,
+                "--property",
+                "NoNewPrivileges,ProtectSystem,ReadWritePaths",
+            ],
+        );
+        for want in ["NoNewPrivileges=yes", "ProtectSystem=strict"] {
+            assert!(props.contains(want), "{service}: {want} missing:\n{props}");
+        }
+        assert!(props.contains(&home), "{service}: {props}");
     }
-    assert!(props.contains(&home), "{props}");
     eprintln!("[rootful] installed after {:.1?}", t0.elapsed());
 
-    llm.push(Reply::tool(
-        "bash",
-        json!({"command": "echo hardened-$((6*7))-as-$(id -un)"}),
-    ));
-    llm.push(Reply::text("Hello root, the sandbox holds."));
+    llm.push(
+        Reply::tool(
+            "bash",
+            json!({"command": "echo hardened-$((6*7))-as-$(id -un)"}),
+        )
+        .when("hello from root"),
+    );
+    llm.push(Reply::text("Hello root, the sandbox holds.").when("hello from root"));
+    llm.push(Reply::text("Polled under the sandbox.").when("hi from telegram"));
+    tg.push_message(
+        json!({"id": 77, "type": "private"}),
+        json!({"id": 77, "first_name": "Root"}),
+        "hi from telegram",
+    );
     let line =
         json!({"chat": "box:root", "id": "r1", "sender": "box:root", "text": "hello from root"});
     let o = bx.user_stdin(&root, format!("{line}\n").as_bytes(), &["claw", "ingest"]);
@@ -518,13 +550,24 @@ fn rootful_hardened_units_run_real_containers() {
         String::from_utf8_lossy(&o.stderr)
     );
 
-    let lines = wait_chain(&bx, &root, "the reply to be delivered", || {
+    let lines = wait_chain(&bx, &root, "both replies to be delivered", || {
         let l = delivered(&bx, &root, &sink);
-        l.iter()
-            .any(|l| l.contains("the sandbox holds"))
-            .then_some(l)
+        let done = l.iter().any(|l| l.contains("the sandbox holds"));
+        (done && !tg.sent().is_empty()).then_some(l)
     });
-    eprintln!("[rootful] reply delivered after {:.1?}", t0.elapsed());
+    eprintln!(
+        "[rootful] both replies delivered after {:.1?}",
+        t0.elapsed()
+    );
+    let sent = tg.sent();
+    assert_eq!(sent[0]["chat_id"], "77", "{sent:?}");
+    assert!(
+        sent[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Polled under the sandbox."),
+        "{sent:?}"
+    );
     // The send script ran inside the tick's sandbox: /etc was read-only for it, as root.
     assert!(lines[0].ends_with("/etc:read-only"), "{lines:?}");
     assert!(
@@ -534,7 +577,7 @@ fn rootful_hardened_units_run_real_containers() {
         "the bash tool's output never reached the model"
     );
 
-    let st = finished_runs(&bx, &root, 1);
+    let st = finished_runs(&bx, &root, 2);
     assert_eq!(unit(&st, "claw-tick.timer")["state"], "active", "{st:#}");
     assert!(
         unit(&st, "claw-tick.service")["detail"]
@@ -543,10 +586,16 @@ fn rootful_hardened_units_run_real_containers() {
             .contains("result success"),
         "{st:#}"
     );
+    assert!(
+        unit(&st, "claw-ingest@telegram.service")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("result success"),
+        "{st:#}"
+    );
     let runs = st["recent_runs"].as_array().unwrap();
-    assert_eq!(
-        runs[0]["status"],
-        "succeeded",
+    assert!(
+        runs.iter().all(|r| r["status"] == "succeeded"),
         "{st:#}\n{}",
         bx.journal(&root, "claw-tick")
     );
