@@ -187,7 +187,7 @@ fn diagnose(bx: &SystemdBox, user: &User) -> String {
         &["claw", "service", "status"][..],
         &["claw", "logs"][..],
         &["claw", "logs", "main"][..],
-        &["systemctl", "--user", "list-timers", "--all", "--no-pager"][..],
+        &["systemctl", "--user", "--no-pager", "list-timers", "--all"][..],
     ] {
         let o = bx.user(user, argv);
         out.push_str(&format!(
@@ -217,39 +217,17 @@ fn uninstall_leaves_nothing(bx: &SystemdBox, user: &User) {
     let dir = format!("{}/.config/systemd/user", user.home);
     let left = bx.user_ok(user, &["find", &dir, "-name", "claw*"]);
     assert_eq!(left.trim(), "", "unit files or links left behind");
-    let timers = bx.user_ok(
-        user,
-        &["systemctl", "--user", "list-timers", "--all", "--no-pager"],
+    let timers = bx.systemctl(user, &["list-timers", "--all"]);
+    assert!(
+        timers.contains("timers listed") && !timers.contains("claw"),
+        "timers left:\n{timers}"
     );
-    assert!(!timers.contains("claw"), "timers left:\n{timers}");
-    let units = bx.user_ok(
-        user,
-        &[
-            "systemctl",
-            "--user",
-            "list-units",
-            "--all",
-            "--no-pager",
-            "--plain",
-            "claw*",
-        ],
-    );
+    let units = bx.systemctl(user, &["list-units", "--all", "--plain", "claw*"]);
     assert!(
         units.contains("0 loaded units listed"),
         "units left:\n{units}"
     );
-    // (list-unit-files exits 1 when it lists nothing.)
-    let files = bx.user(
-        user,
-        &[
-            "systemctl",
-            "--user",
-            "list-unit-files",
-            "--no-pager",
-            "claw*",
-        ],
-    );
-    let files = String::from_utf8_lossy(&files.stdout);
+    let files = bx.systemctl(user, &["list-unit-files", "claw*"]);
     assert!(
         files.contains("0 unit files listed"),
         "unit files left:\n{files}"
@@ -370,10 +348,7 @@ fn rootless_user_units_carry_messages_from_ingest_to_delivery() {
     );
 
     // The timers fired, as systemd and the journal tell it.
-    let timers = bx.user_ok(
-        &ana,
-        &["systemctl", "--user", "list-timers", "--all", "--no-pager"],
-    );
+    let timers = bx.systemctl(&ana, &["list-timers", "--all"]);
     for t in ["claw-tick.timer", "claw-ingest@telegram.timer"] {
         let row = timers
             .lines()
@@ -509,11 +484,9 @@ fn rootful_hardened_units_run_real_containers() {
     );
     // The live manager applied the full sandbox that rootful podman gets, to both services.
     for service in ["claw-tick.service", "claw-ingest@telegram.service"] {
-        let props = bx.user_ok(
+        let props = bx.systemctl(
             &root,
             &[
-                "systemctl",
-                "--user",
                 "show",
                 service,
                 "--property",

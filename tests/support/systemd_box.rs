@@ -310,6 +310,14 @@ impl SystemdBox {
         text(&o.stdout)
     }
 
+    /// `systemctl --user --no-pager ARGS` as `user`: its stdout, whatever the exit code (the
+    /// list commands exit 1 when they list nothing).
+    pub fn systemctl(&self, user: &User, args: &[&str]) -> String {
+        let mut argv = vec!["systemctl", "--user", "--no-pager"];
+        argv.extend_from_slice(args);
+        text(&self.user(user, &argv).stdout)
+    }
+
     /// Write a file as `user` (through `tee`, so it is theirs), with `mode`.
     pub fn write(&self, user: &User, path: &str, contents: &str, mode: &str) {
         let o = self.user_stdin(user, contents.as_bytes(), &["tee", path]);
