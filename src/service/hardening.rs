@@ -15,19 +15,38 @@ use crate::runtime::{Runtime, RuntimeKind};
 /// ids, and `NoNewPrivileges=` stops the setuid `newuidmap`/`newgidmap` it needs. The docker
 /// client only talks to the daemon's socket, and rootful podman needs no setuid helper, so both
 /// take the full set with the home and the runtime's storage writable.
+///
+/// No `PrivateTmp=`: dispatch's run-groups outlive the tick that started them
+/// (`KillMode=process`), and systemd deletes a unit's private /tmp and /var/tmp as soon as its
+/// main process ends, so every later `podman run` of that run-group failed with
+/// `open /var/tmp/…: no such file or directory` (seen under a live systemd). The system's temp
+/// folders are writable instead, as they are for any process of the user.
 pub fn hardening(rt: Option<Runtime>, claw_home: &Path, runtime_rw: &[PathBuf]) -> Vec<String> {
     let full = |extra: &[PathBuf]| {
-        let mut l = vec![
+        let mut l = vec![];
+        if !extra.is_empty() {
+            // ProtectSystem=strict skips a ReadWritePaths= folder that does not exist yet and
+            // leaves its parent read-only, so the runtime cannot create it: on a fresh boot
+            // rootful podman dies on `mkdir /run/runc` or `/var/cache/containers` (seen under a
+            // live systemd, tests/service_live.rs). `+` runs this one step outside the sandbox.
+            let mut mk = "ExecStartPre=+mkdir -p".to_string();
+            for p in extra {
+                mk.push(' ');
+                mk.push_str(&systemd_quote(&p.display().to_string()));
+            }
+            l.push(mk);
+        }
+        l.extend([
             "NoNewPrivileges=yes".to_string(),
-            "PrivateTmp=yes".into(),
             "ProtectSystem=strict".into(),
             format!(
                 "ReadWritePaths={}",
                 systemd_quote(&claw_home.display().to_string())
             ),
-        ];
+            "ReadWritePaths=/tmp /var/tmp".into(),
+        ]);
         for p in extra {
-            // `-` : a path that does not exist on this machine is skipped, not fatal.
+            // `-` : should the folder still be missing, the unit starts and the runtime says why.
             l.push(format!(
                 "ReadWritePaths={}",
                 systemd_quote(&format!("-{}", p.display()))
@@ -68,13 +87,15 @@ pub fn runtime_storage(rt: Option<Runtime>, user_home: &Path) -> Vec<PathBuf> {
                 .filter_map(|f| podman_info(f))
                 .map(PathBuf::from)
                 .collect();
+            // Its defaults as root: storage, run state, the OCI runtimes' state and the lock of
+            // the short-name alias cache (/var/tmp, for image copies, is writable for all).
             for p in [
                 "/var/lib/containers",
                 "/run/containers",
                 "/run/libpod",
                 "/run/runc",
                 "/run/crun",
-                "/var/tmp",
+                "/var/cache/containers",
             ] {
                 v.push(PathBuf::from(p));
             }
@@ -118,6 +139,7 @@ mod tests {
         assert!(docker.contains(&"ProtectSystem=strict".to_string()));
         assert!(docker.contains(&"ReadWritePaths=/h".to_string()));
         assert!(docker.contains(&"ReadWritePaths=-/var/lib/containers".to_string()));
+        assert_eq!(docker[0], "ExecStartPre=+mkdir -p /var/lib/containers");
         let rootless = hardening(
             Some(Runtime {
                 kind: RuntimeKind::Podman,
@@ -135,7 +157,12 @@ mod tests {
             home,
             &rw,
         );
-        assert!(rootful.contains(&"PrivateTmp=yes".to_string()));
+        assert!(rootful.contains(&"ProtectSystem=strict".to_string()));
+        assert!(rootful.contains(&"ReadWritePaths=/tmp /var/tmp".to_string()));
+        assert!(
+            !rootful.iter().any(|l| l.starts_with("PrivateTmp")),
+            "{rootful:?}"
+        );
         assert!(
             hardening(None, home, &rw)
                 .iter()

@@ -320,6 +320,8 @@ pub fn uninstall(platform: Platform, user_home: &Path) -> Result<Report> {
                 dis.push("claw-whatsapp.service".into());
             }
             cmds.push(dis);
+            // Disabling a timer leaves its service running (a tick, a long poll): stop those too.
+            cmds.push(systemctl_patterns("stop"));
         }
         Platform::Launchd => {
             for f in &ours {
@@ -342,16 +344,33 @@ pub fn uninstall(platform: Platform, user_home: &Path) -> Result<Report> {
         rep.removed.push(f);
     }
     if platform == Platform::Systemd {
+        // A unit that failed stays loaded as `not-found failed` after its file is gone (seen
+        // under a live systemd); reset-failed unloads it, so nothing of claw stays listed.
         run_all(
             &mut rep,
-            vec![vec![
-                "systemctl".into(),
-                "--user".into(),
-                "daemon-reload".into(),
-            ]],
+            vec![
+                vec!["systemctl".into(), "--user".into(), "daemon-reload".into()],
+                systemctl_patterns("reset-failed"),
+            ],
         );
     }
     Ok(rep)
+}
+
+/// `systemctl --user VERB` over every unit claw may have loaded. Globs only: a glob that matches
+/// no loaded unit is not an error, where a plain name that is not loaded is.
+fn systemctl_patterns(verb: &str) -> Vec<String> {
+    [
+        "systemctl",
+        "--user",
+        verb,
+        "claw-tick.*",
+        "claw-ingest@*",
+        "claw-whatsapp.*",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// claw's unit files present in `dir`.

@@ -48,8 +48,11 @@ pub fn status(platform: Platform, user_home: &Path) -> Status {
         Platform::Systemd => {
             names.push("claw-tick.timer".into());
             names.push("claw-tick.service".into());
+            // Each timer with the service it starts: a timer stays `active` while every run of
+            // its service fails, so the service's own state is the one that tells.
             for c in installed_instances(&dir) {
                 names.push(format!("claw-ingest@{c}.timer"));
+                names.push(format!("claw-ingest@{c}.service"));
             }
             if dir.join("claw-whatsapp.service").exists() {
                 names.push("claw-whatsapp.service".into());
@@ -93,7 +96,8 @@ pub fn status(platform: Platform, user_home: &Path) -> Status {
 }
 
 fn systemd_state(unit: &str) -> (String, String) {
-    let props = "ActiveState,SubState,UnitFileState,LastTriggerUSec,Result,ExecMainStatus";
+    let props =
+        "LoadState,ActiveState,SubState,UnitFileState,LastTriggerUSec,Result,ExecMainStatus";
     match quiet(&["systemctl", "--user", "show", unit, "--property", props]) {
         Some(out) => parse_systemd_show(&out),
         None => (
@@ -111,7 +115,10 @@ pub fn parse_systemd_show(out: &str) -> (String, String) {
             .unwrap_or("")
             .to_string()
     };
+    // A unit whose file is gone (or never loaded) is `inactive` to systemd; say why instead.
+    let load = get("LoadState");
     let state = match (get("ActiveState"), get("SubState")) {
+        _ if !load.is_empty() && load != "loaded" => (load, String::new()),
         (a, s) if a.is_empty() => ("unknown".to_string(), s),
         (a, s) => (a, s),
     };
@@ -163,7 +170,7 @@ mod tests {
     #[test]
     fn manager_output_parsing() {
         let (s, d) = parse_systemd_show(
-            "ActiveState=active\nSubState=waiting\nUnitFileState=enabled\nLastTriggerUSec=Sat 2026-11-21 10:00:00 UTC\nResult=success\n",
+            "LoadState=loaded\nActiveState=active\nSubState=waiting\nUnitFileState=enabled\nLastTriggerUSec=Sat 2026-11-21 10:00:00 UTC\nResult=success\n",
         );
         assert_eq!(s, "active");
         assert!(
@@ -172,6 +179,17 @@ mod tests {
                 && d.contains("last trigger Sat"),
             "{d}"
         );
+        let (s, d) = parse_systemd_show(
+            "LoadState=loaded\nActiveState=failed\nSubState=failed\nResult=exit-code\nExecMainStatus=3\n",
+        );
+        assert_eq!(s, "failed");
+        assert!(
+            d.contains("result exit-code") && d.contains("exit 3"),
+            "{d}"
+        );
+        let (s, _) =
+            parse_systemd_show("LoadState=not-found\nActiveState=inactive\nSubState=dead\n");
+        assert_eq!(s, "not-found");
         let (s, d) = parse_launchctl_print(
             "gui/501/claw.tick = {\n\tactive count = 0\n\tstate = not running\n\truns = 14\n\tlast exit code = 0\n}\n",
         );
