@@ -486,10 +486,16 @@ impl State {
             )),
             AgentLine::Idle { usage } => {
                 if let Some(u) = usage {
-                    runs::add_usage(&store.conn, work.run.id, u.input_tokens, u.output_tokens)?;
+                    // What the agent says it used, for the run's row and log; what is billed and
+                    // budgeted is what the proxy read from the upstream (the `usage` table).
+                    runs::add_usage(&store.conn, work.run.id, u.prompt_tokens(), u.output_tokens)?;
                     log.line(format!(
-                        "turn done: {} input / {} output tokens",
-                        u.input_tokens, u.output_tokens
+                        "turn done (agent's count): {} input ({} uncached, {} cache read, {} cache write) / {} output tokens",
+                        u.prompt_tokens(),
+                        u.input_tokens,
+                        u.cache_read_tokens,
+                        u.cache_write_tokens,
+                        u.output_tokens
                     ));
                 } else {
                     log.line("turn done");
