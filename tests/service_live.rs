@@ -308,7 +308,14 @@ fn rootless_user_units_carry_messages_from_ingest_to_delivery() {
         "hi from telegram",
     );
     let line = json!({"chat": "box:ana", "id": "m1", "sender": "box:ana", "sender_name": "Ana", "text": "hello from the box"});
-    let o = bx.user_stdin(&ana, format!("{line}\n").as_bytes(), &["claw", "ingest"]);
+    // This ingest stands in for a bridge the owner started by hand, outside systemd: it does not
+    // chain (CLAW_CHAIN=0), so the tick timer carries its message, as it does for any such bridge.
+    // (The Telegram message is ingested by its unit and chains inside that unit.)
+    let o = bx.user_stdin(
+        &ana,
+        format!("{line}\n").as_bytes(),
+        &["env", "CLAW_CHAIN=0", "claw", "ingest"],
+    );
     assert!(
         o.status.success(),
         "ingest: {}",
@@ -363,8 +370,11 @@ fn rootless_user_units_carry_messages_from_ingest_to_delivery() {
             (count(&j, "delivered ") >= 2).then_some(j)
         })
         .unwrap_or_else(|| bx.journal(&ana, "claw-tick"));
-    assert_eq!(count(&tick_log, "runs started "), 2, "{tick_log}");
-    assert_eq!(count(&tick_log, "delivered "), 2, "{tick_log}");
+    // The tick started the bridge's run; the Telegram message's run was chained by its ingest
+    // unit (or by a tick that came first).
+    assert!(count(&tick_log, "runs started ") >= 1, "{tick_log}");
+    // Delivery itself is chained by run-group (a detached `claw deliver` inside the same unit),
+    // so the tick's own "delivered" count may be 0: the replies above prove it happened.
     let ingest_log = bx.journal(&ana, "claw-ingest@telegram");
     assert_eq!(count(&ingest_log, "stored "), 1, "{ingest_log}");
 
@@ -516,7 +526,12 @@ fn rootful_hardened_units_run_real_containers() {
     );
     let line =
         json!({"chat": "box:root", "id": "r1", "sender": "box:root", "text": "hello from root"});
-    let o = bx.user_stdin(&root, format!("{line}\n").as_bytes(), &["claw", "ingest"]);
+    // A bridge started by hand (see the rootless test): the tick carries it, inside its sandbox.
+    let o = bx.user_stdin(
+        &root,
+        format!("{line}\n").as_bytes(),
+        &["env", "CLAW_CHAIN=0", "claw", "ingest"],
+    );
     assert!(
         o.status.success(),
         "ingest: {}",

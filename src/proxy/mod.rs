@@ -19,6 +19,7 @@
 
 mod addr;
 mod allowlist;
+pub mod ask;
 mod body;
 mod content;
 mod egress;
@@ -93,6 +94,9 @@ pub struct ProxyConfig {
     pub folder: Option<String>,
     /// What model requests may ask for (provider, model, token and request limits).
     pub llm: LlmPolicy,
+    /// Asks the owner about acts the group's approval policy marks `ask`; `None` means no act is
+    /// ever asked about (what is not allowed is refused).
+    pub asker: Option<ask::Asker>,
 }
 
 /// What happened to one request, for the audit table. Never contains a header value or key.

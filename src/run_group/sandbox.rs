@@ -204,6 +204,7 @@ pub fn prepare(
                 concurrency: config.limits.llm_concurrency,
                 requests_per_run: config.limits.llm_requests_per_run,
             },
+            asker: None,
         },
         events,
         meter,

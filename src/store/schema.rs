@@ -217,4 +217,27 @@ CREATE TABLE IF NOT EXISTS task_checks (
     timeout_secs INTEGER NOT NULL DEFAULT 60
 );
 "#,
+    // 7: approvals. One row per act the owner is asked about (a card in the main chat); an answer
+    // decides exactly that row, and an act waits on its own row only, so one approval can never
+    // unlock another act. `nonce` makes a Telegram button's callback data unforgeable.
+    r#"
+CREATE TABLE IF NOT EXISTS approvals (
+    id          INTEGER PRIMARY KEY,
+    folder      TEXT NOT NULL,
+    run_id      INTEGER,
+    kind        TEXT NOT NULL,              -- egress, credential, send_message, add_mcp_server, schedule_task
+    detail      TEXT NOT NULL,              -- JSON: what exactly (host, credential name, chat, …)
+    reason      TEXT,                       -- the agent's stated reason, shown to the owner
+    status      TEXT NOT NULL DEFAULT 'requested'
+                CHECK (status IN ('requested', 'approved', 'denied', 'expired')),
+    nonce       TEXT NOT NULL,
+    requested_at INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    decided_at  INTEGER,
+    decided_by  TEXT,                       -- cli, chat:<sender>, timeout
+    card_outbox_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS approvals_status ON approvals (status, expires_at);
+CREATE INDEX IF NOT EXISTS approvals_folder ON approvals (folder, id);
+"#,
 ];
