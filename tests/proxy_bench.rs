@@ -33,6 +33,7 @@ fn config(socket_path: std::path::PathBuf, url: &str) -> ProxyConfig {
             concurrency: 4,
             requests_per_run: u32::MAX,
         },
+        asker: None,
     }
 }
 

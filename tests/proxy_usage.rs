@@ -109,6 +109,7 @@ fn start(url: &str, provider: Provider, meter: Meter) -> Harness {
             concurrency: 4,
             requests_per_run: 500,
         },
+        asker: None,
     };
     let (tx, rx) = mpsc::channel();
     Harness {

@@ -64,6 +64,7 @@ impl Setup {
                 concurrency: self.concurrency,
                 requests_per_run: self.requests_per_run,
             },
+            asker: None,
         };
         let (tx, rx) = mpsc::channel();
         let proxy = Proxy::start(cfg, tx).unwrap();
