@@ -77,6 +77,9 @@ pub struct Limits {
     pub max_tasks: u32,
     /// Runs a non-main group may start in any hour (messages and tasks together); 0 = no limit.
     pub runs_per_hour: u32,
+    /// A message that could run but was not acted on for this long, while nothing runs for its
+    /// group, is a problem (`claw status --problems`, `claw doctor`, the tick's log).
+    pub stale_after_secs: u64,
 }
 
 /// Retention of host-side records (pruned by `claw tick`'s housekeeping, at most hourly).
@@ -180,6 +183,7 @@ impl Default for Limits {
             min_task_interval_secs: 300,
             max_tasks: 20,
             runs_per_hour: 30,
+            stale_after_secs: 120,
         }
     }
 }
@@ -356,6 +360,7 @@ llm_requests_per_run = 500
 min_task_interval_secs = 300   # shortest task schedule an agent may set
 max_tasks = 20                 # active or paused tasks per group
 runs_per_hour = 30             # runs per group per hour (0 = no limit)
+stale_after_secs = 120         # a runnable message untouched this long is reported as a problem
 
 [retention]
 audit_days = 90          # audit rows older than this are deleted

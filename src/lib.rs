@@ -29,6 +29,7 @@ pub mod notice;
 pub mod output;
 pub mod paths;
 pub mod pending;
+pub mod problems;
 pub mod prompt;
 pub mod protocol;
 pub mod proxy;

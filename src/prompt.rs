@@ -49,6 +49,30 @@ pub fn messages(msgs: &[Message]) -> String {
     out
 }
 
+/// A note for the agent about its own messages that could not be delivered, so it can tell the
+/// chat another way or try again; empty when there are none.
+pub fn delivery_note(rows: &[crate::store::outbox::Row]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("<delivery_problems>\n");
+    for r in rows.iter().rev() {
+        let state = if r.status == "failed" {
+            "was given up"
+        } else {
+            "is still being retried"
+        };
+        out.push_str(&format!(
+            "Your message of {} to this chat could not be delivered and {state}: {}. It began: \"{}\"\n",
+            crate::time::local_short(r.created_at),
+            escape(&crate::output::clip(r.last_error.as_deref().unwrap_or("unknown error"), 200)),
+            escape(&crate::output::clip(&r.text, 80))
+        ));
+    }
+    out.push_str("</delivery_problems>\n");
+    out
+}
+
 /// Wrap a scheduled task's prompt.
 pub fn task(task_id: i64, prompt: &str) -> String {
     format!(

@@ -19,6 +19,8 @@ pub struct GroupStatus {
     pub pending: i64,
     pub would_run: bool,
     pub reason: String,
+    /// Work that could run is held back by a failed run's retry, a limit or a budget.
+    pub held: bool,
     pub running: bool,
     pub last_run: Option<runs::Run>,
     pub outbox_backlog: i64,
@@ -102,6 +104,7 @@ pub fn status(home: &Home, store: &Store, config: &Config) -> Result<Report> {
             )?;
         }
         let mut d = scan.finish();
+        let mut held = false;
         let running = crate::lock::is_held(&home.group_lock(&g.folder))?;
         let last_run = runs::latest(conn, &g.folder)?;
         if d.runnable && running {
@@ -114,17 +117,20 @@ pub fn status(home: &Home, store: &Store, config: &Config) -> Result<Report> {
             && at > now
         {
             d.runnable = false;
+            held = true;
             d.reason = format!("last run failed; retrying {}", crate::time::ago(at));
         } else if d.runnable
             && let crate::limits::RunGate::Closed { started, until, .. } =
                 crate::limits::runs_gate(conn, &config.limits, &g, now)?
         {
             d.runnable = false;
+            held = true;
             d.reason = crate::limits::run_reason(&g, started, until);
         } else if d.runnable
             && let Some(why) = crate::limits::budget_stop(conn, config, &g, now, false)?
         {
             d.runnable = false;
+            held = true;
             d.reason = why;
         }
         out.push(GroupStatus {
@@ -135,6 +141,7 @@ pub fn status(home: &Home, store: &Store, config: &Config) -> Result<Report> {
             pending: count,
             would_run: d.runnable,
             reason: d.reason,
+            held,
             running,
             last_run,
             outbox_backlog: backlog.get(&g.chat_id).copied().unwrap_or(0),

@@ -1,5 +1,6 @@
 //! `claw tick`: one timer drives everything. Runs ipc-apply, schedule, dispatch and deliver in
-//! that order (each step's output feeds the next), then housekeeping at most once an hour, and
+//! that order (each step's output feeds the next), warns about messages left waiting too long,
+//! then housekeeping at most once an hour, and
 //! keeps going when one step fails so a broken channel never stops agents from running.
 //!
 //! An idle tick (no IPC request, no due task, no queued or running run, no due outbox row) asks
@@ -29,6 +30,10 @@ pub struct Report {
     /// What housekeeping removed, when it ran in this tick (at most once an hour).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub housekeeping: Option<crate::housekeeping::Report>,
+    /// Groups whose messages waited past `limits.stale_after_secs` with nothing running (also
+    /// logged as a warning, at most once a minute per group).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stale: Vec<String>,
     pub errors: Vec<(String, String)>,
 }
 
@@ -94,6 +99,10 @@ pub fn tick(home: &Home, config: &Config, secrets: &Secrets) -> Result<Report> {
             r.delivery_failures = x.failed;
         }
         Err(e) => r.errors.push(("deliver".into(), format!("{e:#}"))),
+    }
+    match crate::problems::warn_stale(home, &store, config, now) {
+        Ok(x) => r.stale = x,
+        Err(e) => r.errors.push(("stale-check".into(), format!("{e:#}"))),
     }
     match housekeeping_due(&store, now) {
         Ok(false) => {}

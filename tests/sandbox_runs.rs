@@ -119,15 +119,18 @@ fn parallel_dispatches_respect_group_locks_and_max_concurrent() {
             max_seen = max_seen.max(env.containers().len());
             std::thread::sleep(Duration::from_millis(100));
         }
-        let done: i64 = env
+        // Done when all three succeeded and nothing else is in flight (on a loaded machine a
+        // run may be retried, and its spans must be compared once it has ended).
+        let (done, busy): (i64, i64) = env
             .db()
             .query_row(
-                "SELECT count(*) FROM runs WHERE status = 'succeeded'",
+                "SELECT count(*) FILTER (WHERE status = 'succeeded'),
+                        count(*) FILTER (WHERE status IN ('queued', 'running')) FROM runs",
                 [],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
-        if done >= 3 {
+        if done >= 3 && busy == 0 {
             break;
         }
         assert!(

@@ -3,16 +3,25 @@ use anyhow::Result;
 use super::Ctx;
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "With --problems: everything that dropped or is delaying work (messages waiting with nothing running, failed runs, undelivered messages, rejected agent requests), each with what to do. Exit code 1 when there is any."
+)]
 pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// List problems instead of the per-group table.
+    #[arg(long)]
+    pub problems: bool,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let config = ctx.config()?;
     let store = ctx.store()?;
     let report = crate::status::status(&ctx.home, &store, &config)?;
+    if a.problems {
+        return problems(&store, &config, &report, a.json);
+    }
     if a.json {
         return crate::output::json(&report);
     }
@@ -82,4 +91,39 @@ fn spend(l: &crate::cost::report::Line, prices: &crate::cost::pricing::Prices) -
     } else {
         l.cost_text(prices)
     }
+}
+
+fn problems(
+    store: &crate::store::Store,
+    config: &crate::config::Config,
+    report: &crate::status::Report,
+    json: bool,
+) -> Result<()> {
+    let list = crate::problems::list(&store.conn, config, report, crate::time::now_ms())?;
+    if json {
+        crate::output::json(&list)?;
+    } else if list.is_empty() {
+        println!("no problems");
+    } else {
+        let rows = list
+            .iter()
+            .map(|p| {
+                vec![
+                    p.kind.to_string(),
+                    p.group.clone().unwrap_or_else(|| "-".into()),
+                    crate::time::ago(p.since),
+                    crate::output::clip(&p.detail, 100),
+                    p.fix.clone(),
+                ]
+            })
+            .collect();
+        crate::output::table(&["PROBLEM", "GROUP", "SINCE", "WHAT", "FIX"], rows);
+    }
+    if !list.is_empty() {
+        return Err(crate::error::Coded::err(
+            crate::error::Code::Failure,
+            format!("{} problem(s)", list.len()),
+        ));
+    }
+    Ok(())
 }

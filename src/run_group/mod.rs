@@ -15,6 +15,7 @@ pub mod log;
 mod observer;
 mod proxy_rows;
 pub use sandbox::run_id_of;
+mod notices;
 pub mod rules;
 mod rundir;
 mod sandbox;
@@ -168,7 +169,17 @@ pub fn run_group(
             (session::Ended::default(), Some(format!("{err:#}")), runtime)
         }
     };
-    let outcome = finish(&mut store, config, &work, &ending, error, &mut log)?;
+    // No container ran at all (or the runtime refused to start one): people must hear of it.
+    let not_started = error.is_some() || runtime_problem;
+    let outcome = finish(
+        &mut store,
+        config,
+        &work,
+        &ending,
+        error,
+        not_started,
+        &mut log,
+    )?;
     log.line(format!(
         "finished: {} ({}); peak RSS of this run-group {} KiB",
         outcome.status,
@@ -380,7 +391,13 @@ fn claim_work(
             tx.commit()?;
             return Ok(None);
         }
-        work.prompt = crate::prompt::messages(&pending);
+        let undelivered =
+            outbox::take_undelivered(&tx, &work.group.chat_id, crate::time::now_ms(), 5)?;
+        work.prompt = format!(
+            "{}{}",
+            crate::prompt::delivery_note(&undelivered),
+            crate::prompt::messages(&pending)
+        );
         work.handed = pending.last().map(|m| m.seq);
         if let (Some(first), Some(last)) = (pending.first(), pending.last()) {
             runs::set_seq_range(&tx, work.run.id, first.seq, last.seq)?;
@@ -407,6 +424,7 @@ fn finish(
     work: &Work,
     ended: &session::Ended,
     start_error: Option<String>,
+    not_started: bool,
     log: &mut RunLog,
 ) -> Result<Outcome> {
     let now = crate::time::now_ms();
@@ -415,9 +433,18 @@ fn finish(
         handed: ended.handed.or(work.handed),
         acked: ended.acked,
         attempt: work.run.attempt.max(1) as u32,
+        not_started,
     };
     let error = start_error.or_else(|| ended.error.clone());
     let tx = store.write()?;
+    let told_not_started = if not_started {
+        let told =
+            notices::not_started(&tx, work, error.as_deref().unwrap_or("unknown error"), now)?;
+        log.line("the run never started; the chat was told (once per 6 h), main if it persists");
+        told
+    } else {
+        false
+    };
     let outcome = if let Some(task) = &work.task {
         let ok = ending.clean_exit;
         if let Some(tr) = task.task_run_id {
@@ -452,7 +479,7 @@ fn finish(
             groups::advance_cursor(&tx, &work.group.folder, seq)?;
         }
         // A run stopped by the disk limit already told the chat why.
-        if v.notify_failure && !ended.notice_sent {
+        if v.notify_failure && !ended.notice_sent && !told_not_started {
             let text = format!(
                 "Sorry, I could not answer that: the run failed {} times ({}). Check `claw logs {}`.",
                 ending.attempt,

@@ -2,7 +2,9 @@
 //!
 //! The cursor only moves past messages the agent finished with: a run that failed before saying
 //! anything leaves it where it was and is retried with backoff; output already sent is never
-//! repeated; after the last attempt the chat is told, and the messages are let go.
+//! repeated; after the last attempt the chat is told, and the messages are let go. A run whose
+//! container never started did not fail the messages (the agent never saw them): it is retried,
+//! with the delay capped, until the host is fixed, and the messages are never let go.
 
 /// How a run ended, as the container loop observed it.
 #[derive(Debug, Clone, Default)]
@@ -15,7 +17,12 @@ pub struct Ending {
     pub acked: Option<i64>,
     /// Attempt number of this run (1-based).
     pub attempt: u32,
+    /// No container ran (runtime or image missing, preparation failed).
+    pub not_started: bool,
 }
+
+/// Longest wait between retries of a run that could not start.
+pub const NOT_STARTED_MAX_DELAY_MS: i64 = 10 * 60 * 1000;
 
 /// What to do about it.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +59,17 @@ pub fn verdict(e: &Ending, max_attempts: u32, base_ms: i64, now: i64) -> Verdict
             notify_failure: false,
         };
     }
+    if e.not_started {
+        let delay = base_ms
+            .saturating_mul(1i64 << (e.attempt.saturating_sub(1)).min(20))
+            .min(NOT_STARTED_MAX_DELAY_MS);
+        return Verdict {
+            succeeded: false,
+            cursor_to: e.acked,
+            retry_at: Some(now + delay),
+            notify_failure: false,
+        };
+    }
     if e.attempt >= max_attempts {
         return Verdict {
             succeeded: false,
@@ -79,6 +97,7 @@ mod tests {
             handed,
             acked,
             attempt,
+            not_started: false,
         }
     }
 
@@ -123,5 +142,17 @@ mod tests {
         let v = verdict(&ending(false, Some(9), None, 4), 4, 5000, 0);
         assert!(v.notify_failure);
         assert_eq!(v.cursor_to, Some(9));
+    }
+
+    #[test]
+    fn a_run_that_never_started_is_retried_without_giving_up() {
+        let mut e = ending(false, Some(7), None, 40);
+        e.not_started = true;
+        let v = verdict(&e, 4, 5_000, 0);
+        assert!(!v.notify_failure && !v.succeeded);
+        assert_eq!(v.cursor_to, None, "the messages are kept");
+        assert_eq!(v.retry_at, Some(NOT_STARTED_MAX_DELAY_MS));
+        e.attempt = 1;
+        assert_eq!(verdict(&e, 4, 5_000, 0).retry_at, Some(5_000));
     }
 }

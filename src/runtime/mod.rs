@@ -123,6 +123,9 @@ pub fn run_args(rt: Runtime, spec: &ContainerSpec) -> RunArgs {
             let tmpfs = format!("/tmp:rw,nosuid,nodev,size={},mode=1777", spec.tmp_size);
             let pids = spec.pids_limit.to_string();
             push(&[
+                // Images are built here (`claw image build`); a missing one is an error to report,
+                // never a reason to reach a registry.
+                "--pull=never",
                 "--network",
                 "none",
                 "--cap-drop",

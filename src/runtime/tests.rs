@@ -34,7 +34,7 @@ fn words(s: &str) -> Vec<String> {
 
 #[test]
 fn run_args_per_runtime() {
-    let common = "run --rm -i --name claw-main-42 --network none --cap-drop ALL \
+    let common = "run --rm -i --name claw-main-42 --pull=never --network none --cap-drop ALL \
         --security-opt no-new-privileges --read-only \
         --tmpfs /tmp:rw,nosuid,nodev,size=64m,mode=1777 --pids-limit 128 --memory 512m --cpus 1 \
         --user 1001:1001";

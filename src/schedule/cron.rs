@@ -70,15 +70,18 @@ pub fn parse(expr: &str) -> Result<Cron, String> {
         .map_err(|e| format!("cron `{expr}` is not valid: {e}"))
 }
 
-/// The first firing strictly after `after_ms`, in zone `tz`, as epoch milliseconds.
+/// The first firing strictly after `after_ms`, in zone `tz`, as epoch milliseconds (always a
+/// whole second).
 pub fn next_after(cron: &Cron, tz: Tz, after_ms: i64) -> Option<i64> {
+    // croner keeps the start's sub-second part in every occurrence it finds; firings are on the
+    // second, so search from the whole second (nothing fires strictly inside it).
     let start = Utc
-        .timestamp_millis_opt(after_ms)
+        .timestamp_opt(after_ms.div_euclid(1000), 0)
         .single()?
         .with_timezone(&tz);
     cron.find_next_occurrence(&start, false)
         .ok()
-        .map(|t| t.timestamp_millis())
+        .map(|t| t.timestamp() * 1000)
 }
 
 /// The shortest gap, in seconds, between consecutive firings among the next `count` firings after
@@ -102,6 +105,26 @@ pub fn shortest_gap_secs(cron: &Cron, tz: Tz, after_ms: i64, count: usize) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn firings_are_whole_seconds_whatever_the_start() {
+        let cron = parse("0 9 * * *").unwrap();
+        let tz: Tz = "Europe/Berlin".parse().unwrap();
+        // 2026-12-03 07:59:59.734 UTC is 08:59:59.734 in Berlin.
+        let after = Utc
+            .with_ymd_and_hms(2026, 12, 3, 7, 59, 59)
+            .unwrap()
+            .timestamp_millis()
+            + 734;
+        let nine = Utc
+            .with_ymd_and_hms(2026, 12, 3, 8, 0, 0)
+            .unwrap()
+            .timestamp_millis();
+        assert_eq!(next_after(&cron, tz, after), Some(nine));
+        // From inside the firing second itself, the next one is a day later, still on the second.
+        assert_eq!(next_after(&cron, tz, nine + 500), Some(nine + 86_400_000));
+        assert_eq!(next_after(&cron, tz, nine - 1), Some(nine));
+    }
 
     #[test]
     fn accepts_standard_and_refuses_the_rest() {

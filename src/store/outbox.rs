@@ -161,7 +161,65 @@ pub fn mark_failed(
          WHERE id = ?1 AND claimed_by = ?2",
         params![id, claimer, status, attempts, error, crate::time::now_ms() + delay],
     )?;
+    if status == "failed" {
+        tell_main_given_up(conn, id, error)?;
+    }
     Ok(true)
+}
+
+/// The agent's own messages to `chat` that could not be delivered (given up, or still retrying
+/// after two attempts) and that no prompt has mentioned yet; marks them mentioned. Newest first,
+/// at most `limit`. Called inside the transaction that builds the prompt.
+pub fn take_undelivered(conn: &Connection, chat: &str, now: i64, limit: usize) -> Result<Vec<Row>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLS} FROM outbox
+         WHERE chat_id = ?1 AND (origin LIKE 'run:%' OR origin LIKE 'ipc:%')
+           AND (status = 'failed' OR (status = 'pending' AND attempts >= 2))
+         ORDER BY id DESC LIMIT 50"
+    ))?;
+    let rows: Vec<Row> = stmt
+        .query_map([chat], row)?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::new();
+    for r in rows {
+        if out.len() >= limit {
+            break;
+        }
+        // Forever: an agent is told about each undelivered message once.
+        if crate::store::marks::claim(conn, &format!("told-agent:outbox:{}", r.id), now, i64::MAX)?
+        {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// A row was given up: tell the owner's main chat, unless the row was itself a notice (or went to
+/// main, whose own channel is what failed); the outcome is in `claw status --problems` either way.
+fn tell_main_given_up(conn: &Connection, id: i64, error: &str) -> Result<()> {
+    let Some(r) = get(conn, id)? else {
+        return Ok(());
+    };
+    let Some(main) = crate::store::groups::main(conn)? else {
+        return Ok(());
+    };
+    if r.origin.starts_with("notice:") || r.chat_id == main.chat_id {
+        return Ok(());
+    }
+    let text = format!(
+        "A message to {:?} could not be delivered after {MAX_ATTEMPTS} tries and was given up: {}. \
+         It began: {:?}. See `claw outbox --status failed`.",
+        crate::output::clip(&r.chat_id, 80),
+        crate::output::clip(error, 200),
+        crate::output::clip(&r.text, 80)
+    );
+    enqueue(
+        conn,
+        &main.chat_id,
+        &text,
+        &format!("notice:undelivered:{id}"),
+    )?;
+    Ok(())
 }
 
 /// Delay before retry number `attempts`: 5 s doubling, capped at one hour.

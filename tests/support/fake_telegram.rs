@@ -31,6 +31,8 @@ struct State {
     actions: Vec<Value>,
     /// Answers for the next sendMessage calls: Some(secs) = 429 with retry_after.
     send_script: VecDeque<Option<u64>>,
+    /// The next this many sendMessage calls answer 500.
+    fail_sends: usize,
     next_msg_id: i64,
 }
 
@@ -106,6 +108,11 @@ impl FakeTelegram {
             .unwrap()
             .send_script
             .extend(script.iter().copied());
+    }
+
+    /// The next `n` sendMessage calls fail with 500 Internal Server Error.
+    pub fn fail_sends(&self, n: usize) {
+        self.state.lock().unwrap().fail_sends = n;
     }
 
     /// getUpdates call number `n` (0-based, counted from the start) and later never answer.
@@ -247,6 +254,15 @@ fn handle(
         }
         "sendMessage" => {
             let mut s = state.lock().unwrap();
+            if s.fail_sends > 0 {
+                s.fail_sends -= 1;
+                return (
+                    500,
+                    Some(
+                        json!({"ok": false, "error_code": 500, "description": "Internal Server Error"}),
+                    ),
+                );
+            }
             if let Some(Some(secs)) = s.send_script.pop_front() {
                 return (
                     429,
