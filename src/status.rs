@@ -118,7 +118,17 @@ pub fn status(home: &Home, store: &Store, config: &Config) -> Result<Report> {
         {
             d.runnable = false;
             held = true;
-            d.reason = format!("last run failed; retrying {}", crate::time::ago(at));
+            d.reason = match (&r.exit_code, &r.error) {
+                // No exit code, or the runtime's 125: no container ran; say why and what fixes it.
+                (None | Some(125), Some(e)) => {
+                    let (what, fix) = crate::runtime::start_failure(e);
+                    format!(
+                        "could not start: {what}; retrying {}. {fix}",
+                        crate::time::ago(at)
+                    )
+                }
+                _ => format!("last run failed; retrying {}", crate::time::ago(at)),
+            };
         } else if d.runnable
             && let crate::limits::RunGate::Closed { started, until, .. } =
                 crate::limits::runs_gate(conn, &config.limits, &g, now)?

@@ -65,6 +65,22 @@ fn a_run_without_a_runtime_tells_the_chat_once_then_main_and_keeps_the_message()
             6,
             "attempt {attempt}"
         );
+        if attempt == 1 {
+            let status: Value = serde_json::from_slice(
+                &env.claw_std()
+                    .args(["status", "--json"])
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap();
+            let why = status["groups"][1]["reason"].as_str().unwrap();
+            assert!(
+                why.starts_with("could not start: the container runtime is not working")
+                    && why.contains("claw doctor"),
+                "{status}"
+            );
+        }
         env.db()
             .execute(
                 "UPDATE runs SET retry_at = 0 WHERE retry_at IS NOT NULL",

@@ -14,48 +14,12 @@ const WINDOW_MS: i64 = 6 * 3600 * 1000;
 const PERSIST_RUNS: usize = 3;
 const PERSIST_MS: i64 = 10 * 60 * 1000;
 
-/// What went wrong in words for a chat, and what the owner can do about it.
-pub fn cause(error: &str) -> (&'static str, &'static str) {
-    let e = error.to_ascii_lowercase();
-    if e.contains("image")
-        && (e.contains("not known")
-            || e.contains("no such")
-            || e.contains("not found")
-            || e.contains("missing"))
-    {
-        (
-            "the assistant's container image is missing",
-            "The owner can rebuild it with `claw image build`.",
-        )
-    } else if e.contains("runtime")
-        || e.contains("cannot start docker")
-        || e.contains("cannot start podman")
-        || e.contains("cannot start container")
-        || e.contains("could not start the container")
-    {
-        (
-            "the container runtime is not working",
-            "The owner can run `claw doctor` to see why.",
-        )
-    } else if e.contains("proxy") {
-        (
-            "the model proxy could not be started",
-            "The owner can look at `claw logs` for this group.",
-        )
-    } else {
-        (
-            "the assistant could not be started",
-            "The owner can look at `claw logs` for this group and run `claw doctor`.",
-        )
-    }
-}
-
 /// Record that `work`'s run never started: tell its chat once per window, and main when it
 /// persists. Returns whether the chat has been told (now or earlier in this window), so the
 /// generic "could not answer" notice is not sent on top.
 pub fn not_started(conn: &Connection, work: &Work, error: &str, now: i64) -> Result<bool> {
     let folder = &work.group.folder;
-    let (what, fix) = cause(error);
+    let (what, fix) = crate::runtime::start_failure(error);
     let chat_key = format!("notice:not-started:{folder}");
     if marks::claim(conn, &chat_key, now, WINDOW_MS)? {
         let text = format!(
@@ -124,27 +88,4 @@ fn failed_start_streak(
         since = at;
     }
     Ok((streak, since))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cause;
-
-    #[test]
-    fn causes_name_the_fix() {
-        for (err, fix) in [
-            (
-                "cannot start docker: No such file or directory (os error 2); is the container runtime installed?",
-                "claw doctor",
-            ),
-            (
-                "the container runtime could not start the container (Error: claw-agent:latest: image not known)",
-                "claw image build",
-            ),
-            ("cannot start the proxy: address in use", "claw logs"),
-            ("something odd", "claw doctor"),
-        ] {
-            assert!(cause(err).1.contains(fix), "{err}");
-        }
-    }
 }

@@ -417,5 +417,41 @@ pub fn detect(choice: &str) -> Result<Runtime, RuntimeError> {
     })
 }
 
+/// Why a run could not start, in words for a chat, and what the owner can do about it.
+pub fn start_failure(error: &str) -> (&'static str, &'static str) {
+    let e = error.to_ascii_lowercase();
+    if e.contains("image")
+        && (e.contains("not known")
+            || e.contains("no such")
+            || e.contains("not found")
+            || e.contains("missing"))
+    {
+        (
+            "the assistant's container image is missing",
+            "The owner can rebuild it with `claw image build`.",
+        )
+    } else if e.contains("runtime")
+        || e.contains("cannot start docker")
+        || e.contains("cannot start podman")
+        || e.contains("cannot start container")
+        || e.contains("could not start the container")
+    {
+        (
+            "the container runtime is not working",
+            "The owner can run `claw doctor` to see why.",
+        )
+    } else if e.contains("proxy") {
+        (
+            "the model proxy could not be started",
+            "The owner can look at `claw logs` for this group.",
+        )
+    } else {
+        (
+            "the assistant could not be started",
+            "The owner can look at `claw logs` for this group and run `claw doctor`.",
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests;

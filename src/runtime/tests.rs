@@ -220,3 +220,21 @@ fn parse_choice() {
     );
     assert!(RuntimeKind::parse("lxc").unwrap_err().0.contains("lxc"));
 }
+
+#[test]
+fn causes_name_the_fix() {
+    for (err, fix) in [
+        (
+            "cannot start docker: No such file or directory (os error 2); is the container runtime installed?",
+            "claw doctor",
+        ),
+        (
+            "the container runtime could not start the container (Error: claw-agent:latest: image not known)",
+            "claw image build",
+        ),
+        ("cannot start the proxy: address in use", "claw logs"),
+        ("something odd", "claw doctor"),
+    ] {
+        assert!(super::start_failure(err).1.contains(fix), "{err}");
+    }
+}
