@@ -9,7 +9,7 @@ use std::io::BufRead;
 
 use crate::store::{Store, messages};
 
-/// One inbound message line (DESIGN.md §9). Unknown fields are ignored so bridges can add their own.
+/// One inbound message line (docs/ARCHITECTURE.md, "A message line"). Unknown fields are ignored so bridges can add their own.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Inbound {
     pub chat: String,

@@ -1,6 +1,6 @@
 //! The pending-work rule: which messages since a group's cursor are waiting, and whether they
-//! may start a run under the trigger and sender rules (DESIGN.md §4). Pure, so dispatch, status
-//! and run-group all decide the same way.
+//! may start a run under the trigger and sender rules (docs/ARCHITECTURE.md, "Who may start a
+//! run"). Pure, so dispatch, status and run-group all decide the same way.
 
 use serde::Serialize;
 

@@ -1,4 +1,4 @@
-//! The mount plan of a run (DESIGN.md §5): which host paths a group's container sees, and how.
+//! The mount plan of a run (docs/ARCHITECTURE.md, "What a container sees"): which host paths a group's container sees, and how.
 //!
 //! Every mount decision lives here so one file can be audited: the fixed mounts for main and other
 //! groups, and the extra mounts a group asks for, each checked against the owner's allowlist file
@@ -55,7 +55,7 @@ pub struct FixedPaths {
 }
 
 impl FixedPaths {
-    /// The DESIGN.md §5 layout under a claw home for one folder.
+    /// The layout in docs/ARCHITECTURE.md ("What a container sees") under a claw home for one folder.
     pub fn for_home(home: &Path, folder: &str, skills: &Path, run_dir: &Path) -> FixedPaths {
         FixedPaths {
             group: home.join("groups").join(folder),

@@ -1,4 +1,5 @@
-//! What a finished run means for the cursor and for retries (DESIGN.md §4), as a pure function.
+//! What a finished run means for the cursor and for retries, as a pure function
+//! (docs/ARCHITECTURE.md, "A run, from message to reply", step 6).
 //!
 //! The cursor only moves past messages the agent finished with: a run that failed before saying
 //! anything leaves it where it was and is retried with backoff; output already sent is never
