@@ -218,10 +218,7 @@ impl Chat {
         for (id, text) in rows {
             ui(Event::Reply(text));
             if self.group.chat_id.starts_with("cli:") {
-                store.conn.execute(
-                    "UPDATE outbox SET status = 'sent', sent_at = ?2, claimed_by = NULL WHERE id = ?1 AND status IN ('pending', 'sending')",
-                    rusqlite::params![id, crate::time::now_ms()],
-                )?;
+                crate::store::outbox::mark_shown(&store.conn, id, crate::time::now_ms())?;
             }
             last = id;
         }

@@ -83,7 +83,8 @@ fn send_all(
     report: &mut Report,
 ) -> Result<()> {
     // We hold the channel lock, so any claim of ours still open is from a killed deliver.
-    report.released += release_own_claims(store, prefix)? as u64;
+    report.released +=
+        crate::store::outbox::release_claims_of(&store.conn, CLAIMER, Some(prefix))? as u64;
     loop {
         let rows = outbox::claim(&mut store.conn, prefix, CLAIMER, 50)?;
         if rows.is_empty() {
@@ -141,12 +142,4 @@ fn channels_with_work(conn: &rusqlite::Connection) -> Result<Vec<String>> {
         r.get(0)
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
-}
-
-fn release_own_claims(store: &Store, prefix: &str) -> Result<usize> {
-    Ok(store.conn.execute(
-        "UPDATE outbox SET status = 'pending', claimed_by = NULL, claimed_at = NULL
-         WHERE status = 'sending' AND claimed_by = ?2 AND substr(chat_id, 1, length(?1) + 1) = ?1 || ':'",
-        rusqlite::params![prefix, CLAIMER],
-    )?)
 }

@@ -392,9 +392,11 @@ fn recover_dead_runs(home: &Home, store: &mut Store, config: &Config) -> Result<
             retry_at,
         )?;
         if let Some(tr) = r.task_run_id {
-            tx.execute(
-                "UPDATE task_runs SET status = 'failed', error = 'run-group process died', ended_at = ?2 WHERE id = ?1 AND status IN ('queued','running')",
-                rusqlite::params![tr, crate::time::now_ms()],
+            crate::store::tasks::abandon_run(
+                &tx,
+                tr,
+                "run-group process died",
+                crate::time::now_ms(),
             )?;
         }
         crate::store::audit::record(

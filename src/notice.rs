@@ -111,8 +111,7 @@ pub fn notice_text(
         (None, None) => "someone".to_string(),
     };
     let folder = suggest_folder(name.or(sender_name), chat);
-    let channel =
-        crate::output::clean_line(crate::channels::channel_name(messages::channel_of(chat)));
+    let channel = crate::output::clean_line(messages::channel_name(messages::channel_of(chat)));
     let shown_chat = quoted(chat);
     let what = if is_group {
         format!(

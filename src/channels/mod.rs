@@ -37,16 +37,6 @@ pub trait Sender {
     fn send(&mut self, outbox_id: i64, chat_id: &str, text: &str) -> Outcome;
 }
 
-/// The configuration name of a chat-id prefix (`tg` → `telegram`).
-pub fn channel_name(prefix: &str) -> &str {
-    match prefix {
-        "tg" => "telegram",
-        "wa" => "whatsapp",
-        "sig" => "signal",
-        other => other,
-    }
-}
-
 /// Why a channel cannot be delivered by `claw deliver`.
 pub fn sender_for(
     prefix: &str,
@@ -54,7 +44,7 @@ pub fn sender_for(
     home: &std::path::Path,
     secrets: &Secrets,
 ) -> Result<Box<dyn Sender>, String> {
-    let name = channel_name(prefix);
+    let name = crate::store::messages::channel_name(prefix);
     if let Some(argv) = config
         .send_command(name)
         .or_else(|| config.send_command(prefix))

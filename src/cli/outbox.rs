@@ -123,7 +123,7 @@ fn claim(ctx: &Ctx, c: ClaimArgs) -> Result<()> {
     let config = ctx.config()?;
     let timeout = c.timeout.unwrap_or_else(|| {
         [
-            crate::channels::channel_name(&c.channel),
+            crate::store::messages::channel_name(&c.channel),
             c.channel.as_str(),
         ]
         .iter()

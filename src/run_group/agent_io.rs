@@ -1,14 +1,15 @@
-//! Reading the container's stdout and stderr with hard bounds, so nothing the agent prints can
-//! grow run-group's memory: a protocol line is kept up to [`MAX_PROTOCOL_LINE`] bytes (a longer one
-//! is consumed without being stored and reported once with its length), a stderr line up to
-//! [`MAX_STDERR_LINE`] (the rest dropped and counted), and the channel to the session loop holds
-//! at most [`SLOTS`] events: when it is full the readers stop reading, the pipes fill, and the
-//! agent blocks on its own writes.
+//! Talking to the agent: one line at a time to its stdin, and its stdout and stderr read with
+//! hard bounds, so nothing the agent prints can grow run-group's memory: a protocol line is kept
+//! up to [`MAX_PROTOCOL_LINE`] bytes (a longer one is consumed without being stored and reported
+//! once with its length), a stderr line up to [`MAX_STDERR_LINE`] (the rest dropped and counted),
+//! and the channel to the session loop holds at most [`SLOTS`] events: when it is full the readers
+//! stop reading, the pipes fill, and the agent blocks on its own writes.
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::mpsc::SyncSender;
 
-use crate::protocol::AgentLine;
+use super::log::RunLog;
+use crate::protocol::{AgentLine, HostLine};
 
 /// Longest stdout line parsed as a protocol line (a result text is at most this).
 pub const MAX_PROTOCOL_LINE: usize = 1 << 20;
@@ -34,6 +35,15 @@ pub enum Output {
     StdoutClosed,
     /// Not from the agent: new messages were stored for the group (`crate::wake`).
     Wake,
+}
+
+/// Write one protocol line to the agent; a closed pipe is logged, not fatal.
+pub fn send(stdin: &mut std::process::ChildStdin, line: &HostLine, log: &mut RunLog) {
+    if let Err(e) = std::io::Write::write_all(stdin, line.to_line().as_bytes())
+        .and_then(|_| std::io::Write::flush(stdin))
+    {
+        log.line(format!("could not write to the agent's stdin: {e}"));
+    }
 }
 
 /// Start one thread per stream; both stop when the session loop drops its receiver.

@@ -10,7 +10,6 @@ mod check;
 mod container;
 mod disk;
 mod handoff;
-mod hooks;
 pub mod log;
 mod observer;
 mod proxy_rows;
@@ -324,7 +323,7 @@ fn claim_work(
             r
         }
         (None, Some(task_id)) => {
-            let id = hooks::queue_task_now(&tx, &group, task_id)?;
+            let id = crate::schedule::queue_now(&tx, &group.folder, task_id)?;
             runs::get(&tx, id)?.context("queued run vanished")?
         }
         (None, None) => {
@@ -355,7 +354,8 @@ fn claim_work(
     };
     if work.run.kind == "task" {
         let task_id = work.run.task_id.context("task run without a task id")?;
-        let t = hooks::task_for_run(&tx, task_id)?;
+        let t = crate::store::tasks::get(&tx, task_id)?
+            .with_context(|| format!("task {task_id} not found"))?;
         work.prompt = crate::prompt::task(task_id, &t.prompt);
         work.chat_id = t.chat_id;
         if t.context_mode != "group" {
@@ -363,7 +363,7 @@ fn claim_work(
             work.keep_session = false;
         }
         if let Some(tr) = work.run.task_run_id {
-            hooks::start_task_run(&tx, tr)?;
+            crate::schedule::start_task_run(&tx, tr)?;
         }
         work.check = crate::store::tasks::check(&tx, task_id)?;
         work.task = Some(TaskInfo {
@@ -448,7 +448,13 @@ fn finish(
     let outcome = if let Some(task) = &work.task {
         let ok = ending.clean_exit;
         if let Some(tr) = task.task_run_id {
-            hooks::finish_task_run(&tx, tr, ok, ended.last_result.as_deref(), error.as_deref())?;
+            crate::schedule::finish_task_run(
+                &tx,
+                tr,
+                ok,
+                ended.last_result.as_deref(),
+                error.as_deref(),
+            )?;
         }
         runs::finish(
             &tx,

@@ -281,6 +281,24 @@ pub fn start_task_run(conn: &rusqlite::Connection, task_run_id: i64) -> Result<b
     q::mark_run_started(conn, task_run_id, crate::time::now_ms())
 }
 
+/// Queue a run of `folder`'s task `task_id` right now (`claw run-group FOLDER --task ID`): a task
+/// run and its `runs` row, linked. Returns the run's id.
+pub fn queue_now(conn: &rusqlite::Connection, folder: &str, task_id: i64) -> Result<i64> {
+    let task = q::get(conn, task_id)?
+        .ok_or_else(|| anyhow::anyhow!("task {task_id} not found; see `claw task list`"))?;
+    if task.folder != folder {
+        anyhow::bail!(
+            "task {task_id} belongs to group `{}`, not `{folder}`",
+            task.folder
+        );
+    }
+    let now = crate::time::now_ms();
+    let tr = q::insert_run(conn, task_id, now, now)?;
+    let run = runs::queue(conn, folder, "task", Some(task_id), Some(tr), 1)?;
+    q::set_run_id(conn, tr, run)?;
+    Ok(run)
+}
+
 /// Close a task run: record its history, the task's last run and result, and complete a `once`
 /// task. Returns false (and changes nothing) if the run was already finished.
 pub fn finish_task_run(

@@ -40,6 +40,16 @@ pub fn channel_of(chat_id: &str) -> &str {
         .unwrap_or("unknown")
 }
 
+/// The configuration name of a chat-id prefix (`tg` → `telegram`).
+pub fn channel_name(prefix: &str) -> &str {
+    match prefix {
+        "tg" => "telegram",
+        "wa" => "whatsapp",
+        "sig" => "signal",
+        other => other,
+    }
+}
+
 /// Insert or refresh a chat row; the name is only replaced by a non-empty one.
 pub fn upsert_chat(
     conn: &Connection,

@@ -87,6 +87,28 @@ pub fn release_stale(conn: &Connection, channel: &str, timeout_ms: i64) -> Resul
     )?)
 }
 
+/// Release the claims `claimer` holds (a previous process of the same sender died holding them),
+/// on one channel or, with `None`, on every channel.
+pub fn release_claims_of(conn: &Connection, claimer: &str, channel: Option<&str>) -> Result<usize> {
+    Ok(conn.execute(
+        "UPDATE outbox SET status = 'pending', claimed_by = NULL, claimed_at = NULL
+         WHERE status = 'sending' AND claimed_by = ?1
+           AND (?2 IS NULL OR substr(chat_id, 1, length(?2) + 1) = ?2 || ':')",
+        params![claimer, channel],
+    )?)
+}
+
+/// A row shown to the owner at the terminal (`claw chat`, whose chats have no other channel):
+/// sent, unless a sender already finished it.
+pub fn mark_shown(conn: &Connection, id: i64, now: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE outbox SET status = 'sent', sent_at = ?2, claimed_by = NULL
+         WHERE id = ?1 AND status IN ('pending', 'sending')",
+        params![id, now],
+    )?;
+    Ok(())
+}
+
 /// Atomically claim up to `limit` due rows of a channel for `claimer`.
 pub fn claim(
     conn: &mut Connection,

@@ -273,6 +273,16 @@ pub fn mark_run_started(conn: &Connection, id: i64, now: i64) -> Result<bool> {
         == 1)
 }
 
+/// Fail a task run whose run-group died, if it is still open (its start time stays unknown).
+pub fn abandon_run(conn: &Connection, id: i64, error: &str, now: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE task_runs SET status = 'failed', error = ?3, ended_at = ?2
+         WHERE id = ?1 AND status IN ('queued', 'running')",
+    )?
+    .execute(params![id, now, error])?;
+    Ok(())
+}
+
 /// Close a task run; returns false if it was already finished.
 pub fn finish_run(
     conn: &Connection,

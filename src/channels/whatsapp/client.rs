@@ -153,11 +153,7 @@ pub fn run(home: &Home, config: &Config) -> Result<()> {
         {
             let store = Store::open(&home2)?;
             // Claims of a previous `run` that died are ours to release (other bridges' are not).
-            store.conn.execute(
-                "UPDATE outbox SET status = 'pending', claimed_by = NULL, claimed_at = NULL
-                 WHERE status = 'sending' AND claimed_by = ?1",
-                [CLAIMER],
-            )?;
+            crate::store::outbox::release_claims_of(&store.conn, CLAIMER, None)?;
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot watch for SIGTERM")?;

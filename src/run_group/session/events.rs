@@ -4,7 +4,6 @@
 
 use anyhow::Result;
 use std::collections::VecDeque;
-use std::io::Write;
 use std::process::ChildStdin;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -14,10 +13,11 @@ use super::{Ended, on_output};
 use crate::config::Config;
 use crate::paths::Home;
 use crate::protocol::{AgentLine, HostLine};
+use crate::run_group::agent_io::send;
 use crate::run_group::handoff::Handoff;
 use crate::run_group::log::RunLog;
 use crate::run_group::observer::Observer;
-use crate::run_group::{Work, disk, hooks, sandbox};
+use crate::run_group::{Work, disk, sandbox};
 use crate::secrets::Secrets;
 use crate::store::{Store, groups, messages, outbox, runs};
 
@@ -119,7 +119,7 @@ impl<'w> Session<'w> {
             return Ok(());
         }
         self.last_poll = Instant::now();
-        let applied = hooks::apply_ipc(home, store, config, &work.group)?;
+        let applied = super::apply_ipc(home, store, config, &work.group.folder)?;
         if applied > 0 {
             log.line(format!("applied {applied} IPC request(s) from the agent"));
             self.handoff.outbox_changed(store)?;
@@ -340,16 +340,6 @@ fn tell_chat_stopped(
     )?;
     log.line("told the chat the run was stopped");
     Ok(())
-}
-
-/// Write one protocol line to the agent; a closed pipe is logged, not fatal.
-pub fn send(stdin: &mut ChildStdin, line: &HostLine, log: &mut RunLog) {
-    if let Err(e) = stdin
-        .write_all(line.to_line().as_bytes())
-        .and_then(|_| stdin.flush())
-    {
-        log.line(format!("could not write to the agent's stdin: {e}"));
-    }
 }
 
 /// Hand messages that arrived since the last handed seq to the running agent, if they may run.

@@ -9,16 +9,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, TrySendError};
 use std::time::Instant;
 
-use super::{Ended, events::send};
+use super::Ended;
 use crate::config::Config;
 use crate::paths::Home;
 use crate::protocol::{HostLine, Start};
 use crate::proxy::ProxyEvent;
-use crate::run_group::agent_io::{self, Output};
+use crate::run_group::agent_io::{self, Output, send};
 use crate::run_group::container::{self, Guard};
 use crate::run_group::log::RunLog;
 use crate::run_group::proxy_rows::Rows;
-use crate::run_group::{Work, disk, hooks, sandbox, usage};
+use crate::run_group::{Work, disk, sandbox, usage};
 use crate::secrets::Secrets;
 use crate::store::{Store, audit, marks, outbox};
 
@@ -108,7 +108,7 @@ pub fn launch(
         measured,
     } = pre;
     let folder = &work.group.folder;
-    hooks::write_snapshots(home, store, &work.group)?;
+    crate::snapshot::write_snapshots(home, store, folder, work.group.is_main)?;
     let rows = Rows::new();
     let (ptx, prx) = mpsc::channel::<ProxyEvent>();
     // Usage is written and budgets kept current as events pass, before they are aggregated.
@@ -180,8 +180,10 @@ fn start_line(config: &Config, work: &Work) -> HostLine {
         task_id: work.task.as_ref().map(|t| t.id),
         session_id: work.session_id.clone(),
         assistant_name: config.assistant_name.clone(),
-        channel: crate::channels::channel_name(crate::store::messages::channel_of(&work.chat_id))
-            .to_string(),
+        channel: crate::store::messages::channel_name(crate::store::messages::channel_of(
+            &work.chat_id,
+        ))
+        .to_string(),
         model: sandbox::model_settings(config, &work.group),
         limits: crate::protocol::AgentLimits {
             max_steps: config.limits.max_steps,

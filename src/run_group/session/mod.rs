@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::agent_io::{self, Output};
 use super::log::RunLog;
-use super::{Work, hooks, sandbox};
+use super::{Work, sandbox};
 use crate::config::Config;
 use crate::paths::Home;
 use crate::secrets::Secrets;
@@ -97,7 +97,7 @@ fn wind_down(
     // The client exiting by itself means the container ended and `--rm` removed it.
     let gone = !s.intervened && status.is_some_and(|s| s.code().is_some());
     run.guard.release(store, gone, log);
-    let applied = hooks::apply_ipc(home, store, config, &work.group)?;
+    let applied = apply_ipc(home, store, config, &work.group.folder)?;
     if applied > 0 {
         log.line(format!("applied {applied} IPC request(s) after exit"));
     }
@@ -119,6 +119,12 @@ fn wind_down(
     run.rows
         .write(&store.conn, &work.group.folder, work.run.id, log, true)?;
     Ok(ended)
+}
+
+/// Apply the group's pending IPC requests; returns how many files were handled.
+fn apply_ipc(home: &Home, store: &mut Store, config: &Config, folder: &str) -> Result<usize> {
+    let r = crate::ipc::apply_group(home, store, config, folder)?;
+    Ok(r.applied + r.rejected)
 }
 
 /// Log what the agent printed besides protocol lines.
