@@ -41,6 +41,37 @@ struct ChatView<'a> {
     last_activity: String,
 }
 
+/// Rewrite the snapshots a committed change shows in, by one rule for ipc-apply and `claw task`:
+/// each folder whose tasks changed, and main's whenever anything changed (main sees every task
+/// and chat). Returns the folders that could not be written, with why; the change stands either
+/// way and run-group rewrites a group's snapshots before its next run.
+pub fn refresh<'a>(
+    home: &Home,
+    store: &Store,
+    task_folders: impl IntoIterator<Item = &'a str>,
+    chats: bool,
+) -> Result<Vec<(String, anyhow::Error)>> {
+    let main = crate::store::groups::main(&store.conn)?;
+    let mut todo: Vec<(&str, bool)> = task_folders
+        .into_iter()
+        .filter(|f| main.as_ref().is_none_or(|m| m.folder != *f))
+        .map(|f| (f, false))
+        .collect();
+    if todo.is_empty() && !chats {
+        return Ok(Vec::new());
+    }
+    if let Some(m) = &main {
+        todo.push((&m.folder, true));
+    }
+    let mut failed = Vec::new();
+    for (folder, is_main) in todo {
+        if let Err(e) = write_snapshots(home, store, folder, is_main) {
+            failed.push((folder.to_string(), e));
+        }
+    }
+    Ok(failed)
+}
+
 /// Write the group's snapshots (run-group calls this before each run; ipc-apply after changes).
 pub fn write_snapshots(home: &Home, store: &Store, folder: &str, is_main: bool) -> Result<()> {
     crate::groups::validate_folder(folder).map_err(anyhow::Error::msg)?;

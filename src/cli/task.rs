@@ -292,12 +292,15 @@ fn write(ctx: &Ctx, f: impl FnOnce(&rusqlite::Connection) -> Result<Task>) -> Re
     let tx = store.write()?;
     let t = f(&tx)?;
     tx.commit()?;
-    let main = crate::store::groups::main(&store.conn)?;
-    if main.as_ref().is_none_or(|m| m.folder != t.folder) {
-        crate::snapshot::write_snapshots(&ctx.home, &store, &t.folder, false)?;
-    }
-    if let Some(m) = main {
-        crate::snapshot::write_snapshots(&ctx.home, &store, &m.folder, true)?;
+    if let Some((folder, e)) =
+        crate::snapshot::refresh(&ctx.home, &store, [t.folder.as_str()], false)?
+            .into_iter()
+            .next()
+    {
+        return Err(e.context(format!(
+            "task {} saved, but the snapshot of `{folder}` was not written",
+            t.id
+        )));
     }
     Ok(t)
 }

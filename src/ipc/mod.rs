@@ -160,23 +160,9 @@ pub fn apply_all(home: &Home, store: &mut Store, config: &Config) -> Result<Repo
 /// Rewrite the snapshots a batch affected. The requests are already committed, so a snapshot
 /// that cannot be written is logged (run-group rewrites it before the next run), not fatal.
 fn refresh(home: &Home, store: &Store, touched: &Touched) -> Result<()> {
-    if touched.task_folders.is_empty() && !touched.chats {
-        return Ok(());
-    }
-    let main = groups::main(&store.conn)?;
-    let mut todo: Vec<(&str, bool)> = touched
-        .task_folders
-        .iter()
-        .filter(|f| main.as_ref().is_none_or(|m| &m.folder != *f))
-        .map(|f| (f.as_str(), false))
-        .collect();
-    if let Some(m) = &main {
-        todo.push((&m.folder, true));
-    }
-    for (folder, is_main) in todo {
-        if let Err(e) = crate::snapshot::write_snapshots(home, store, folder, is_main) {
-            tracing::warn!(folder, error = %format!("{e:#}"), "snapshot not written");
-        }
+    let folders = touched.task_folders.iter().map(String::as_str);
+    for (folder, e) in crate::snapshot::refresh(home, store, folders, touched.chats)? {
+        tracing::warn!(folder, error = %format!("{e:#}"), "snapshot not written");
     }
     Ok(())
 }
