@@ -18,6 +18,47 @@ use crate::store::{Store, audit, outbox};
 
 /// The claimer name `claw deliver` uses for its claims.
 pub const CLAIMER: &str = "deliver";
+
+/// Default seconds before a bridge's unreported claim is released.
+pub const DEFAULT_CLAIM_TIMEOUT_SECS: u64 = 300;
+
+/// The claim protocol for outside bridges (`claw outbox claim`): release claims older than
+/// `timeout_secs` (default: the channel's `claim_timeout_secs`, else 300), then claim up to
+/// `limit` due rows of `channel` for `claimer`, a name other than claw's own sender.
+pub fn claim_for_bridge(
+    store: &mut Store,
+    config: &Config,
+    channel: &str,
+    claimer: &str,
+    limit: usize,
+    timeout_secs: Option<u64>,
+) -> Result<Vec<outbox::Row>> {
+    if claimer.trim().is_empty() || claimer == CLAIMER {
+        return Err(crate::error::Coded::err(
+            crate::error::Code::Usage,
+            format!("`--as {claimer}` is not allowed: pick a name for this bridge"),
+        ));
+    }
+    let timeout = timeout_secs.unwrap_or_else(|| {
+        [crate::store::messages::channel_name(channel), channel]
+            .iter()
+            .find_map(|name| config.channels.get(*name))
+            .and_then(|ch| ch.extra.get("claim_timeout_secs"))
+            .and_then(|v| v.as_integer())
+            .map(|n| n.max(1) as u64)
+            .unwrap_or(DEFAULT_CLAIM_TIMEOUT_SECS)
+    });
+    // At least one second: a zero timeout would release claims made a moment ago.
+    let released = outbox::release_stale(&store.conn, channel, timeout.max(1) as i64 * 1000)?;
+    if released > 0 {
+        tracing::warn!(
+            released,
+            channel,
+            "released claims that were never reported back"
+        );
+    }
+    outbox::claim(&mut store.conn, channel, claimer, limit)
+}
 /// Times one channel is taken again because rows arrived while it was held (bounded so a
 /// channel that never goes quiet cannot keep one deliver forever; the timer takes over).
 const HANDOFF_ROUNDS: usize = 8;

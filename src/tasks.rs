@@ -12,6 +12,28 @@ use crate::schedule;
 use crate::store::tasks::{self as q, Task};
 use crate::store::{audit, groups};
 
+/// Run one task operation in a write transaction, then refresh the snapshots the change shows
+/// in (`crate::snapshot::refresh`); returns the task.
+pub fn change(
+    home: &crate::paths::Home,
+    store: &mut crate::store::Store,
+    f: impl FnOnce(&Connection) -> Result<Task>,
+) -> Result<Task> {
+    let tx = store.write()?;
+    let t = f(&tx)?;
+    tx.commit()?;
+    if let Some((folder, e)) = crate::snapshot::refresh(home, store, [t.folder.as_str()], false)?
+        .into_iter()
+        .next()
+    {
+        return Err(e.context(format!(
+            "task {} saved, but the snapshot of `{folder}` was not written",
+            t.id
+        )));
+    }
+    Ok(t)
+}
+
 /// Longest prompt a task may carry.
 pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
 /// Most active or paused tasks one group may have, so a runaway agent cannot flood the scheduler.

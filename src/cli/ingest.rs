@@ -25,7 +25,6 @@ pub struct Args {
     /// Sender name for the one-shot message (default: the owner).
     #[arg(long)]
     pub sender: Option<String>,
-    /// Print the summary as JSON.
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

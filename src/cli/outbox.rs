@@ -76,9 +76,6 @@ pub struct FailArgs {
     pub retry_after: Option<u64>,
 }
 
-/// Default seconds before an unreported claim is released.
-pub const DEFAULT_CLAIM_TIMEOUT_SECS: u64 = 300;
-
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     match a.cmd {
         Some(Cmd::Claim(c)) => claim(ctx, c),
@@ -111,39 +108,11 @@ fn not_claimed(id: i64, claimer: &str) -> anyhow::Error {
 }
 
 fn claim(ctx: &Ctx, c: ClaimArgs) -> Result<()> {
-    if c.claimer.trim().is_empty() || c.claimer == crate::deliver::CLAIMER {
-        return Err(Coded::err(
-            Code::Usage,
-            format!(
-                "`--as {}` is not allowed: pick a name for this bridge",
-                c.claimer
-            ),
-        ));
-    }
     let config = ctx.config()?;
-    let timeout = c.timeout.unwrap_or_else(|| {
-        [
-            crate::store::messages::channel_name(&c.channel),
-            c.channel.as_str(),
-        ]
-        .iter()
-        .find_map(|name| config.channels.get(*name))
-        .and_then(|ch| ch.extra.get("claim_timeout_secs"))
-        .and_then(|v| v.as_integer())
-        .map(|n| n.max(1) as u64)
-        .unwrap_or(DEFAULT_CLAIM_TIMEOUT_SECS)
-    });
     let mut store = ctx.store()?;
-    // At least one second: a zero timeout would release claims made a moment ago.
-    let released = outbox::release_stale(&store.conn, &c.channel, timeout.max(1) as i64 * 1000)?;
-    if released > 0 {
-        tracing::warn!(
-            released,
-            channel = %c.channel,
-            "released claims that were never reported back"
-        );
-    }
-    let rows = outbox::claim(&mut store.conn, &c.channel, &c.claimer, c.limit)?;
+    let rows = crate::deliver::claim_for_bridge(
+        &mut store, &config, &c.channel, &c.claimer, c.limit, c.timeout,
+    )?;
     let mut out = std::io::stdout().lock();
     for r in rows {
         use std::io::Write;

@@ -286,23 +286,9 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
     }
 }
 
-/// Run one task operation in a write transaction, refresh the snapshots, and return the task.
+/// One task change as the owner, through the same rule as IPC (`crate::tasks::change`).
 fn write(ctx: &Ctx, f: impl FnOnce(&rusqlite::Connection) -> Result<Task>) -> Result<Task> {
-    let mut store = ctx.store()?;
-    let tx = store.write()?;
-    let t = f(&tx)?;
-    tx.commit()?;
-    if let Some((folder, e)) =
-        crate::snapshot::refresh(&ctx.home, &store, [t.folder.as_str()], false)?
-            .into_iter()
-            .next()
-    {
-        return Err(e.context(format!(
-            "task {} saved, but the snapshot of `{folder}` was not written",
-            t.id
-        )));
-    }
-    Ok(t)
+    crate::tasks::change(&ctx.home, &mut ctx.store()?, f)
 }
 
 fn print_one(t: &Task, json: bool, verb: &str) -> Result<()> {
