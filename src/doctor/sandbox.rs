@@ -206,23 +206,15 @@ fn probe_spec(home: &Home, cfg: &Config, dir: &Path, id: &str) -> ContainerSpec 
     // The configured entrypoint (the agent) is replaced by a shell for the probe only.
     strip_entrypoint(&mut extra);
     extra.extend(["--entrypoint".to_string(), "/bin/bash".to_string()]);
+    let name = runtime::container_name("doctor", id).unwrap_or_else(|_| "claw-doctor-0".into());
+    let ro = Mount {
+        host: dir.to_path_buf(),
+        container: "/probe/ro".into(),
+        readonly: true,
+    };
     ContainerSpec {
-        name: runtime::container_name("doctor", id).unwrap_or_else(|_| "claw-doctor-0".into()),
-        image: cfg.runtime.image.clone(),
-        mounts: vec![Mount {
-            host: dir.to_path_buf(),
-            container: "/probe/ro".into(),
-            readonly: true,
-        }],
-        user: runtime::current_container_user(),
-        memory: cfg.limits.memory.clone(),
-        cpus: cfg.limits.cpus.to_string(),
-        pids_limit: cfg.limits.pids,
-        tmp_size: "16m".into(),
-        env: vec![],
-        workdir: None,
-        extra_args: extra,
         command: vec!["-c".into(), PROBE_SCRIPT.into()],
+        ..ContainerSpec::configured(cfg, name, vec![ro], extra)
     }
 }
 

@@ -224,21 +224,12 @@ pub fn prepare(
     };
     extra_args.extend(config.runtime.extra_args.iter().cloned());
     let spec = ContainerSpec {
-        name: name.clone(),
-        image: config.runtime.image.clone(),
-        mounts: plan.mounts.clone(),
-        user: runtime::current_container_user(),
-        memory: config.limits.memory.clone(),
-        cpus: config.limits.cpus.to_string(),
-        pids_limit: config.limits.pids,
-        tmp_size: "256m".into(),
         env: vec![
             ("TZ".into(), local_tz()),
             ("HOME".into(), "/home/agent".into()),
         ],
         workdir: Some("/workspace/group".into()),
-        extra_args,
-        command: vec![],
+        ..ContainerSpec::configured(config, name.clone(), plan.mounts.clone(), extra_args)
     };
     let run = runtime::run_args(rt, &spec);
     for gap in run.gaps {

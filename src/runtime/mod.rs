@@ -104,6 +104,33 @@ pub struct ContainerSpec {
     pub command: Vec<String>,
 }
 
+impl ContainerSpec {
+    /// A container with the configured image, user and limits: the one constructor for real
+    /// runs, check commands and `claw doctor`'s probe, so the probe proves the hardening a run
+    /// really gets. Callers add env, workdir and command; `run_args` adds the fixed hardening.
+    pub fn configured(
+        config: &crate::config::Config,
+        name: String,
+        mounts: Vec<Mount>,
+        extra_args: Vec<String>,
+    ) -> ContainerSpec {
+        ContainerSpec {
+            name,
+            image: config.runtime.image.clone(),
+            mounts,
+            user: current_container_user(),
+            memory: config.limits.memory.clone(),
+            cpus: config.limits.cpus.to_string(),
+            pids_limit: config.limits.pids,
+            tmp_size: "256m".into(),
+            env: vec![],
+            workdir: None,
+            extra_args,
+            command: vec![],
+        }
+    }
+}
+
 /// The argument vector for `<runtime> run …` and the hardening the runtime could not express.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunArgs {
