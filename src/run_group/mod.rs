@@ -18,6 +18,7 @@ pub use sandbox::run_id_of;
 pub mod rules;
 mod rundir;
 mod sandbox;
+mod searcher;
 mod session;
 mod usage;
 

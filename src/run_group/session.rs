@@ -294,6 +294,10 @@ pub fn execute(
     if applied > 0 {
         log.line(format!("applied {applied} IPC request(s) after exit"));
     }
+    let indexed = super::searcher::index_after_run(home, store, folder);
+    if !indexed.is_empty() {
+        log.line(indexed);
+    }
     let status = status.and_then(|s| s.code());
     st.ended.exit_code = status;
     log.line(format!(
