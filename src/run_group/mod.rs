@@ -15,6 +15,7 @@ pub mod log;
 mod observer;
 mod proxy_rows;
 pub use sandbox::run_id_of;
+pub use searcher::searcher as searcher_for;
 pub mod rules;
 mod rundir;
 mod sandbox;
