@@ -69,6 +69,9 @@ fn text(rng: &mut Rng, words: &[String]) -> String {
     t
 }
 
+/// Picks a word rank for a query.
+type Pick = fn(&mut Rng) -> usize;
+
 fn median_p99(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let p = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
@@ -160,9 +163,13 @@ fn search_latency_ingest_rate_and_size() {
         chat_id: format!("tg:-{}", 1000 + g),
     };
     let mut qrng = Rng(42);
-    let kinds: [(&str, fn(&mut Rng) -> usize); 3] = [
-        ("rare word (rank 5,000-30,000)", |r| 5_000 + (r.next() % 25_000) as usize),
-        ("middling word (rank 100-1,000)", |r| 100 + (r.next() % 900) as usize),
+    let kinds: [(&str, Pick); 3] = [
+        ("rare word (rank 5,000-30,000)", |r| {
+            5_000 + (r.next() % 25_000) as usize
+        }),
+        ("middling word (rank 100-1,000)", |r| {
+            100 + (r.next() % 900) as usize
+        }),
         ("common word (rank 1-10)", |r| (r.next() % 10) as usize),
     ];
     println!("  search latency (200 queries each, 10 hits with snippets):");
@@ -224,7 +231,8 @@ fn search_latency_ingest_rate_and_size() {
     let without = {
         let copy = h.dir.path().join("noindex.db");
         let c = h.db();
-        c.execute("VACUUM INTO ?1", [copy.to_str().unwrap()]).unwrap();
+        c.execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+            .unwrap();
         let c2 = rusqlite::Connection::open(&copy).unwrap();
         c2.execute_batch(
             "DROP TABLE messages_fts; DROP TABLE outbox_fts; DROP TABLE archives_fts; VACUUM;",
