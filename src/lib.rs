@@ -36,6 +36,7 @@ pub mod proxy;
 pub mod run_group;
 pub mod runtime;
 pub mod schedule;
+pub mod search;
 pub mod secrets;
 pub mod service;
 pub mod snapshot;

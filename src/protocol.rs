@@ -311,3 +311,57 @@ mod tests {
         assert!(line.contains("\"cache_write_tokens\":20"), "{line}");
     }
 }
+
+/// The proxy's local route for `search_history`: `POST http://claw/search` with a
+/// [`SearchRequest`] body, answered with a [`SearchResponse`]. The host decides whose history is
+/// searched from which run's proxy answered, never from anything in the request.
+pub const SEARCH_PATH: &str = "/search";
+
+/// What the agent asks `search_history` for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// Plain words; every word must occur (if nothing matches, any word may). A trailing `*`
+    /// matches a prefix. Quotes and operators are taken as words, never as query syntax.
+    pub query: String,
+    /// `YYYY-MM-DD`, RFC 3339, or a duration back from now (`30d`, `12h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Same forms as `since`; exclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// A sender id or name; `assistant` for the agent's own replies, `archive` for archives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    /// Main only: search this group's history instead of every group's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// At most this many hits (bounded by the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// One hit as the agent sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SearchHit {
+    /// `message`, `reply` (the assistant's own) or `archive`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The chat's message id, `out:N` for a reply, the file name for an archive.
+    pub id: String,
+    /// RFC 3339, UTC.
+    pub date: String,
+    pub sender: String,
+    /// The matching fragment, matched words in `**…**`.
+    pub snippet: String,
+}
+
+/// The answer to a [`SearchRequest`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SearchResponse {
+    pub hits: Vec<SearchHit>,
+    /// How the query was read (e.g. that it fell back to any word), for the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}

@@ -197,6 +197,8 @@ fn compaction_archives_old_turns_and_keeps_going() {
         .push(Reply::text("OLD-ANSWER: plant tomatoes").usage(900, 5));
     sb.llm
         .push(Reply::text("SUMMARY-XYZ garden talk").when("Summarise the conversation"));
+    sb.llm
+        .push(Reply::text("nothing new to keep").when(claw::agent::memory::FLUSH_MARKER));
     sb.llm.push(Reply::text("new answer"));
     let mut a = sb.spawn(s);
     a.until_idle();
@@ -214,12 +216,13 @@ fn compaction_archives_old_turns_and_keeps_going() {
     assert_eq!(out.code, 0, "stderr: {}", out.stderr);
 
     let reqs = sb.llm.requests();
-    assert_eq!(reqs.len(), 3);
+    assert_eq!(reqs.len(), 4);
+    assert!(reqs[1].text().contains(claw::agent::memory::FLUSH_MARKER));
     assert!(
-        reqs[1].text().contains("OLD-ANSWER"),
+        reqs[2].text().contains("OLD-ANSWER"),
         "the summary request sees the old turns"
     );
-    let last = reqs[2].text();
+    let last = reqs[3].text();
     assert!(
         last.contains("SUMMARY-XYZ") && last.contains("NEW-QUESTION"),
         "{last}"
@@ -238,6 +241,98 @@ fn compaction_archives_old_turns_and_keeps_going() {
         md.contains("OLD-QUESTION") && md.contains("OLD-ANSWER") && md.contains("SUMMARY-XYZ"),
         "{md}"
     );
+}
+
+#[test]
+fn compaction_lets_the_model_save_memory_before_archiving() {
+    let sb = Sandbox::new();
+    std::fs::write(sb.group().join("AGENTS.md"), "# Memory\n").unwrap();
+    let mut s = start("anthropic", "My sister Lea's birthday is on 14 May");
+    s.model.context_window = 1000;
+    sb.llm.push(Reply::text("Noted: Lea, 14 May").usage(900, 5));
+    // The memory turn: the model edits its memory file, then closes with one line.
+    sb.llm.push(
+        Reply::tool(
+            "edit_file",
+            json!({"path": "AGENTS.md", "old_string": "# Memory\n", "new_string": "# Memory\n- Lea (sister): birthday 14 May\n"}),
+        )
+        .when(claw::agent::memory::FLUSH_MARKER),
+    );
+    sb.llm
+        .push(Reply::text("saved Lea's birthday").when("\"tool_result\""));
+    sb.llm
+        .push(Reply::text("SUMMARY-LEA").when("Summarise the conversation"));
+    sb.llm.push(Reply::text("new answer"));
+    let mut a = sb.spawn(s);
+    a.until_idle();
+    a.send(&HostLine::Message {
+        text: "what else?".into(),
+    });
+    let lines = a.until_idle();
+    assert!(
+        lines.contains(&AgentLine::Result {
+            text: "new answer".into()
+        }),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| matches!(l, AgentLine::Progress { tool, .. } if tool == "memory: edit_file")),
+        "{lines:?}"
+    );
+    let out = a.finish();
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+
+    let reqs = sb.llm.requests();
+    assert_eq!(
+        reqs.len(),
+        5,
+        "turn, memory turn (2 calls), summary, answer"
+    );
+    // The memory turn sees the whole old conversation and only the file tools.
+    let flush = &reqs[1];
+    assert!(flush.text().contains("Lea's birthday is on 14 May"));
+    let tools: Vec<&str> = flush.body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tools, ["read_file", "write_file", "edit_file"]);
+    // The edit ran (its result went back) before the summary was asked for, and the archive is
+    // written only after the summary arrives: memory is saved before anything is archived.
+    assert!(reqs[2].text().contains("tool_result"));
+    assert!(reqs[3].text().contains("Summarise the conversation"));
+    let memory = std::fs::read_to_string(sb.group().join("AGENTS.md")).unwrap();
+    assert!(memory.contains("Lea (sister): birthday 14 May"), "{memory}");
+    // Nothing of the memory turn stays in the conversation or reaches the chat.
+    let last = reqs[4].text();
+    assert!(
+        last.contains("SUMMARY-LEA") && !last.contains(claw::agent::memory::FLUSH_MARKER),
+        "{last}"
+    );
+    assert!(
+        !out.lines
+            .iter()
+            .any(|l| matches!(l, AgentLine::Result { text } if text.contains("saved")))
+    );
+    let archives: Vec<_> = std::fs::read_dir(sb.group().join("conversations"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(archives.len(), 1);
+    let md = std::fs::read_to_string(archives[0].path()).unwrap();
+    assert!(
+        md.contains("Lea's birthday") && md.contains("SUMMARY-LEA"),
+        "{md}"
+    );
+    let archived = archives[0].metadata().unwrap().modified().unwrap();
+    let remembered = std::fs::metadata(sb.group().join("AGENTS.md"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert!(remembered <= archived);
 }
 
 #[test]

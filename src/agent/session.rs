@@ -116,9 +116,14 @@ fn split_point(messages: &[Message]) -> Option<usize> {
         .find(|&i| messages[i].starts_turn())
 }
 
-/// If the context passed ~75% of the window, summarise older turns, archive them, keep the rest.
-/// Returns the archive path when it compacted.
-pub fn maybe_compact(ctx: &Ctx, s: &mut Session) -> Result<Option<PathBuf>, CallError> {
+/// If the context passed ~75% of the window, let the model save what matters to its memory file
+/// (`memory::flush`), then summarise older turns, archive them, keep the rest. Returns the
+/// archive path when it compacted.
+pub fn maybe_compact(
+    ctx: &Ctx,
+    system: &str,
+    s: &mut Session,
+) -> Result<Option<PathBuf>, CallError> {
     let window = ctx.start.model.context_window as u64;
     if s.estimate_tokens() * 4 < window * 3 {
         return Ok(None);
@@ -126,6 +131,17 @@ pub fn maybe_compact(ctx: &Ctx, s: &mut Session) -> Result<Option<PathBuf>, Call
     let Some(k) = split_point(&s.messages) else {
         return Ok(None);
     };
+    // Memory first, while the model still sees every turn: what it writes outlives the archive.
+    match super::memory::flush(ctx, system, s) {
+        Ok(line) => super::log(&format!(
+            "memory turn before compaction: {}",
+            line.chars().take(200).collect::<String>()
+        )),
+        Err(CallError::Fatal(m)) => return Err(CallError::Fatal(m)),
+        Err(e) => super::log(&format!(
+            "memory turn before compaction failed ({e}); archiving anyway"
+        )),
+    }
     let old = &s.messages[..k];
     let md = to_markdown(old);
     // The summary request must itself fit: send at most about half the window.

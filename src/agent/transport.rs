@@ -116,6 +116,35 @@ impl Http {
     }
 }
 
+impl Http {
+    /// POST `body` as JSON to one of the proxy's own routes (not a model route) and return the
+    /// status and at most `max` bytes of the answer; an `Err` is for the model to read.
+    pub fn post_local(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        max: u64,
+    ) -> Result<(u16, String), String> {
+        let url = format!("{}{}", self.base, path);
+        let bytes =
+            serde_json::to_vec(body).map_err(|e| format!("cannot encode the request: {e}"))?;
+        let resp = self
+            .agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(&bytes[..])
+            .map_err(|e| format!("cannot reach the host through the proxy at {url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let mut text = String::new();
+        resp.into_body()
+            .into_reader()
+            .take(max)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("reading the host's answer failed: {e}"))?;
+        Ok((status, text))
+    }
+}
+
 /// Decide what an HTTP status means for the run.
 pub fn classify(status: u16, message: String, retry_after_secs: Option<f64>) -> CallError {
     let after = retry_after_secs

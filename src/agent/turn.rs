@@ -38,7 +38,7 @@ pub fn run(
             push_user_text(&mut s.messages, &text);
         }
         if r.compact {
-            match session::maybe_compact(ctx, s) {
+            match session::maybe_compact(ctx, r.system, s) {
                 Ok(Some(path)) => super::log(&format!(
                     "compacted the transcript; older turns archived at {}",
                     path.display()

@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod prune;
 pub mod run_group;
 pub mod schedule;
+pub mod search;
 pub mod service;
 pub mod status;
 pub mod task;
@@ -73,6 +74,8 @@ pub enum Command {
     Logs(logs::Args),
     /// Show the audit trail of security-relevant acts.
     Audit(audit::Args),
+    /// Search messages, the assistant's replies and compaction archives by words.
+    Search(search::Args),
     /// Show model tokens and cost per day, group or model, as the proxy measured them.
     Usage(usage::Args),
     /// Run ipc-apply, schedule, dispatch and deliver once (what the timer runs).
@@ -164,6 +167,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::RunGroup(a) => run_group::run(&ctx, a),
         Command::Logs(a) => logs::run(&ctx, a),
         Command::Audit(a) => audit::run(&ctx, a),
+        Command::Search(a) => search::run(&ctx, a),
         Command::Usage(a) => usage::run(&ctx, a),
         Command::Image(c) => image::run(&ctx, c),
         Command::Chat(a) => chat::run(&ctx, a),

@@ -29,6 +29,7 @@ mod limits;
 mod llm;
 mod meter;
 mod policy;
+pub mod search;
 mod usage;
 
 pub use addr::is_global_unicast;
@@ -97,6 +98,9 @@ pub struct ProxyConfig {
     /// Asks the owner about acts the group's approval policy marks `ask`; `None` means no act is
     /// ever asked about (what is not allowed is refused).
     pub asker: Option<ask::Asker>,
+    /// Answers the agent's `search_history` over `/search`, for this run's group only; `None`
+    /// makes the route answer 404.
+    pub searcher: Option<search::Searcher>,
 }
 
 /// What happened to one request, for the audit table. Never contains a header value or key.
@@ -149,6 +153,7 @@ struct Shared {
     egress_allow: Vec<String>,
     folder: Option<String>,
     llm: LlmPolicy,
+    searcher: Option<search::Searcher>,
     /// Budgets and their spend: a spent budget refuses model requests.
     meter: Meter,
     agent: ureq::Agent,
@@ -234,6 +239,7 @@ impl Proxy {
             egress_allow: cfg.egress_allow,
             folder: cfg.folder,
             llm: cfg.llm,
+            searcher: cfg.searcher,
             meter,
             agent: upstream_agent(),
             body_budget: Gate::new(BODY_BUDGET),
@@ -427,6 +433,9 @@ fn route(
             .collect(),
         status,
     };
+    if path.split('?').next() == Some(crate::protocol::SEARCH_PATH) {
+        return search::serve(conn, head, leftover, shared);
+    }
     if path == "/health" && (head.method == "GET" || head.method == "HEAD") {
         let _ = http::write_simple(&mut conn, 200, "ok");
         return local(200);
@@ -434,7 +443,7 @@ fn route(
     let _ = http::write_simple(
         &mut conn,
         404,
-        "claw: no such route on the proxy; use /llm/anthropic/..., /llm/openai/..., /health, \
+        "claw: no such route on the proxy; use /llm/anthropic/..., /llm/openai/..., /search, /health, \
          or CONNECT host:port for allowlisted egress",
     );
     local(404)

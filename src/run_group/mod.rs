@@ -15,9 +15,11 @@ mod observer;
 mod proxy_rows;
 pub use sandbox::run_id_of;
 mod notices;
+pub use searcher::searcher as searcher_for;
 pub mod rules;
 mod rundir;
 mod sandbox;
+mod searcher;
 mod session;
 mod usage;
 

@@ -205,6 +205,7 @@ pub fn prepare(
                 requests_per_run: config.limits.llm_requests_per_run,
             },
             asker: None,
+            searcher: Some(super::searcher::searcher(home, &g.folder)),
         },
         events,
         meter,

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod containers;
 pub mod groups;
+pub mod history;
 pub mod marks;
 pub mod messages;
 pub mod outbox;

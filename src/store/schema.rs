@@ -240,4 +240,80 @@ CREATE TABLE IF NOT EXISTS approvals (
 CREATE INDEX IF NOT EXISTS approvals_status ON approvals (status, expires_at);
 CREATE INDEX IF NOT EXISTS approvals_folder ON approvals (folder, id);
 "#,
+    // 8: searchable history. Three FTS5 indexes, one per source, each *external content* over
+    // the table that already holds the text (`content=`), so the words are indexed but the text
+    // is not stored twice (a contentless table could not give snippets; a table of its own would
+    // double the database). Triggers keep each index in the same transaction as the row it
+    // indexes, whoever writes it: ingest, the outbox, an UPDATE by hand; a process killed
+    // mid-ingest leaves rows and index rolled back together. Only the agent's own replies are
+    // indexed from the outbox (origins `run:N` and `ipc:…`), not the host's notices: its index's
+    // content is the view `outbox_replies`, and the WHEN clauses of its triggers repeat the
+    // view's filter (they must agree, or FTS5 would be told to delete words it never indexed,
+    // and `integrity-check` compares the index with the view). `archives` holds the compaction archives (`conversations/*.md`)
+    // the host read from group folders, one row per folder and file name, so indexing a file
+    // again replaces its row. The last statements build the index for rows already present.
+    r#"
+CREATE TABLE IF NOT EXISTS archives (
+    id          INTEGER PRIMARY KEY,
+    folder      TEXT NOT NULL,
+    name        TEXT NOT NULL,              -- file name under groups/FOLDER/conversations/
+    text        TEXT NOT NULL,
+    archived_at INTEGER NOT NULL,           -- from the file name's stamp, else its mtime
+    size        INTEGER NOT NULL,
+    mtime       INTEGER NOT NULL,           -- with size: skip unchanged files on the next scan
+    indexed_at  INTEGER NOT NULL,
+    UNIQUE (folder, name)
+);
+CREATE VIEW IF NOT EXISTS outbox_replies AS
+    SELECT id, text FROM outbox
+    WHERE origin GLOB 'ipc:*' OR (origin GLOB 'run:*' AND origin NOT GLOB 'run:*:*');
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
+    text, content='messages', content_rowid='seq', tokenize='unicode61 remove_diacritics 2');
+CREATE VIRTUAL TABLE IF NOT EXISTS outbox_fts USING fts5(
+    text, content='outbox_replies', content_rowid='id', tokenize='unicode61 remove_diacritics 2');
+CREATE VIRTUAL TABLE IF NOT EXISTS archives_fts USING fts5(
+    text, content='archives', content_rowid='id', tokenize='unicode61 remove_diacritics 2');
+
+CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts (rowid, text) VALUES (new.seq, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.seq, old.text);
+END;
+CREATE TRIGGER IF NOT EXISTS messages_fts_update AFTER UPDATE OF text ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.seq, old.text);
+    INSERT INTO messages_fts (rowid, text) VALUES (new.seq, new.text);
+END;
+
+CREATE TRIGGER IF NOT EXISTS outbox_fts_insert AFTER INSERT ON outbox
+WHEN new.origin GLOB 'ipc:*' OR (new.origin GLOB 'run:*' AND new.origin NOT GLOB 'run:*:*') BEGIN
+    INSERT INTO outbox_fts (rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS outbox_fts_delete AFTER DELETE ON outbox
+WHEN old.origin GLOB 'ipc:*' OR (old.origin GLOB 'run:*' AND old.origin NOT GLOB 'run:*:*') BEGIN
+    INSERT INTO outbox_fts (outbox_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+CREATE TRIGGER IF NOT EXISTS outbox_fts_update_old AFTER UPDATE OF text, origin ON outbox
+WHEN old.origin GLOB 'ipc:*' OR (old.origin GLOB 'run:*' AND old.origin NOT GLOB 'run:*:*') BEGIN
+    INSERT INTO outbox_fts (outbox_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+CREATE TRIGGER IF NOT EXISTS outbox_fts_update_new AFTER UPDATE OF text, origin ON outbox
+WHEN new.origin GLOB 'ipc:*' OR (new.origin GLOB 'run:*' AND new.origin NOT GLOB 'run:*:*') BEGIN
+    INSERT INTO outbox_fts (rowid, text) VALUES (new.id, new.text);
+END;
+
+CREATE TRIGGER IF NOT EXISTS archives_fts_insert AFTER INSERT ON archives BEGIN
+    INSERT INTO archives_fts (rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS archives_fts_delete AFTER DELETE ON archives BEGIN
+    INSERT INTO archives_fts (archives_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+CREATE TRIGGER IF NOT EXISTS archives_fts_update AFTER UPDATE OF text ON archives BEGIN
+    INSERT INTO archives_fts (archives_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO archives_fts (rowid, text) VALUES (new.id, new.text);
+END;
+
+INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+INSERT INTO outbox_fts (outbox_fts) VALUES ('rebuild');
+"#,
 ];

@@ -6,6 +6,7 @@
 
 pub mod bash;
 pub mod files;
+pub mod history;
 pub mod ipc;
 pub mod web;
 
@@ -108,6 +109,11 @@ pub fn all_specs() -> Vec<ToolSpec> {
             json!({"type":"object","properties":{"url":{"type":"string"}},"required":["url"]}),
         ),
         s(
+            "search_history",
+            "Search this group's past chat messages, your own earlier replies and archived (compacted) conversations by words; use it when asked about something said before that is not in your context. Every word must match (else any word); a trailing * matches a prefix. Returns ranked snippets with date, sender and message id.",
+            json!({"type":"object","properties":{"query":{"type":"string","description":"a few distinctive words"},"since":{"type":"string","description":"YYYY-MM-DD, RFC 3339, or a duration back from now like 30d"},"until":{"type":"string","description":"same forms; a date includes that day"},"sender":{"type":"string","description":"sender id or name; assistant for your replies"},"limit":{"type":"integer","description":"at most 50, default 10"},"group":{"type":"string","description":"main only: search one group's history (default: all groups)"}},"required":["query"]}),
+        ),
+        s(
             "send_message",
             "Send a message to the chat now (before your final answer). chat defaults to this group's chat; other chats are main only.",
             json!({"type":"object","properties":{"text":{"type":"string"},"chat":{"type":"string"}},"required":["text"]}),
@@ -165,6 +171,7 @@ pub fn run(ctx: &Ctx, allowed: &[ToolSpec], name: &str, input: &Value) -> Output
         "glob" => files::glob(ctx, input),
         "grep" => files::grep(ctx, input),
         "web_fetch" => web::fetch(ctx, input),
+        "search_history" => history::search(ctx, input),
         "delegate" => super::delegate::run(ctx, input),
         _ => ipc::run(ctx, name, input),
     };

@@ -101,6 +101,10 @@ fn wind_down(
     if applied > 0 {
         log.line(format!("applied {applied} IPC request(s) after exit"));
     }
+    let indexed = crate::run_group::searcher::index_after_run(home, store, &work.group.folder);
+    if !indexed.is_empty() {
+        log.line(indexed);
+    }
     let status = status.and_then(|s| s.code());
     let mut ended = std::mem::take(&mut s.ended);
     ended.exit_code = status;
