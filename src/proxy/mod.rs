@@ -27,6 +27,7 @@ mod http;
 mod json;
 mod limits;
 mod llm;
+mod mcp;
 mod meter;
 mod policy;
 mod usage;
@@ -36,6 +37,7 @@ pub use allowlist::validate_pattern;
 pub use body::{BODY_BUDGET, MAX_BODY};
 pub use egress::MAX_TUNNELS;
 pub use http::MAX_HEAD;
+pub use mcp::McpRoute;
 pub use meter::Meter;
 pub use policy::{ANTHROPIC_BETAS, LlmPolicy, Provider};
 pub use usage::{Format as UsageFormat, UsageReader};
@@ -97,6 +99,8 @@ pub struct ProxyConfig {
     /// Asks the owner about acts the group's approval policy marks `ask`; `None` means no act is
     /// ever asked about (what is not allowed is refused).
     pub asker: Option<ask::Asker>,
+    /// The group's remote MCP servers, served at `/mcp/NAME` (see `mcp.rs`).
+    pub mcp: Vec<McpRoute>,
 }
 
 /// What happened to one request, for the audit table. Never contains a header value or key.
@@ -152,6 +156,9 @@ struct Shared {
     /// Budgets and their spend: a spent budget refuses model requests.
     meter: Meter,
     agent: ureq::Agent,
+    /// Remote MCP servers and the client that reaches them (names checked as egress is).
+    mcp: Vec<McpRoute>,
+    mcp_agent: ureq::Agent,
     /// Bytes of request bodies buffered at once, across connections.
     body_budget: Gate,
     /// Model requests in flight (`llm.concurrency` units).
@@ -236,6 +243,8 @@ impl Proxy {
             llm: cfg.llm,
             meter,
             agent: upstream_agent(),
+            mcp: cfg.mcp,
+            mcp_agent: mcp::agent(),
             body_budget: Gate::new(BODY_BUDGET),
             llm_slots: Gate::new(concurrency as u64),
             llm_sent: AtomicU32::new(0),
@@ -408,6 +417,9 @@ fn route(
         None if target.starts_with('/') => target,
         None => return egress::forward_plain(conn, head, leftover, shared),
     };
+    if let Some(rest) = path.strip_prefix("/mcp/") {
+        return mcp::forward(conn, head, leftover, rest, shared);
+    }
     for provider in [Provider::Anthropic, Provider::OpenAi] {
         let prefix = format!("/llm/{}", provider.name());
         if let Some(rest) = path.strip_prefix(prefix.as_str())
@@ -434,8 +446,8 @@ fn route(
     let _ = http::write_simple(
         &mut conn,
         404,
-        "claw: no such route on the proxy; use /llm/anthropic/..., /llm/openai/..., /health, \
-         or CONNECT host:port for allowlisted egress",
+        "claw: no such route on the proxy; use /llm/anthropic/..., /llm/openai/..., /mcp/NAME, \
+         /health, or CONNECT host:port for allowlisted egress",
     );
     local(404)
 }

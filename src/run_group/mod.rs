@@ -12,6 +12,7 @@ mod disk;
 mod handoff;
 mod hooks;
 pub mod log;
+pub mod mcp_probe;
 mod observer;
 mod proxy_rows;
 pub use sandbox::run_id_of;

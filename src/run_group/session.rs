@@ -147,6 +147,7 @@ pub fn execute(
             max_steps: config.limits.max_steps,
             ..Default::default()
         },
+        mcp: sb.mcp.clone(),
     }));
     send(&mut stdin, &start, log);
     log.line(format!(
