@@ -127,7 +127,7 @@ fn third_party_stdio_servers_time_and_fetch_answer_inside_the_container() {
         .assert()
         .success();
     env.claw()
-        .args(["mcp", "add", "main", "fetch", "--", "mcp-server-fetch"])
+        .args(["mcp", "add", "main", "fetch", "--", "mcp-server-fetch", "--allow-private-ips"])
         .assert()
         .success();
     llm.push(Reply::tool("time__get_current_time", json!({"timezone": "Asia/Tokyo"})));

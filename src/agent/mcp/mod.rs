@@ -220,6 +220,18 @@ impl Mcp {
             .is_some_and(|(s, _)| self.servers.iter().any(|x| x.name == s))
     }
 
+    /// For a `SERVER__tool` name of a server that could not be used, the error to answer with.
+    pub fn unavailable(&self, name: &str) -> Option<Output> {
+        let (server, _) = name.split_once("__")?;
+        let s = self.servers.iter().find(|s| s.name == server)?;
+        match &s.state {
+            State::Failed(why) => Some(Output::err(format!(
+                "MCP server `{server}` is unavailable in this run: {why}. Carry on without it; the owner can check it with `claw mcp tools`."
+            ))),
+            State::Ready { .. } => None,
+        }
+    }
+
     /// Calls one tool; every failure is an error result naming the server and what to do.
     pub fn call(&self, name: &str, input: &Value, save_dir: &Path) -> Output {
         let Some((server_name, _)) = name.split_once("__") else {
@@ -230,11 +242,7 @@ impl Mcp {
         };
         let (peer, tools) = match &server.state {
             State::Ready { peer, tools, .. } => (peer, tools),
-            State::Failed(why) => {
-                return Output::err(format!(
-                    "MCP server `{server_name}` is unavailable in this run: {why}. Carry on without it; the owner can check it with `claw mcp tools`."
-                ));
-            }
+            State::Failed(_) => return self.unavailable(name).unwrap_or_else(|| Output::err("unavailable")),
         };
         let Some((_, original)) = tools.iter().find(|(offered, _)| offered == name) else {
             let offered: Vec<&str> = tools.iter().map(|(o, _)| o.as_str()).collect();

@@ -158,6 +158,10 @@ pub fn all_specs() -> Vec<ToolSpec> {
 /// Run one tool call; every failure comes back as an error result.
 pub fn run(ctx: &Ctx, allowed: &[ToolSpec], name: &str, input: &Value) -> Output {
     if !allowed.iter().any(|t| t.name == name) {
+        // A tool of a server that failed to start was never offered; say why, not "unknown".
+        if let Some(out) = ctx.mcp.unavailable(name) {
+            return out;
+        }
         let names: Vec<&str> = allowed.iter().map(|t| t.name).collect();
         return Output::err(format!(
             "unknown tool `{name}`; available tools: {}",
