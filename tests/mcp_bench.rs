@@ -26,7 +26,13 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 
 fn gaps_ms(reqs: &[Recorded], from: usize, n: usize) -> Vec<f64> {
     let mut g: Vec<f64> = (from..from + n)
-        .map(|i| reqs[i + 1].arrived.duration_since(reqs[i].finished).as_secs_f64() * 1000.0)
+        .map(|i| {
+            reqs[i + 1]
+                .arrived
+                .duration_since(reqs[i].finished)
+                .as_secs_f64()
+                * 1000.0
+        })
         .collect();
     g.sort_by(f64::total_cmp);
     g
@@ -35,7 +41,10 @@ fn gaps_ms(reqs: &[Recorded], from: usize, n: usize) -> Vec<f64> {
 #[test]
 #[ignore = "benchmark: run bin/bench-mcp"]
 fn mcp_tool_call_overhead_in_a_container() {
-    let n: usize = std::env::var("BENCH_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let n: usize = std::env::var("BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
     e2e::require_image();
     let image = format!("{}-mcp", e2e::image());
     let built = Command::new(Path::new(ROOT).join("bin/mcp-test-image"))
@@ -52,8 +61,14 @@ fn mcp_tool_call_overhead_in_a_container() {
     let cfg = env.home.join("claw.toml");
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
-        .replace(&format!("image = \"{}\"", e2e::image()), &format!("image = \"{image}\""))
-        .replace("[limits]\n", &format!("[limits]\nmax_steps = {}\n", 3 * n + 10));
+        .replace(
+            &format!("image = \"{}\"", e2e::image()),
+            &format!("image = \"{image}\""),
+        )
+        .replace(
+            "[limits]\n",
+            &format!("[limits]\nmax_steps = {}\n", 3 * n + 10),
+        );
     std::fs::write(&cfg, text).unwrap();
     env.set_secret("ANTHROPIC_API_KEY", "sk-ant-bench");
     std::fs::copy(
@@ -62,9 +77,21 @@ fn mcp_tool_call_overhead_in_a_container() {
     )
     .unwrap();
     std::fs::write(env.group_dir("main").join("small.txt"), "tiny").unwrap();
-    env.claw().args(["mcp", "add", "main", "mini", "--", "./faulty_server.py"]).assert().success();
     env.claw()
-        .args(["mcp", "add", "main", "time", "--", "mcp-server-time", "--local-timezone", "UTC"])
+        .args(["mcp", "add", "main", "mini", "--", "./faulty_server.py"])
+        .assert()
+        .success();
+    env.claw()
+        .args([
+            "mcp",
+            "add",
+            "main",
+            "time",
+            "--",
+            "mcp-server-time",
+            "--local-timezone",
+            "UTC",
+        ])
         .assert()
         .success();
     for _ in 0..n {
@@ -74,7 +101,10 @@ fn mcp_tool_call_overhead_in_a_container() {
         llm.push(Reply::tool("mini__ok", json!({})));
     }
     for _ in 0..n {
-        llm.push(Reply::tool("time__get_current_time", json!({"timezone": "Europe/Berlin"})));
+        llm.push(Reply::tool(
+            "time__get_current_time",
+            json!({"timezone": "Europe/Berlin"}),
+        ));
     }
     llm.push(Reply::text("done"));
     env.say("cli:local", "benchmark");
@@ -88,8 +118,22 @@ fn mcp_tool_call_overhead_in_a_container() {
     let time = gaps_ms(&reqs, 2 * n, n);
     let (b50, m50, t50) = (pct(&base, 0.5), pct(&mini, 0.5), pct(&time, 0.5));
     println!("mcp: {n} calls each, in a podman container ({image})");
-    println!("mcp: run-group start → first model request, two stdio servers starting: {:.0} ms", first.as_secs_f64() * 1000.0);
-    println!("mcp: built-in read_file step: median {b50:.1} ms, p99 {:.1} ms", pct(&base, 0.99));
-    println!("mcp: stdio MCP call (minimal server) step: median {m50:.1} ms, p99 {:.1} ms; overhead over read_file: median {:.1} ms", pct(&mini, 0.99), m50 - b50);
-    println!("mcp: stdio MCP call (mcp-server-time) step: median {t50:.1} ms, p99 {:.1} ms; overhead over read_file: median {:.1} ms", pct(&time, 0.99), t50 - b50);
+    println!(
+        "mcp: run-group start → first model request, two stdio servers starting: {:.0} ms",
+        first.as_secs_f64() * 1000.0
+    );
+    println!(
+        "mcp: built-in read_file step: median {b50:.1} ms, p99 {:.1} ms",
+        pct(&base, 0.99)
+    );
+    println!(
+        "mcp: stdio MCP call (minimal server) step: median {m50:.1} ms, p99 {:.1} ms; overhead over read_file: median {:.1} ms",
+        pct(&mini, 0.99),
+        m50 - b50
+    );
+    println!(
+        "mcp: stdio MCP call (mcp-server-time) step: median {t50:.1} ms, p99 {:.1} ms; overhead over read_file: median {:.1} ms",
+        pct(&time, 0.99),
+        t50 - b50
+    );
 }

@@ -55,7 +55,10 @@ fn env_with(llm: &FakeLlm) -> Env {
     env.write_config();
     let cfg = env.home.join("claw.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
-    let text = text.replace(&format!("image = \"{}\"", e2e::image()), &format!("image = \"{image}\""));
+    let text = text.replace(
+        &format!("image = \"{}\"", e2e::image()),
+        &format!("image = \"{image}\""),
+    );
     std::fs::write(&cfg, text).unwrap();
     env.set_secret("ANTHROPIC_API_KEY", "sk-ant-mcp-key");
     env
@@ -63,7 +66,11 @@ fn env_with(llm: &FakeLlm) -> Env {
 
 /// (content, is_error) of the tool results in a recorded Anthropic request's last message.
 fn tool_results(req: &Recorded) -> Vec<(String, bool)> {
-    let last = req.body["messages"].as_array().and_then(|m| m.last()).cloned().unwrap_or(Value::Null);
+    let last = req.body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .cloned()
+        .unwrap_or(Value::Null);
     last["content"]
         .as_array()
         .into_iter()
@@ -115,28 +122,67 @@ fn third_party_stdio_servers_time_and_fetch_answer_inside_the_container() {
             } else {
                 ("200 OK", "<html><body><h1>Claw fetch marker 7319</h1><p>served on loopback</p></body></html>".into())
             };
-            let _ = write!(c, "HTTP/1.1 {status}\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            let _ = write!(
+                c,
+                "HTTP/1.1 {status}\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
         }
     });
     env.claw()
-        .args(["group", "set", "main", "--egress", &format!("127.0.0.1:{port}")])
+        .args([
+            "group",
+            "set",
+            "main",
+            "--egress",
+            &format!("127.0.0.1:{port}"),
+        ])
         .assert()
         .success();
     env.claw()
-        .args(["mcp", "add", "main", "time", "--", "mcp-server-time", "--local-timezone", "Europe/Berlin"])
+        .args([
+            "mcp",
+            "add",
+            "main",
+            "time",
+            "--",
+            "mcp-server-time",
+            "--local-timezone",
+            "Europe/Berlin",
+        ])
         .assert()
         .success();
     env.claw()
-        .args(["mcp", "add", "main", "fetch", "--", "mcp-server-fetch", "--allow-private-ips"])
+        .args([
+            "mcp",
+            "add",
+            "main",
+            "fetch",
+            "--",
+            "mcp-server-fetch",
+            "--allow-private-ips",
+        ])
         .assert()
         .success();
-    llm.push(Reply::tool("time__get_current_time", json!({"timezone": "Asia/Tokyo"})));
-    llm.push(Reply::tool("fetch__fetch", json!({"url": format!("http://127.0.0.1:{port}/page")})));
+    llm.push(Reply::tool(
+        "time__get_current_time",
+        json!({"timezone": "Asia/Tokyo"}),
+    ));
+    llm.push(Reply::tool(
+        "fetch__fetch",
+        json!({"url": format!("http://127.0.0.1:{port}/page")}),
+    ));
     llm.push(Reply::text("It is late in Tokyo."));
     let reqs = run_main(&env, &llm, "what time is it in Tokyo?", 3);
     let tools = offered(&reqs[0]);
-    assert!(tools.contains(&"time__get_current_time".to_string()), "{tools:?}");
-    assert!(tools.contains(&"time__convert_time".to_string()), "{tools:?}");
+    assert!(
+        tools.contains(&"time__get_current_time".to_string()),
+        "{tools:?}"
+    );
+    assert!(
+        tools.contains(&"time__convert_time".to_string()),
+        "{tools:?}"
+    );
     assert!(tools.contains(&"fetch__fetch".to_string()), "{tools:?}");
     // The schema came from the server.
     let schema = reqs[0].body["tools"]
@@ -149,10 +195,20 @@ fn third_party_stdio_servers_time_and_fetch_answer_inside_the_container() {
     assert!(schema["properties"]["timezone"].is_object(), "{schema}");
     let time = tool_results(&reqs[1]);
     assert_eq!(time.len(), 1);
-    assert!(!time[0].1 && time[0].0.contains("Asia/Tokyo") && time[0].0.contains("datetime"), "{time:?}");
+    assert!(
+        !time[0].1 && time[0].0.contains("Asia/Tokyo") && time[0].0.contains("datetime"),
+        "{time:?}"
+    );
     let fetched = tool_results(&reqs[2]);
-    assert!(!fetched[0].1 && fetched[0].0.contains("Claw fetch marker 7319"), "{fetched:?}\nlogs:\n{}", env.all_logs());
-    assert_eq!(env.outbox("cli:local"), vec!["It is late in Tokyo.".to_string()]);
+    assert!(
+        !fetched[0].1 && fetched[0].0.contains("Claw fetch marker 7319"),
+        "{fetched:?}\nlogs:\n{}",
+        env.all_logs()
+    );
+    assert_eq!(
+        env.outbox("cli:local"),
+        vec!["It is late in Tokyo.".to_string()]
+    );
     assert_eq!(env.last_run("main").0, "succeeded");
 }
 
@@ -164,7 +220,11 @@ struct Remote {
 
 impl Remote {
     fn start() -> Remote {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new("python3")
             .arg(Path::new(ROOT).join("tests/fixtures/mcp/remote_server.py"))
             .arg(port.to_string())
@@ -195,10 +255,22 @@ fn remote_streamable_http_server_is_reached_only_through_the_proxy() {
     let env = env_with(&llm);
     let remote = Remote::start();
     let url = format!("http://127.0.0.1:{}/mcp", remote.port);
-    env.claw().args(["mcp", "add", "main", "remote", "--url", &url]).assert().success();
+    env.claw()
+        .args(["mcp", "add", "main", "remote", "--url", &url])
+        .assert()
+        .success();
     // `claw mcp tools` runs the container like a real run and lists what the server offers.
-    let out = env.claw().args(["mcp", "tools", "main", "--json"]).output().unwrap();
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), env.all_logs());
+    let out = env
+        .claw()
+        .args(["mcp", "tools", "main", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        env.all_logs()
+    );
     let listing: Value = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = listing["servers"][0]["tools"]
         .as_array()
@@ -213,14 +285,24 @@ fn remote_streamable_http_server_is_reached_only_through_the_proxy() {
     llm.push(Reply::text("Done."));
     let reqs = run_main(&env, &llm, "shout it", 3);
     let shout = tool_results(&reqs[1]);
-    assert!(!shout[0].1 && shout[0].0.contains("HELLO CLAW (from the remote server)"), "{shout:?}\n{}", env.all_logs());
+    assert!(
+        !shout[0].1 && shout[0].0.contains("HELLO CLAW (from the remote server)"),
+        "{shout:?}\n{}",
+        env.all_logs()
+    );
     let sum = tool_results(&reqs[2]);
     assert!(!sum[0].1 && sum[0].0.contains("42"), "{sum:?}");
     // The container never learned the URL; the proxy audited each request to the server.
-    assert!(!reqs.iter().any(|r| r.text().contains(&remote.port.to_string())));
+    assert!(
+        !reqs
+            .iter()
+            .any(|r| r.text().contains(&remote.port.to_string()))
+    );
     let audited = env.audit("egress.allowed");
     assert!(
-        audited.iter().any(|d| d["reason"].as_str().unwrap_or("").contains("mcp `remote`")),
+        audited
+            .iter()
+            .any(|d| d["reason"].as_str().unwrap_or("").contains("mcp `remote`")),
         "{audited:?}"
     );
     assert_eq!(env.outbox("cli:local"), vec!["Done.".to_string()]);
@@ -231,10 +313,23 @@ fn hanging_crashing_junk_and_missing_servers_are_tool_errors_and_the_run_continu
     let llm = FakeLlm::start();
     let env = env_with(&llm);
     let script = env.group_dir("main").join("faulty_server.py");
-    std::fs::copy(Path::new(ROOT).join("tests/fixtures/mcp/faulty_server.py"), &script).unwrap();
+    std::fs::copy(
+        Path::new(ROOT).join("tests/fixtures/mcp/faulty_server.py"),
+        &script,
+    )
+    .unwrap();
     for name in ["hangs", "crashes", "junk"] {
         env.claw()
-            .args(["mcp", "add", "main", name, "--timeout", "3", "--", "./faulty_server.py"])
+            .args([
+                "mcp",
+                "add",
+                "main",
+                name,
+                "--timeout",
+                "3",
+                "--",
+                "./faulty_server.py",
+            ])
             .assert()
             .success();
     }
@@ -253,17 +348,36 @@ fn hanging_crashing_junk_and_missing_servers_are_tool_errors_and_the_run_continu
     let reqs = run_main(&env, &llm, "try the tools", 7);
     let r = |i: usize| tool_results(&reqs[i])[0].clone();
     let (hang, crash, after_crash, junk, junk_ok, missing) = (r(1), r(2), r(3), r(4), r(5), r(6));
-    assert!(hang.1 && hang.0.contains("did not answer") && hang.0.contains("3 s"), "{hang:?}");
+    assert!(
+        hang.1 && hang.0.contains("did not answer") && hang.0.contains("3 s"),
+        "{hang:?}"
+    );
     assert!(crash.1 && crash.0.contains("crashes"), "{crash:?}");
-    assert!(after_crash.1 && after_crash.0.contains("gone"), "{after_crash:?}");
+    assert!(
+        after_crash.1 && after_crash.0.contains("gone"),
+        "{after_crash:?}"
+    );
     assert!(junk.1, "{junk:?}");
     // A junk answer does not poison the server: the next call still works, or is a clear error.
     assert!(junk_ok.0.contains("faulty-ok") || junk_ok.1, "{junk_ok:?}");
-    assert!(missing.1 && missing.0.contains("was not found"), "{missing:?}");
+    assert!(
+        missing.1 && missing.0.contains("was not found"),
+        "{missing:?}"
+    );
     // The missing server is named to the model up front, and its tools are not offered.
-    assert!(reqs[0].system().contains("MCP server `missing` is unavailable"), "{}", reqs[0].system());
+    assert!(
+        reqs[0]
+            .system()
+            .contains("MCP server `missing` is unavailable"),
+        "{}",
+        reqs[0].system()
+    );
     assert!(offered(&reqs[0]).contains(&"hangs__hang".to_string()));
     assert_eq!(env.outbox("cli:local"), vec!["Still here.".to_string()]);
     assert_eq!(env.last_run("main").0, "succeeded");
-    assert!(started.elapsed() < Duration::from_secs(90), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "took {:?}",
+        started.elapsed()
+    );
 }

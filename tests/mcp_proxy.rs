@@ -104,14 +104,24 @@ fn configured_route_passes_only_what_streamable_http_needs() {
     assert!(lower.starts_with("post /mcp http/1.1"), "{head}");
     assert!(lower.contains("mcp-session-id: sess-42"), "{head}");
     assert!(lower.contains(&format!("host: 127.0.0.1:{port}")), "{head}");
-    assert!(!lower.contains("authorization") && !lower.contains("cookie"), "{head}");
+    assert!(
+        !lower.contains("authorization") && !lower.contains("cookie"),
+        "{head}"
+    );
     assert!(head.ends_with(body), "{head}");
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("mcp-session-id: sess-42"), "{resp}");
     assert!(!resp.to_ascii_lowercase().contains("set-cookie"), "{resp}");
     assert!(resp.contains(r#""tools":[]"#), "{resp}");
     match events.recv_timeout(Duration::from_secs(10)).unwrap() {
-        ProxyEvent::Egress { host, port: p2, allowed, reason, bytes_up, .. } => {
+        ProxyEvent::Egress {
+            host,
+            port: p2,
+            allowed,
+            reason,
+            bytes_up,
+            ..
+        } => {
             assert_eq!((host.as_str(), p2, allowed), ("127.0.0.1", port, true));
             assert!(reason.contains("mcp `srv`"), "{reason}");
             assert_eq!(bytes_up, body.len() as u64);
@@ -129,15 +139,28 @@ fn unknown_names_other_methods_and_inward_names_are_refused() {
         url: format!("http://localhost:{port}/mcp"),
     }]);
     let r = send(&p, "POST /mcp/other HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
-    assert!(r.starts_with("HTTP/1.1 404") && r.contains("claw mcp add family NAME --url URL"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 404") && r.contains("claw mcp add family NAME --url URL"),
+        "{r}"
+    );
     let r = send(&p, "PUT /mcp/inward HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
     assert!(r.starts_with("HTTP/1.1 405"), "{r}");
-    let r = send(&p, "POST /mcp/inward HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}");
-    assert!(r.starts_with("HTTP/1.1 403") && r.contains("egress refused"), "{r}");
-    let evs: Vec<ProxyEvent> = (0..3).map(|_| events.recv_timeout(Duration::from_secs(10)).unwrap()).collect();
+    let r = send(
+        &p,
+        "POST /mcp/inward HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}",
+    );
+    assert!(
+        r.starts_with("HTTP/1.1 403") && r.contains("egress refused"),
+        "{r}"
+    );
+    let evs: Vec<ProxyEvent> = (0..3)
+        .map(|_| events.recv_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
     for e in &evs {
         match e {
-            ProxyEvent::Egress { allowed, reason, .. } => {
+            ProxyEvent::Egress {
+                allowed, reason, ..
+            } => {
                 assert!(!allowed, "{e:?}");
                 assert!(reason.starts_with("mcp `"), "{reason}");
             }

@@ -31,10 +31,12 @@ pub enum Cmd {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  claw mcp add main time -- mcp-server-time --local-timezone Europe/Berlin\n  \
+#[command(
+    after_help = "Examples:\n  claw mcp add main time -- mcp-server-time --local-timezone Europe/Berlin\n  \
 claw mcp add main github --url https://api.githubcopilot.com/mcp/\n\
 Tools are offered to the agent as NAME__tool. A stdio command must exist in the image or the \
-group folder (a relative path with a `/` is taken from the group folder).")]
+group folder (a relative path with a `/` is taken from the group folder)."
+)]
 pub struct AddArgs {
     /// The group's folder.
     pub group: String,
@@ -87,7 +89,10 @@ fn add(ctx: &Ctx, a: AddArgs) -> Result<()> {
     let mut env = std::collections::BTreeMap::new();
     for kv in &a.env {
         let Some((k, v)) = kv.split_once('=') else {
-            return Err(Coded::err(Code::Usage, format!("--env `{kv}` is not NAME=VALUE")));
+            return Err(Coded::err(
+                Code::Usage,
+                format!("--env `{kv}` is not NAME=VALUE"),
+            ));
         };
         env.insert(k.to_string(), v.to_string());
     }
@@ -95,7 +100,10 @@ fn add(ctx: &Ctx, a: AddArgs) -> Result<()> {
         (true, None) => (None, vec![]),
         (false, Some((c, rest))) => (Some(c.clone()), rest.to_vec()),
         (true, Some(_)) => {
-            return Err(Coded::err(Code::Usage, "give either --url URL or `-- CMD ARGS…`, not both"));
+            return Err(Coded::err(
+                Code::Usage,
+                "give either --url URL or `-- CMD ARGS…`, not both",
+            ));
         }
         (false, None) => {
             return Err(Coded::err(
@@ -148,7 +156,13 @@ fn list(ctx: &Ctx, group: Option<String>, json: bool) -> Result<()> {
     }
     let cells = |e: &&Entry| {
         let (kind, target) = match (&e.command, &e.url) {
-            (Some(c), _) => ("stdio", shlex::try_join(std::iter::once(c.as_str()).chain(e.args.iter().map(String::as_str))).unwrap_or_else(|_| c.clone())),
+            (Some(c), _) => (
+                "stdio",
+                shlex::try_join(
+                    std::iter::once(c.as_str()).chain(e.args.iter().map(String::as_str)),
+                )
+                .unwrap_or_else(|_| c.clone()),
+            ),
             (None, Some(u)) => ("http", u.clone()),
             _ => ("?", String::new()),
         };
@@ -183,7 +197,11 @@ fn tools(ctx: &Ctx, group: &str, name: Option<&str>, json: bool) -> Result<()> {
         for s in &servers {
             let server = s["server"].as_str().unwrap_or("?").to_string();
             if s["ok"] != true {
-                rows.push(vec![server, "(unavailable)".into(), crate::output::clip(s["error"].as_str().unwrap_or(""), 100)]);
+                rows.push(vec![
+                    server,
+                    "(unavailable)".into(),
+                    crate::output::clip(s["error"].as_str().unwrap_or(""), 100),
+                ]);
                 continue;
             }
             for t in s["tools"].as_array().into_iter().flatten() {

@@ -37,6 +37,9 @@ mod tests {
         };
         assert!(add_mcp_server(&main, "fam", "time").is_ok());
         let why = add_mcp_server(&fam, "fam", "time").unwrap_err();
-        assert!(why.contains("deny by default") && why.contains("claw mcp add fam time"), "{why}");
+        assert!(
+            why.contains("deny by default") && why.contains("claw mcp add fam time"),
+            "{why}"
+        );
     }
 }

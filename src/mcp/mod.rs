@@ -129,10 +129,16 @@ pub fn validate(e: &Entry) -> Result<(), String> {
     match (&e.command, &e.url) {
         (Some(c), None) => {
             if c.trim().is_empty() || c.contains('\0') || c.len() > 4096 {
-                return Err(format!("MCP server `{}`: the command is empty or too long", e.name));
+                return Err(format!(
+                    "MCP server `{}`: the command is empty or too long",
+                    e.name
+                ));
             }
             if e.args.len() > 256 || e.args.iter().any(|a| a.contains('\0') || a.len() > 4096) {
-                return Err(format!("MCP server `{}`: too many or too long arguments", e.name));
+                return Err(format!(
+                    "MCP server `{}`: too many or too long arguments",
+                    e.name
+                ));
             }
             for (k, v) in &e.env {
                 let ok_key = !k.is_empty()
@@ -190,18 +196,22 @@ pub fn list(home: &Home) -> Result<Vec<Entry>> {
                 ),
             ));
         }
-        Ok(_) => std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?,
+        Ok(_) => {
+            std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?
+        }
     };
     let file: File = toml::from_str(&text).map_err(|e| {
         Coded::err(
             Code::NotInitialised,
-            format!("{} is not valid: {e}; fix it or manage it with `claw mcp`", p.display()),
+            format!(
+                "{} is not valid: {e}; fix it or manage it with `claw mcp`",
+                p.display()
+            ),
         )
     })?;
     for e in &file.server {
-        validate(e).map_err(|why| {
-            Coded::err(Code::NotInitialised, format!("{}: {why}", p.display()))
-        })?;
+        validate(e)
+            .map_err(|why| Coded::err(Code::NotInitialised, format!("{}: {why}", p.display())))?;
     }
     Ok(file.server)
 }
@@ -339,7 +349,11 @@ mod tests {
 
     #[test]
     fn urls_are_checked() {
-        for ok in ["https://api.example.com/mcp", "http://127.0.0.1:8123/mcp", "https://h"] {
+        for ok in [
+            "https://api.example.com/mcp",
+            "http://127.0.0.1:8123/mcp",
+            "https://h",
+        ] {
             assert!(validate_url(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -392,7 +406,11 @@ mod tests {
         assert!(remove(&home, "main", "time").is_err());
         assert_eq!(list(&home).unwrap().len(), 1);
         // A hand-edited bad name is refused on load, naming the file.
-        std::fs::write(path(&home), "[[server]]\ngroup = \"main\"\nname = \"a__b\"\ncommand = \"x\"\n").unwrap();
+        std::fs::write(
+            path(&home),
+            "[[server]]\ngroup = \"main\"\nname = \"a__b\"\ncommand = \"x\"\n",
+        )
+        .unwrap();
         let err = format!("{:#}", list(&home).unwrap_err());
         assert!(err.contains("mcp.toml") && err.contains("a__b"), "{err}");
     }

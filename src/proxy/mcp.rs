@@ -79,9 +79,8 @@ impl Resolver for CheckedResolver {
             return Ok(found);
         }
         let list: Vec<SocketAddr> = found.iter().copied().collect();
-        let ok = addr::check_resolved(host, list, &addr::local_addresses()).map_err(|why| {
-            ureq::Error::Other(format!("egress refused: {why}").into())
-        })?;
+        let ok = addr::check_resolved(host, list, &addr::local_addresses())
+            .map_err(|why| ureq::Error::Other(format!("egress refused: {why}").into()))?;
         let mut out = self.empty();
         for a in ok.into_iter().take(16) {
             out.push(a);
@@ -105,7 +104,11 @@ pub fn forward(
         let msg = format!(
             "claw: no remote MCP server `{}` for this group (configured: {}); the owner adds one with: claw mcp add {folder} NAME --url URL",
             super::json::clip(name, 40),
-            if known.is_empty() { "none".into() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
         );
         let _ = http::write_simple(&mut conn, 404, &msg);
         return event(name, "-", 0, false, "no such MCP server", 0, 0);
@@ -120,7 +123,11 @@ pub fn forward(
     let host = uri.host().unwrap_or("-").to_string();
     let port = uri
         .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
     let method = match head.method.as_str() {
         "POST" => Method::POST,
         "GET" => Method::GET,
@@ -175,7 +182,14 @@ pub fn forward(
             let refused = e.to_string().contains("egress refused");
             let msg = format!("claw: could not reach MCP server `{name}` ({e})");
             let _ = http::write_simple(&mut conn, if refused { 403 } else { 502 }, &msg);
-            let why = format!("{}: {e}", if refused { "refused" } else { "upstream failed" });
+            let why = format!(
+                "{}: {e}",
+                if refused {
+                    "refused"
+                } else {
+                    "upstream failed"
+                }
+            );
             return event(name, &host, port, !refused, &why, up, 0);
         }
         Err(_) => {
@@ -223,15 +237,20 @@ fn relay(
 ) -> (u64, bool) {
     let (parts, body) = response.into_parts();
     let status = parts.status.as_u16();
-    let has_body = !(method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304);
+    let has_body =
+        !(method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304);
     let owned: Vec<(String, Vec<u8>)> = parts
         .headers
         .iter()
         .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
         .collect();
     let tokens = http::connection_tokens(&owned);
-    let mut out = format!("HTTP/1.1 {} {}\r\n", status, parts.status.canonical_reason().unwrap_or(""))
-        .into_bytes();
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status,
+        parts.status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
     for (name, value) in &owned {
         // No cookies back either: a session lives in `mcp-session-id`.
         if http::is_hop_by_hop(name, &tokens)

@@ -39,7 +39,10 @@ pub fn list_tools(
 ) -> Result<serde_json::Value> {
     let store = Store::open(home)?;
     let group = groups::get(&store.conn, folder)?.ok_or_else(|| {
-        Coded::err(Code::Usage, format!("no group `{folder}`; see `claw group list`"))
+        Coded::err(
+            Code::Usage,
+            format!("no group `{folder}`; see `claw group list`"),
+        )
     })?;
     // An id no real run has (ms since the epoch), for the per-run folder and the names.
     let id = crate::time::now_ms();
@@ -80,24 +83,33 @@ pub fn list_tools(
     let mut log = RunLog::open(&home.logs(), folder, id, 256 * 1024);
     log.line(format!("mcp tools probe for group `{folder}`"));
     let (tx, rx) = mpsc::channel::<ProxyEvent>();
-    let mut sb = sandbox::prepare(home, config, secrets, &store, &work, tx, Meter::default(), &mut log)?;
+    let mut sb = sandbox::prepare(
+        home,
+        config,
+        secrets,
+        &store,
+        &work,
+        tx,
+        Meter::default(),
+        &mut log,
+    )?;
     if let Some(name) = only {
         sb.mcp.retain(|s| s.name == name);
         if sb.mcp.is_empty() {
             return Err(Coded::err(
                 Code::Usage,
-                format!("group `{folder}` has no MCP server `{name}`; see `claw mcp list {folder}`"),
+                format!(
+                    "group `{folder}` has no MCP server `{name}`; see `claw mcp list {folder}`"
+                ),
             ));
         }
     }
     if sb.mcp.is_empty() {
         return Ok(serde_json::json!({"servers": []}));
     }
-    let name = crate::runtime::container_name(
-        &format!("{folder}-mcp"),
-        &format!("{id}x{}", home.tag()),
-    )
-    .unwrap_or_else(|_| format!("claw-invalid-mcp-{id}"));
+    let name =
+        crate::runtime::container_name(&format!("{folder}-mcp"), &format!("{id}x{}", home.tag()))
+            .unwrap_or_else(|_| format!("claw-invalid-mcp-{id}"));
     if let Some(i) = sb.argv.iter().position(|a| a == "--name") {
         sb.argv[i + 1] = name.clone();
     }
@@ -172,11 +184,14 @@ pub fn list_tools(
         }
     }
     if listing.is_none() {
-        let _ = duct::cmd(sb.rt.kind.program(), crate::runtime::kill_args(sb.rt.kind, &name))
-            .stdout_null()
-            .stderr_null()
-            .unchecked()
-            .run();
+        let _ = duct::cmd(
+            sb.rt.kind.program(),
+            crate::runtime::kill_args(sb.rt.kind, &name),
+        )
+        .stdout_null()
+        .stderr_null()
+        .unchecked()
+        .run();
     }
     let _ = child.kill();
     let status = child.wait().ok();

@@ -33,7 +33,9 @@ pub fn render_value(server: &str, v: &Value, save_dir: &Path) -> Output {
         let part = match kind {
             "text" => item["text"].as_str().unwrap_or("").to_string(),
             "image" | "audio" => {
-                let mime = item["mimeType"].as_str().unwrap_or("application/octet-stream");
+                let mime = item["mimeType"]
+                    .as_str()
+                    .unwrap_or("application/octet-stream");
                 let data = item["data"].as_str().unwrap_or("");
                 binary(server, kind, mime, data, save_dir, &mut files)
             }
@@ -45,7 +47,11 @@ pub fn render_value(server: &str, v: &Value, save_dir: &Path) -> Output {
                     format!("[resource {uri}{}]\n{text}", paren(mime))
                 } else {
                     let data = r["blob"].as_str().unwrap_or("");
-                    let mime = if mime.is_empty() { "application/octet-stream" } else { mime };
+                    let mime = if mime.is_empty() {
+                        "application/octet-stream"
+                    } else {
+                        mime
+                    };
                     format!(
                         "[resource {uri}] {}",
                         binary(server, "resource", mime, data, save_dir, &mut files)
@@ -55,8 +61,14 @@ pub fn render_value(server: &str, v: &Value, save_dir: &Path) -> Output {
             "resource_link" => format!(
                 "[resource link {}{}{}]",
                 item["uri"].as_str().unwrap_or("?"),
-                item["name"].as_str().map(|n| format!(" \"{n}\"")).unwrap_or_default(),
-                item["description"].as_str().map(|d| format!(": {d}")).unwrap_or_default()
+                item["name"]
+                    .as_str()
+                    .map(|n| format!(" \"{n}\""))
+                    .unwrap_or_default(),
+                item["description"]
+                    .as_str()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
             ),
             other => format!(
                 "[content of type `{}` from MCP server `{server}` is not supported]",
@@ -103,7 +115,10 @@ fn binary(
         return format!("[{kind} ({mime}) that is not valid base64; left out]");
     };
     if *files >= MAX_FILES {
-        return format!("[{kind} ({mime}, {} bytes) not saved: more than {MAX_FILES} in one result]", bytes.len());
+        return format!(
+            "[{kind} ({mime}, {} bytes) not saved: more than {MAX_FILES} in one result]",
+            bytes.len()
+        );
     }
     *files += 1;
     let ext = match mime {
@@ -122,8 +137,14 @@ fn binary(
     let path = folder.join(&name);
     let saved = std::fs::create_dir_all(&folder).and_then(|_| std::fs::write(&path, &bytes));
     match saved {
-        Ok(()) => format!("[{kind} ({mime}, {} bytes) saved to mcp-files/{name}]", bytes.len()),
-        Err(e) => format!("[{kind} ({mime}, {} bytes) could not be saved: {e}]", bytes.len()),
+        Ok(()) => format!(
+            "[{kind} ({mime}, {} bytes) saved to mcp-files/{name}]",
+            bytes.len()
+        ),
+        Err(e) => format!(
+            "[{kind} ({mime}, {} bytes) could not be saved: {e}]",
+            bytes.len()
+        ),
     }
 }
 
@@ -145,24 +166,45 @@ mod tests {
         let out = render_value("srv", &v, dir.path());
         assert!(!out.is_error);
         assert!(out.content.contains("hello"));
-        assert!(out.content.contains("[resource file:///a.txt (text/plain)]\ninside"));
+        assert!(
+            out.content
+                .contains("[resource file:///a.txt (text/plain)]\ninside")
+        );
         assert!(out.content.contains("[resource link https://x/y \"y\"]"));
         assert!(out.content.contains("`hologram`"));
-        assert!(out.content.contains("saved to mcp-files/srv-"), "{}", out.content);
-        let saved: Vec<_> = std::fs::read_dir(dir.path().join("mcp-files")).unwrap().collect();
+        assert!(
+            out.content.contains("saved to mcp-files/srv-"),
+            "{}",
+            out.content
+        );
+        let saved: Vec<_> = std::fs::read_dir(dir.path().join("mcp-files"))
+            .unwrap()
+            .collect();
         assert_eq!(saved.len(), 1);
     }
 
     #[test]
     fn errors_and_structured_content() {
         let dir = tempfile::tempdir().unwrap();
-        let e = render_value("s", &json!({"content":[{"type":"text","text":"bad tz"}],"isError":true}), dir.path());
+        let e = render_value(
+            "s",
+            &json!({"content":[{"type":"text","text":"bad tz"}],"isError":true}),
+            dir.path(),
+        );
         assert!(e.is_error && e.content.contains("bad tz"));
-        let s = render_value("s", &json!({"content":[],"structuredContent":{"a":1}}), dir.path());
+        let s = render_value(
+            "s",
+            &json!({"content":[],"structuredContent":{"a":1}}),
+            dir.path(),
+        );
         assert_eq!(s.content, "{\"a\":1}");
         let junk = render_value("s", &json!({"image":"x"}), dir.path());
         assert_eq!(junk.content, "(the tool returned no content)");
-        let bad64 = render_value("s", &json!({"content":[{"type":"image","data":"%%%","mimeType":"image/png"}]}), dir.path());
+        let bad64 = render_value(
+            "s",
+            &json!({"content":[{"type":"image","data":"%%%","mimeType":"image/png"}]}),
+            dir.path(),
+        );
         assert!(bad64.content.contains("not valid base64"));
     }
 }

@@ -55,7 +55,7 @@ struct Server {
 enum State {
     Ready {
         /// Kept so the connection (and a stdio child) lives as long as the run.
-        _service: RunningService<RoleClient, ()>,
+        _service: Box<RunningService<RoleClient, ()>>,
         peer: Peer<RoleClient>,
         /// (offered name, the server's own name)
         tools: Vec<(String, String)>,
@@ -117,8 +117,7 @@ impl Mcp {
                 );
                 rt.spawn(async move {
                     let limit = start_limit.min(Duration::from_secs(s.timeout_secs.max(1)));
-                    match tokio::time::timeout(limit, connect(&s, &socket, &group, &proxy)).await
-                    {
+                    match tokio::time::timeout(limit, connect(&s, &socket, &group, &proxy)).await {
                         Ok(r) => r,
                         Err(_) => Err(format!(
                             "did not start and list its tools within {} s",
@@ -149,7 +148,7 @@ impl Mcp {
                     out.specs.extend(specs);
                     State::Ready {
                         peer: service.peer().clone(),
-                        _service: service,
+                        _service: Box::new(service),
                         tools: map,
                     }
                 }
@@ -242,7 +241,11 @@ impl Mcp {
         };
         let (peer, tools) = match &server.state {
             State::Ready { peer, tools, .. } => (peer, tools),
-            State::Failed(_) => return self.unavailable(name).unwrap_or_else(|| Output::err("unavailable")),
+            State::Failed(_) => {
+                return self
+                    .unavailable(name)
+                    .unwrap_or_else(|| Output::err("unavailable"));
+            }
         };
         let Some((_, original)) = tools.iter().find(|(offered, _)| offered == name) else {
             let offered: Vec<&str> = tools.iter().map(|(o, _)| o.as_str()).collect();
@@ -261,9 +264,8 @@ impl Mcp {
         };
         let params = CallToolRequestParams::new(original.clone()).with_arguments(args);
         let secs = server.timeout.as_secs();
-        let result = rt.block_on(async {
-            tokio::time::timeout(server.timeout, peer.call_tool(params)).await
-        });
+        let result = rt
+            .block_on(async { tokio::time::timeout(server.timeout, peer.call_tool(params)).await });
         match result {
             Err(_) => Output::err(format!(
                 "MCP server `{server_name}` did not answer `{original}` within {secs} s; the call was cancelled. Try again later or do without it."
@@ -320,7 +322,13 @@ async fn connect(
             cmd.args(args).current_dir(group).kill_on_drop(true);
             // Like `bash`: HTTP(S) from a server goes to the loopback relay, so the egress
             // allowlist applies to it too.
-            for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"] {
+            for k in [
+                "HTTP_PROXY",
+                "HTTPS_PROXY",
+                "http_proxy",
+                "https_proxy",
+                "ALL_PROXY",
+            ] {
                 cmd.env(k, proxy_url);
             }
             cmd.env("NO_PROXY", "").env("no_proxy", "");
@@ -345,7 +353,9 @@ async fn connect(
             })?
         }
         McpTransport::Http => {
-            let socket = socket.to_str().ok_or("the proxy socket path is not UTF-8")?;
+            let socket = socket
+                .to_str()
+                .ok_or("the proxy socket path is not UTF-8")?;
             let t = rmcp::transport::StreamableHttpClientTransport::from_unix_socket(
                 socket,
                 format!("http://claw/mcp/{}", s.name),
@@ -390,7 +400,10 @@ mod tests {
         let g = Path::new("/workspace/group");
         assert_eq!(program_path("./bin/srv", g), g.join("./bin/srv"));
         assert_eq!(program_path("tools/srv", g), g.join("tools/srv"));
-        assert_eq!(program_path("mcp-server-time", g), Path::new("mcp-server-time"));
+        assert_eq!(
+            program_path("mcp-server-time", g),
+            Path::new("mcp-server-time")
+        );
         assert_eq!(program_path("/usr/bin/x", g), Path::new("/usr/bin/x"));
     }
 
@@ -416,7 +429,10 @@ mod tests {
         let f = mcp.failures();
         assert!(f[0].1.contains("was not found"), "{f:?}");
         let out = mcp.call("nope__x", &serde_json::json!({}), dir.path());
-        assert!(out.is_error && out.content.contains("unavailable"), "{out:?}");
+        assert!(
+            out.is_error && out.content.contains("unavailable"),
+            "{out:?}"
+        );
         assert!(mcp.owns("nope__x") && !mcp.owns("bash") && !mcp.owns("other__x"));
     }
 }

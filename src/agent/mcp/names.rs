@@ -109,21 +109,28 @@ mod tests {
 
     #[test]
     fn names_fit_both_wire_formats() {
-        assert_eq!(offered_name("time", "get_current_time"), "time__get_current_time");
+        assert_eq!(
+            offered_name("time", "get_current_time"),
+            "time__get_current_time"
+        );
         assert_eq!(offered_name("fs", "read.file/v2"), "fs__read_file_v2");
         let long = offered_name("srv", &"x".repeat(100));
         assert_eq!(long.len(), 64);
-        assert!(offered_name("a", "é").chars().all(|c| c.is_ascii()));
+        assert!(offered_name("a", "é").is_ascii());
     }
 
     #[test]
     fn schemas_are_bounded_objects() {
         assert_eq!(
-            schema(&json!({"type":"object","properties":{"a":{"type":"string"}}}))["properties"]["a"]["type"],
+            schema(&json!({"type":"object","properties":{"a":{"type":"string"}}}))["properties"]["a"]
+                ["type"],
             "string"
         );
         let big = json!({"type":"object","description":"x".repeat(MAX_SCHEMA)});
-        assert_eq!(schema(&big), json!({"type":"object","additionalProperties":true}));
+        assert_eq!(
+            schema(&big),
+            json!({"type":"object","additionalProperties":true})
+        );
         let untyped = schema(&json!({"properties":{}}));
         assert_eq!(untyped["type"], "object");
     }
