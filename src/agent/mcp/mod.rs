@@ -15,10 +15,9 @@ mod content;
 mod names;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::model::CallToolRequestParams;
+use rmcp::model::{CallToolRequestParams, ClientConfig, Implementation};
 use rmcp::service::{Peer, RoleClient, RunningService, ServiceExt};
 use serde_json::Value;
 
@@ -55,7 +54,7 @@ struct Server {
 enum State {
     Ready {
         /// Kept so the connection (and a stdio child) lives as long as the run.
-        _service: Box<RunningService<RoleClient, ()>>,
+        _service: Box<Service>,
         peer: Peer<RoleClient>,
         /// (offered name, the server's own name)
         tools: Vec<(String, String)>,
@@ -63,8 +62,17 @@ enum State {
     Failed(String),
 }
 
+/// A live connection to one server.
+type Service = RunningService<RoleClient, ClientConfig>;
 /// What connecting one server yields.
-type Connected = (RunningService<RoleClient, ()>, Vec<rmcp::model::Tool>);
+type Connected = (Service, Vec<rmcp::model::Tool>);
+
+/// How claw-agent introduces itself to servers (what a server logs, and conformance checks).
+fn client_info() -> ClientConfig {
+    let mut info = ClientConfig::default();
+    info.client_info = Implementation::new("claw-agent", env!("CARGO_PKG_VERSION"));
+    info
+}
 
 impl Mcp {
     /// No servers: offers no tools and starts no runtime.
@@ -345,7 +353,7 @@ async fn connect(
                         format!("could not start `{command}`: {e}")
                     }
                 })?;
-            ().serve(child).await.map_err(|e| {
+            client_info().serve(child).await.map_err(|e| {
                 format!(
                     "`{command}` did not complete the MCP handshake (it exited or wrote something that is not MCP): {}",
                     crate::output::clip(&e.to_string(), 300)
@@ -360,7 +368,7 @@ async fn connect(
                 socket,
                 format!("http://claw/mcp/{}", s.name),
             );
-            ().serve(t).await.map_err(|e| {
+            client_info().serve(t).await.map_err(|e| {
                 format!(
                     "the remote server (through the host's proxy) did not complete the MCP handshake: {}",
                     crate::output::clip(&e.to_string(), 500)
@@ -387,9 +395,6 @@ fn program_path(command: &str, group: &Path) -> PathBuf {
         p.to_path_buf()
     }
 }
-
-/// Shared handle for tool contexts (the lead and `delegate` sub-agents use the same servers).
-pub type Shared = Arc<Mcp>;
 
 #[cfg(test)]
 mod tests {
