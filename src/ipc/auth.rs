@@ -339,6 +339,38 @@ mod tests {
                 Ok(Allowed::Refresh),
             ),
         ];
+        // add_mcp_server: own group or (main) a registered one; then the approval hook decides.
+        let mcp = |folder: Option<&str>| IpcRequest::AddMcpServer {
+            name: "time".into(),
+            folder: folder.map(Into::into),
+            command: Some("mcp-server-time".into()),
+            args: vec![],
+            url: None,
+            reason: None,
+        };
+        let mcp_in = |f: &str| Allowed::AddMcp { folder: f.into() };
+        cases.extend([
+            (main_origin(), mcp(None), none.clone(), Ok(mcp_in("main"))),
+            (
+                main_origin(),
+                mcp(Some("fam")),
+                registered(),
+                Ok(mcp_in("fam")),
+            ),
+            (
+                main_origin(),
+                mcp(Some("ghost")),
+                none.clone(),
+                Err("no group `ghost`"),
+            ),
+            (
+                fam(),
+                mcp(Some("main")),
+                registered(),
+                Err("only ask for MCP servers for itself"),
+            ),
+            (fam(), mcp(None), none.clone(), Err("deny by default")),
+        ]);
         for req in ops(7) {
             cases.push((
                 fam(),
