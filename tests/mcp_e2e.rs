@@ -205,6 +205,14 @@ fn third_party_stdio_servers_time_and_fetch_answer_inside_the_container() {
         "{fetched:?}\nlogs:\n{}",
         env.all_logs()
     );
+    // The fetch server's request left the container only through the proxy's egress allowlist.
+    let egress = env.audit("egress.allowed");
+    assert!(
+        egress
+            .iter()
+            .any(|d| d["host"] == "127.0.0.1" && d["port"] == port),
+        "{egress:?}"
+    );
     assert_eq!(
         env.outbox("cli:local"),
         vec!["It is late in Tokyo.".to_string()]
