@@ -345,6 +345,32 @@ fn hanging_crashing_junk_and_missing_servers_are_tool_errors_and_the_run_continu
         .args(["mcp", "add", "main", "missing", "--", "no-such-mcp-server"])
         .assert()
         .success();
+    // `claw mcp tools` names what is wrong and exits 1; a working server beside it is listed.
+    let out = env
+        .claw()
+        .args(["mcp", "tools", "main", "missing", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listing["servers"][0]["ok"], false);
+    assert!(
+        listing["servers"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("was not found in the image's PATH or the group folder"),
+        "{listing}"
+    );
+    env.claw()
+        .args(["mcp", "tools", "main", "junk"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("junk__crash"));
     llm.push(Reply::tool("hangs__hang", json!({})));
     llm.push(Reply::tool("crashes__crash", json!({})));
     llm.push(Reply::tool("crashes__ok", json!({})));
