@@ -88,6 +88,46 @@ pub struct Start {
     pub model: ModelSettings,
     #[serde(default)]
     pub limits: AgentLimits,
+    /// The group's MCP servers (`mcp.toml`); left out of the line when there are none, so an
+    /// agent that predates MCP still reads the start line of a group without servers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp: Vec<McpServer>,
+}
+
+/// One MCP server the agent connects to at start. No secrets: a credential reaches a server only
+/// as a placeholder the host's proxy substitutes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct McpServer {
+    /// Namespace of its tools (`NAME__tool`): `^[a-z0-9][a-z0-9-]{0,31}$`.
+    pub name: String,
+    pub transport: McpTransport,
+    /// Seconds one tool call may take (and starting the server, at most [`MCP_START_SECS`]).
+    #[serde(default = "default_mcp_timeout")]
+    pub timeout_secs: u64,
+}
+
+/// Longest wait for an MCP server to start and list its tools.
+pub const MCP_START_SECS: u64 = 30;
+
+fn default_mcp_timeout() -> u64 {
+    60
+}
+
+/// How the agent reaches an MCP server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum McpTransport {
+    /// A child process inside the container speaking JSON-RPC on stdin/stdout.
+    Stdio {
+        command: String,
+        #[serde(default)]
+        args: Vec<String>,
+        #[serde(default)]
+        env: std::collections::BTreeMap<String, String>,
+    },
+    /// Streamable HTTP through the proxy's `/mcp/NAME` route; the URL itself stays on the host.
+    Http,
 }
 
 /// What the agent writes to its stdout.
@@ -245,6 +285,22 @@ pub enum IpcRequest {
     },
     /// Main only: rewrite the chats snapshot.
     RefreshGroups,
+    /// Ask for an MCP server for a group (`folder`, default the asking group's own): a stdio
+    /// `command` with `args`, or a remote `url`. Needs approval (see `ipc::approval_hook`).
+    AddMcpServer {
+        name: String,
+        #[serde(default)]
+        folder: Option<String>,
+        #[serde(default)]
+        command: Option<String>,
+        #[serde(default)]
+        args: Vec<String>,
+        #[serde(default)]
+        url: Option<String>,
+        /// Why the agent wants it, for the owner deciding.
+        #[serde(default)]
+        reason: Option<String>,
+    },
 }
 
 /// The host's answer to a task request, at `replies/<request stem>.json`.

@@ -35,6 +35,7 @@ fn config(socket_path: std::path::PathBuf, url: &str) -> ProxyConfig {
         },
         asker: None,
         searcher: None,
+        mcp: vec![],
     }
 }
 

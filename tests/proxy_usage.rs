@@ -111,6 +111,7 @@ fn start(url: &str, provider: Provider, meter: Meter) -> Harness {
         },
         asker: None,
         searcher: None,
+        mcp: vec![],
     };
     let (tx, rx) = mpsc::channel();
     Harness {

@@ -380,6 +380,7 @@ fn the_proxy_route_searches_only_the_runs_own_group_whatever_the_request_says() 
         },
         asker: None,
         searcher: Some(searcher),
+        mcp: vec![],
     };
     let _proxy = claw::proxy::Proxy::start(cfg, tx).unwrap();
 

@@ -27,6 +27,7 @@ pub fn run(ctx: &Ctx, input: &Value) -> Output {
     let base: Vec<ToolSpec> = all_specs()
         .into_iter()
         .filter(|t| t.name != "delegate")
+        .chain(ctx.mcp.specs().iter().cloned())
         .collect();
     let results: Vec<String> = std::thread::scope(|scope| {
         let handles: Vec<_> = tasks

@@ -7,6 +7,7 @@
 //! except through the proxy socket.
 
 pub mod delegate;
+pub mod mcp;
 pub mod memory;
 pub mod prompt;
 pub mod providers;

@@ -4,6 +4,7 @@
 //! It is the only writer of stdout (through [`emit`]); everything else logs to stderr.
 
 use super::Paths;
+use super::mcp::{Env as McpEnv, Mcp};
 use super::session::Session;
 use super::tools::{self, Ctx};
 use super::transcript::push_user_text;
@@ -69,8 +70,11 @@ fn fatal(message: String) -> i32 {
     1
 }
 
-/// The whole life of claw-agent; returns the process exit code.
+/// The whole life of claw-agent; returns the process exit code. With the argument `mcp-tools`
+/// it only connects the start line's MCP servers, prints what they offer as one `result` line
+/// (JSON) and exits: what `claw mcp tools` runs in the group's container.
 pub fn main() -> i32 {
+    let list_only = std::env::args().nth(1).as_deref() == Some("mcp-tools");
     let paths = Paths::from_env();
     let rx = read_stdin();
     let start: Start = match rx.recv() {
@@ -98,18 +102,40 @@ pub fn main() -> i32 {
         }
     }
     let proxy_url = format!("http://127.0.0.1:{port}");
+    let mcp = Mcp::start(
+        &start.mcp,
+        &McpEnv {
+            socket: &paths.proxy_socket,
+            group: &paths.group(),
+            proxy_url: &proxy_url,
+        },
+    );
+    if list_only {
+        // `claw mcp tools`: what the servers offer, then exit without a model call.
+        emit(&AgentLine::Result {
+            text: mcp.listing().to_string(),
+        });
+        return 0;
+    }
     let mut session = Session::open(&paths.state_dir, start.session_id.as_deref());
     emit(&AgentLine::Session {
         id: session.id.clone(),
     });
-    let system = super::prompt::system(&paths, &start);
-    let specs = tools::all_specs();
+    let mut system = super::prompt::system(&paths, &start);
+    for (name, why) in mcp.failures() {
+        system.push_str(&format!(
+            "\n\nMCP server `{name}` is unavailable in this run ({why}); its tools are not offered."
+        ));
+    }
+    let mut specs = tools::all_specs();
+    specs.extend(mcp.specs().iter().cloned());
     let ctx = Ctx {
         http: Http::new(&proxy_url),
         proxy_url,
         paths,
         usage: Mutex::new(Default::default()),
         start,
+        mcp,
     };
     let runner = Runner {
         label: "",

@@ -14,6 +14,7 @@ pub mod init;
 pub mod ipc_apply;
 pub mod logs;
 pub mod man;
+pub mod mcp;
 pub mod outbox;
 pub mod prune;
 pub mod run_group;
@@ -96,6 +97,9 @@ pub enum Command {
     Schedule(schedule::Args),
     /// Apply [retention]: delete old audit rows, prune ipc/errors/ by age and size (tick does it hourly).
     Prune(prune::Args),
+    /// MCP servers per group: add, list, rm, and tools (what they offer, probed in a container).
+    #[command(subcommand)]
+    Mcp(mcp::Cmd),
     /// Scheduled tasks: add, list, show, pause, resume, cancel, update, runs.
     #[command(subcommand)]
     Task(task::Cmd),
@@ -176,6 +180,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Schedule(a) => schedule::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
         Command::Task(c) => task::run(&ctx, c),
+        Command::Mcp(c) => mcp::run(&ctx, c),
         Command::Whatsapp(c) => whatsapp::run(&ctx, c),
         Command::Watchdog(a) => watchdog::run(&ctx, a),
     }

@@ -168,6 +168,55 @@ pub fn apply(
     }
 }
 
+/// Add an MCP server to `mcp.toml` (a file, not the store, so like `register` it is applied
+/// outside the batch's transaction). Re-applying after a crash finds the same entry and succeeds.
+pub fn add_mcp(
+    store: &Store,
+    home: &Home,
+    origin: &Origin,
+    tag: &str,
+    req: &IpcRequest,
+    allowed: Allowed,
+) -> Result<Result<Effect, String>> {
+    let (
+        IpcRequest::AddMcpServer {
+            name,
+            command,
+            args,
+            url,
+            reason: why,
+            ..
+        },
+        Allowed::AddMcp { folder },
+    ) = (req, allowed)
+    else {
+        anyhow::bail!("internal: add_mcp called with {req:?}");
+    };
+    let entry = crate::mcp::Entry {
+        group: folder.clone(),
+        name: name.clone(),
+        command: command.clone(),
+        args: args.clone(),
+        env: Default::default(),
+        url: url.clone(),
+        timeout_secs: None,
+    };
+    if crate::mcp::list(home)?.contains(&entry) {
+        return Ok(Ok(Effect::default()));
+    }
+    if let Err(e) = crate::mcp::add(home, entry, false) {
+        return Ok(Err(reason(e)?));
+    }
+    crate::store::audit::record(
+        &store.conn,
+        Some(&folder),
+        None,
+        "mcp.added",
+        serde_json::json!({"name": name, "remote": url.is_some(), "by": tag, "from": origin.folder, "reason": why.as_deref().map(|r| crate::output::clip(r, 300))}),
+    )?;
+    Ok(Ok(Effect::default()))
+}
+
 /// Register a chat as a group for main (uses `crate::groups::add`, its own transaction).
 pub fn register(
     store: &mut Store,

@@ -48,6 +48,10 @@ pub enum Allowed {
     },
     Register,
     Refresh,
+    /// Add an MCP server to this group.
+    AddMcp {
+        folder: String,
+    },
 }
 
 /// Look up the facts `authorise` needs for `req`.
@@ -59,6 +63,10 @@ pub fn facts(conn: &Connection, origin: &Origin, req: &IpcRequest) -> Result<Fac
             f.chat_known = c == &origin.chat_id || messages::chat(conn, c)?.is_some();
         }
         IpcRequest::ScheduleTask {
+            folder: Some(folder),
+            ..
+        }
+        | IpcRequest::AddMcpServer {
             folder: Some(folder),
             ..
         } => f.folder_registered = groups::get(conn, folder)?.is_some(),
@@ -131,6 +139,20 @@ pub fn authorise(origin: &Origin, req: &IpcRequest, facts: &Facts) -> Result<All
             } else {
                 Ok(Allowed::Register)
             }
+        }
+        IpcRequest::AddMcpServer { folder, name, .. } => {
+            let folder = folder.clone().unwrap_or_else(|| origin.folder.clone());
+            if folder != origin.folder && !origin.is_main {
+                return Err(format!(
+                    "group `{}` may only ask for MCP servers for itself, not for `{folder}`",
+                    origin.folder
+                ));
+            }
+            if folder != origin.folder && !facts.folder_registered {
+                return Err(format!("no group `{folder}` is registered"));
+            }
+            super::approval_hook::add_mcp_server(origin, &folder, name)?;
+            Ok(Allowed::AddMcp { folder })
         }
         IpcRequest::RefreshGroups => {
             if origin.is_main {
@@ -317,6 +339,38 @@ mod tests {
                 Ok(Allowed::Refresh),
             ),
         ];
+        // add_mcp_server: own group or (main) a registered one; then the approval hook decides.
+        let mcp = |folder: Option<&str>| IpcRequest::AddMcpServer {
+            name: "time".into(),
+            folder: folder.map(Into::into),
+            command: Some("mcp-server-time".into()),
+            args: vec![],
+            url: None,
+            reason: None,
+        };
+        let mcp_in = |f: &str| Allowed::AddMcp { folder: f.into() };
+        cases.extend([
+            (main_origin(), mcp(None), none.clone(), Ok(mcp_in("main"))),
+            (
+                main_origin(),
+                mcp(Some("fam")),
+                registered(),
+                Ok(mcp_in("fam")),
+            ),
+            (
+                main_origin(),
+                mcp(Some("ghost")),
+                none.clone(),
+                Err("no group `ghost`"),
+            ),
+            (
+                fam(),
+                mcp(Some("main")),
+                registered(),
+                Err("only ask for MCP servers for itself"),
+            ),
+            (fam(), mcp(None), none.clone(), Err("deny by default")),
+        ]);
         for req in ops(7) {
             cases.push((
                 fam(),

@@ -9,6 +9,7 @@
 //! a file for identity (the folder is the identity) and never follows a link in `ipc/`.
 
 pub mod apply;
+pub mod approval_hook;
 pub mod auth;
 mod finish;
 mod pass;
@@ -110,6 +111,7 @@ pub fn request_type(req: &IpcRequest) -> &'static str {
         IpcRequest::CancelTask { .. } => "cancel_task",
         IpcRequest::RegisterGroup { .. } => "register_group",
         IpcRequest::RefreshGroups => "refresh_groups",
+        IpcRequest::AddMcpServer { .. } => "add_mcp_server",
     }
 }
 

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use std::ffi::OsStr;
 
 use super::apply::{self, Effect};
-use super::auth::{self, Origin};
+use super::auth::{self, Allowed, Origin};
 use super::finish::Finisher;
 use super::read::{self, Budget, Item};
 use super::{Deferred, Report, Touched, quota, reject_dir};
@@ -120,7 +120,14 @@ fn apply_batch(
         chat_id: group.chat_id.clone(),
     };
     let limits = crate::limits::for_group(&config.limits, group);
-    let is_register = |i: &Item| matches!(i.parsed, Ok(IpcRequest::RegisterGroup { .. }));
+    // Requests applied outside the batch transaction: a group registration (its own
+    // transaction) and an MCP server (a file).
+    let is_register = |i: &Item| {
+        matches!(
+            i.parsed,
+            Ok(IpcRequest::RegisterGroup { .. } | IpcRequest::AddMcpServer { .. })
+        )
+    };
     let mut rest = batch.into_iter().peekable();
     while rest.peek().is_some() {
         let mut done: Vec<(Item, Result<Effect, String>)> = Vec::new();
@@ -130,6 +137,9 @@ fn apply_batch(
             let facts = auth::facts(&store.conn, &origin, req)?;
             let outcome = match auth::authorise(&origin, req, &facts) {
                 Err(r) => Err(r),
+                Ok(allowed @ Allowed::AddMcp { .. }) => {
+                    apply::add_mcp(store, home, &origin, &tag_of(folder, &item), req, allowed)?
+                }
                 Ok(_) => apply::register(store, home, config, &tag_of(folder, &item), req)?,
             };
             done.push((item, outcome));

@@ -358,10 +358,11 @@ fn pipe(client: UnixStream, upstream: TcpStream, initial_up: &[u8]) -> (u64, u64
 }
 
 /// One of the [`MAX_TUNNELS`] tunnel slots, given back on drop.
-struct TunnelSlot<'a>(&'a Shared);
+pub(super) struct TunnelSlot<'a>(&'a Shared);
 
 impl<'a> TunnelSlot<'a> {
-    fn take(shared: &'a Shared) -> Option<TunnelSlot<'a>> {
+    /// A free slot, or `None` when [`MAX_TUNNELS`] are open.
+    pub(super) fn take(shared: &'a Shared) -> Option<TunnelSlot<'a>> {
         shared
             .tunnels
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {

@@ -27,6 +27,7 @@ mod http;
 mod json;
 mod limits;
 mod llm;
+mod mcp;
 mod meter;
 mod policy;
 pub mod search;
@@ -37,6 +38,7 @@ pub use allowlist::validate_pattern;
 pub use body::{BODY_BUDGET, MAX_BODY};
 pub use egress::MAX_TUNNELS;
 pub use http::MAX_HEAD;
+pub use mcp::McpRoute;
 pub use meter::Meter;
 pub use policy::{ANTHROPIC_BETAS, LlmPolicy, Provider};
 pub use usage::{Format as UsageFormat, UsageReader};
@@ -101,6 +103,8 @@ pub struct ProxyConfig {
     /// Answers the agent's `search_history` over `/search`, for this run's group only; `None`
     /// makes the route answer 404.
     pub searcher: Option<search::Searcher>,
+    /// The group's remote MCP servers, served at `/mcp/NAME` (see `mcp.rs`).
+    pub mcp: Vec<McpRoute>,
 }
 
 /// What happened to one request, for the audit table. Never contains a header value or key.
@@ -157,6 +161,9 @@ struct Shared {
     /// Budgets and their spend: a spent budget refuses model requests.
     meter: Meter,
     agent: ureq::Agent,
+    /// Remote MCP servers and the client that reaches them (names checked as egress is).
+    mcp: Vec<McpRoute>,
+    mcp_agent: ureq::Agent,
     /// Bytes of request bodies buffered at once, across connections.
     body_budget: Gate,
     /// Model requests in flight (`llm.concurrency` units).
@@ -242,6 +249,8 @@ impl Proxy {
             searcher: cfg.searcher,
             meter,
             agent: upstream_agent(),
+            mcp: cfg.mcp,
+            mcp_agent: mcp::agent(),
             body_budget: Gate::new(BODY_BUDGET),
             llm_slots: Gate::new(concurrency as u64),
             llm_sent: AtomicU32::new(0),
@@ -414,6 +423,9 @@ fn route(
         None if target.starts_with('/') => target,
         None => return egress::forward_plain(conn, head, leftover, shared),
     };
+    if let Some(rest) = path.strip_prefix("/mcp/") {
+        return mcp::forward(conn, head, leftover, rest, shared);
+    }
     for provider in [Provider::Anthropic, Provider::OpenAi] {
         let prefix = format!("/llm/{}", provider.name());
         if let Some(rest) = path.strip_prefix(prefix.as_str())
@@ -443,8 +455,8 @@ fn route(
     let _ = http::write_simple(
         &mut conn,
         404,
-        "claw: no such route on the proxy; use /llm/anthropic/..., /llm/openai/..., /search, /health, \
-         or CONNECT host:port for allowlisted egress",
+        "claw: no such route on the proxy; use /llm/anthropic/..., /llm/openai/..., /mcp/NAME, \
+         /search, /health, or CONNECT host:port for allowlisted egress",
     );
     local(404)
 }

@@ -11,6 +11,7 @@ mod container;
 mod disk;
 mod handoff;
 pub mod log;
+pub mod mcp_probe;
 mod observer;
 mod proxy_rows;
 pub use sandbox::run_id_of;

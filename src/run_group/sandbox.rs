@@ -25,6 +25,8 @@ pub struct Sandbox {
     pub rt: Runtime,
     /// Mounts as recorded in the audit table.
     pub mount_summary: serde_json::Value,
+    /// The group's MCP servers, for the start line (remote ones also became proxy routes).
+    pub mcp: Vec<crate::protocol::McpServer>,
     proxy: Option<Proxy>,
     run_dir: PathBuf,
 }
@@ -181,6 +183,8 @@ pub fn prepare(
             g.folder, settings.provider, g.folder
         )
     })?;
+    // Read before anything starts: a broken mcp.toml fails the run with the file named.
+    let mcp = crate::mcp::load_group(home, &g.folder)?;
     let mut allowed_models = config.model.allowed.clone();
     allowed_models.extend(g.config.models.iter().cloned());
     let proxy = Proxy::start_metered(
@@ -206,6 +210,7 @@ pub fn prepare(
             },
             asker: None,
             searcher: Some(super::searcher::searcher(home, &g.folder)),
+            mcp: mcp.routes(),
         },
         events,
         meter,
@@ -243,6 +248,7 @@ pub fn prepare(
         name,
         rt,
         mount_summary,
+        mcp: mcp.servers,
         proxy: Some(proxy),
         run_dir,
     })

@@ -66,6 +66,7 @@ impl Setup {
             },
             asker: None,
             searcher: None,
+            mcp: vec![],
         };
         let (tx, rx) = mpsc::channel();
         let proxy = Proxy::start(cfg, tx).unwrap();

@@ -26,6 +26,8 @@ pub struct Ctx {
     pub proxy_url: String,
     /// Token usage of every model call since the last idle line (sub-agents included).
     pub usage: Mutex<Usage>,
+    /// The group's MCP servers, connected at start (tools `SERVER__tool`).
+    pub mcp: super::mcp::Mcp,
 }
 
 impl Ctx {
@@ -147,6 +149,11 @@ pub fn all_specs() -> Vec<ToolSpec> {
             json!({"type":"object","properties":{}}),
         ),
         s(
+            "add_mcp_server",
+            "Ask the host to add an MCP server to a group (its tools appear as NAME__tool from the group's next run): a stdio `command` (with `args`) that exists in the image or the group folder, or a remote `url`. Needs the owner's approval; say why in `reason`. folder: main only, another group.",
+            json!({"type":"object","properties":{"name":{"type":"string","description":"1-32 lowercase letters, digits or -"},"command":{"type":"string"},"args":{"type":"array","items":{"type":"string"}},"url":{"type":"string"},"folder":{"type":"string"},"reason":{"type":"string"}},"required":["name"]}),
+        ),
+        s(
             "delegate",
             "Run several sub-agents in parallel, each with its own role and prompt (and optionally a narrower list of tool names); returns all their answers.",
             json!({"type":"object","properties":{"tasks":{"type":"array","items":{"type":"object","properties":{"role":{"type":"string"},"prompt":{"type":"string"},"tools":{"type":"array","items":{"type":"string"}}},"required":["role","prompt"]}}},"required":["tasks"]}),
@@ -157,6 +164,10 @@ pub fn all_specs() -> Vec<ToolSpec> {
 /// Run one tool call; every failure comes back as an error result.
 pub fn run(ctx: &Ctx, allowed: &[ToolSpec], name: &str, input: &Value) -> Output {
     if !allowed.iter().any(|t| t.name == name) {
+        // A tool of a server that failed to start was never offered; say why, not "unknown".
+        if let Some(out) = ctx.mcp.unavailable(name) {
+            return out;
+        }
         let names: Vec<&str> = allowed.iter().map(|t| t.name).collect();
         return Output::err(format!(
             "unknown tool `{name}`; available tools: {}",
@@ -173,6 +184,7 @@ pub fn run(ctx: &Ctx, allowed: &[ToolSpec], name: &str, input: &Value) -> Output
         "web_fetch" => web::fetch(ctx, input),
         "search_history" => history::search(ctx, input),
         "delegate" => super::delegate::run(ctx, input),
+        _ if ctx.mcp.owns(name) => ctx.mcp.call(name, input, &ctx.paths.group()),
         _ => ipc::run(ctx, name, input),
     };
     cap(out, ctx.start.limits.tool_output_cap)

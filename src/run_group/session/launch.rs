@@ -149,7 +149,7 @@ pub fn launch(
     }
     agent_io::spawn_readers(stdout, stderr, tx);
     let disk_watch = disk::Watch::start(dirs, limit, disk::interval(measured.took));
-    send(&mut stdin, &start_line(config, work), log);
+    send(&mut stdin, &start_line(config, work, &sb), log);
     log.line(format!(
         "sent start line ({} prompt bytes) after {:.0} ms",
         work.prompt.len(),
@@ -169,8 +169,8 @@ pub fn launch(
     Ok((run, stdin))
 }
 
-/// The first line the agent reads: its prompt, who it is, and its model and limits.
-fn start_line(config: &Config, work: &Work) -> HostLine {
+/// The first line the agent reads: its prompt, who it is, its model and limits, its MCP servers.
+fn start_line(config: &Config, work: &Work, sb: &sandbox::Sandbox) -> HostLine {
     HostLine::Start(Box::new(Start {
         prompt: work.prompt.clone(),
         group_folder: work.group.folder.clone(),
@@ -189,6 +189,7 @@ fn start_line(config: &Config, work: &Work) -> HostLine {
             max_steps: config.limits.max_steps,
             ..Default::default()
         },
+        mcp: sb.mcp.clone(),
     }))
 }
 
