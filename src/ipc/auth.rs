@@ -167,6 +167,7 @@ mod tests {
         IpcRequest::SendMessage {
             text: "hi".into(),
             chat: chat.map(Into::into),
+            reason: None,
         }
     }
     fn schedule(folder: Option<&str>) -> IpcRequest {
@@ -178,6 +179,7 @@ mod tests {
             timezone: None,
             folder: folder.map(Into::into),
             check: None,
+            reason: None,
         }
     }
     fn register() -> IpcRequest {

@@ -11,6 +11,7 @@ use super::auth::{self, Origin};
 use super::finish::Finisher;
 use super::read::{self, Budget, Item};
 use super::{Deferred, Report, Touched, quota, reject_dir};
+use crate::approvals::ipc::Verdict;
 use crate::config::Config;
 use crate::paths::Home;
 use crate::protocol::{IPC_MESSAGES_DIR, IPC_TASKS_DIR, IpcRequest};
@@ -124,6 +125,8 @@ fn apply_batch(
     let mut rest = batch.into_iter().peekable();
     while rest.peek().is_some() {
         let mut done: Vec<(Item, Result<Effect, String>)> = Vec::new();
+        // Requests left in place for the owner's answer: (item, approval id, deadline).
+        let mut waiting: Vec<(Item, i64, i64)> = Vec::new();
         if rest.peek().is_some_and(is_register) {
             let item = rest.next().expect("peeked");
             let req = item.parsed.as_ref().expect("matched Ok");
@@ -141,7 +144,31 @@ fn apply_batch(
                     Err(r) => Err(r.clone()),
                     Ok(req) => {
                         let facts = auth::facts(&tx, &origin, req)?;
-                        match auth::authorise(&origin, req, &facts) {
+                        let tag = tag_of(folder, &item);
+                        let gated = crate::approvals::ipc::gate(
+                            &tx, config, group, &origin, req, &facts, &tag, now,
+                        )?;
+                        if gated.is_some()
+                            && let Some(stem) = &item.stem
+                        {
+                            // The agent waits for the answer to a governed act.
+                            fin.answer_also(stem);
+                        }
+                        let allowed = match gated {
+                            None => auth::authorise(&origin, req, &facts),
+                            Some(Verdict::Go(a)) => Ok(a),
+                            Some(Verdict::Refuse(r)) => Err(r),
+                            Some(Verdict::Wait {
+                                id,
+                                asked_now,
+                                expires_at,
+                            }) => {
+                                report.asked += asked_now as usize;
+                                waiting.push((item, id, expires_at));
+                                continue;
+                            }
+                        };
+                        match allowed {
                             Err(r) => Err(r),
                             Ok(allowed) => {
                                 match quota::check(&tx, limits.as_ref(), group, req, &allowed, now)?
@@ -152,7 +179,6 @@ fn apply_batch(
                                     }
                                     None => {
                                         let sp = tx.savepoint()?;
-                                        let tag = tag_of(folder, &item);
                                         let o =
                                             apply::apply(&sp, &origin, &tag, req, allowed, now)?;
                                         if o.is_ok() {
@@ -175,6 +201,11 @@ fn apply_batch(
             report.push(fin.finish(&tx, dir, &item, outcome, touched)?);
         }
         tx.commit()?;
+        let now = crate::time::now_ms();
+        for (item, id, expires_at) in waiting {
+            fin.pending(&item, id, expires_at, now);
+            report.waiting += 1;
+        }
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::addr;
 use super::allowlist::{self, Host};
+use super::ask::{self, Act, Decision};
 use super::http::{self, Head};
 use super::{POOL_SIZE, ProxyEvent, Shared};
 
@@ -33,6 +34,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 struct Dest {
     host: Host,
     port: u16,
+    /// On the group's list (an IP literal there is the owner's explicit choice); an approved
+    /// destination is not, so even an IP literal must then be a public address.
+    listed: bool,
 }
 
 fn egress_event(
@@ -74,12 +78,14 @@ fn refuse(
     egress_event(host, port, false, reason, 0, 0)
 }
 
-/// Applies the allowlist; on refusal answers the client and returns the event.
+/// Applies the allowlist, and for a host not on it the group's approval policy (the asker);
+/// on refusal answers the client and returns the event.
 fn decide(
     conn: &mut UnixStream,
     shared: &Shared,
     raw_host: &str,
     port: u16,
+    head: &Head,
 ) -> Result<(Dest, String), Box<ProxyEvent>> {
     let Some(host) = allowlist::normalize_host(raw_host) else {
         let _ = http::write_simple(
@@ -98,8 +104,84 @@ fn decide(
     };
     let shown = host.to_string();
     match allowlist::check(&shared.egress_allow, &shown, port) {
-        Ok(pattern) => Ok((Dest { host, port }, format!("allowed by `{pattern}`"))),
-        Err(reason) => Err(Box::new(refuse(conn, shared, &shown, port, &reason))),
+        Ok(pattern) => Ok((
+            Dest {
+                host,
+                port,
+                listed: true,
+            },
+            format!("allowed by `{pattern}`"),
+        )),
+        Err(reason) => match &shared.asker {
+            None => Err(Box::new(refuse(conn, shared, &shown, port, &reason))),
+            Some(asker) => {
+                let stated = head.header(ask::REASON_HEADER).and_then(ask::clean_reason);
+                let Some(_waiting) = AskSlot::take(shared) else {
+                    let msg = format!(
+                        "claw: {} acts are already waiting for the owner's answer in this run; retry later",
+                        super::MAX_ASKING
+                    );
+                    let _ = http::write_simple(conn, 503, &msg);
+                    return Err(Box::new(egress_event(
+                        &shown,
+                        port,
+                        false,
+                        &format!("{reason}; too many acts waiting for approval"),
+                        0,
+                        0,
+                    )));
+                };
+                let act = Act::Egress {
+                    host: shown.clone(),
+                    port,
+                };
+                match asker.ask_with_reason(act, stated) {
+                    Decision::Approved => Ok((
+                        Dest {
+                            host,
+                            port,
+                            listed: false,
+                        },
+                        format!("{reason}; approved by the owner"),
+                    )),
+                    Decision::Denied(why) => Err(Box::new(refuse(
+                        conn,
+                        shared,
+                        &shown,
+                        port,
+                        &format!("{reason}; {why}"),
+                    ))),
+                    Decision::Expired => Err(Box::new(refuse(
+                        conn,
+                        shared,
+                        &shown,
+                        port,
+                        &format!("{reason}; the owner did not answer in time"),
+                    ))),
+                }
+            }
+        },
+    }
+}
+
+/// One of the [`super::MAX_ASKING`] places for a connection waiting on the owner.
+struct AskSlot<'a>(&'a Shared);
+
+impl<'a> AskSlot<'a> {
+    fn take(shared: &'a Shared) -> Option<AskSlot<'a>> {
+        shared
+            .asking
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < super::MAX_ASKING).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| AskSlot(shared))
+    }
+}
+
+impl Drop for AskSlot<'_> {
+    fn drop(&mut self) {
+        self.0.asking.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -108,7 +190,14 @@ fn decide(
 /// the owner listed it.
 fn dial(dest: &Dest) -> Result<TcpStream, DialError> {
     let addrs: Vec<SocketAddr> = match &dest.host {
-        Host::Ip(ip) => vec![SocketAddr::new(*ip, dest.port)],
+        Host::Ip(ip) if dest.listed => vec![SocketAddr::new(*ip, dest.port)],
+        // Approved but not listed: the global-unicast rule still holds for a literal.
+        Host::Ip(ip) => addr::check_resolved(
+            &ip.to_string(),
+            vec![SocketAddr::new(*ip, dest.port)],
+            &addr::local_addresses(),
+        )
+        .map_err(DialError::Inward)?,
         Host::Name(name) => {
             let found = addr::system_resolve(name, dest.port)
                 .map_err(|e| DialError::Failed(format!("could not resolve {name}: {e}")))?;
@@ -167,7 +256,7 @@ pub fn connect(
         );
         return egress_event(&head.target, 0, false, "malformed CONNECT target", 0, 0);
     };
-    let (dest, why) = match decide(&mut conn, shared, raw_host, port) {
+    let (dest, why) = match decide(&mut conn, shared, raw_host, port, head) {
         Ok(d) => d,
         Err(ev) => return *ev,
     };
@@ -232,7 +321,7 @@ pub fn forward_plain(
         return egress_event(authority, 0, false, "malformed host", 0, 0);
     };
     let port = port.unwrap_or(80);
-    let (dest, why) = match decide(&mut conn, shared, raw_host, port) {
+    let (dest, why) = match decide(&mut conn, shared, raw_host, port, head) {
         Ok(d) => d,
         Err(ev) => return *ev,
     };
@@ -264,7 +353,8 @@ pub fn forward_plain(
     )
     .into_bytes();
     for (name, value) in &head.headers {
-        if name == "host" || head.is_hop_by_hop(name) {
+        // The stated reason is for the owner, not for the destination.
+        if name == "host" || name == ask::REASON_HEADER || head.is_hop_by_hop(name) {
             continue;
         }
         out.extend_from_slice(name.as_bytes());

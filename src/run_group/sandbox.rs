@@ -27,6 +27,8 @@ pub struct Sandbox {
     pub mount_summary: serde_json::Value,
     proxy: Option<Proxy>,
     run_dir: PathBuf,
+    /// Ends the proxy's waits for approvals when the run is over (`asker`).
+    approvals: Option<(super::asker::Stopper, Home, i64)>,
 }
 
 /// `claw-FOLDER-<run id>x<home tag>`, so strays can be found and matched to their run, and two
@@ -181,6 +183,7 @@ pub fn prepare(
             g.folder, settings.provider, g.folder
         )
     })?;
+    let (asker, stopper) = super::asker::build(home, config, secrets, g, work.run.id);
     let mut allowed_models = config.model.allowed.clone();
     allowed_models.extend(g.config.models.iter().cloned());
     let proxy = Proxy::start_metered(
@@ -204,7 +207,7 @@ pub fn prepare(
                 concurrency: config.limits.llm_concurrency,
                 requests_per_run: config.limits.llm_requests_per_run,
             },
-            asker: None,
+            asker: Some(asker),
         },
         events,
         meter,
@@ -253,6 +256,7 @@ pub fn prepare(
         mount_summary,
         proxy: Some(proxy),
         run_dir,
+        approvals: Some((stopper, home.clone(), work.run.id)),
     })
 }
 
@@ -265,6 +269,7 @@ impl Sandbox {
         if let Some(mut p) = self.proxy.take() {
             p.shutdown();
         }
+        self.end_approvals();
         let name = check_container_name(home, folder, run_id);
         if let Some(i) = self.argv.iter().position(|a| a == "--name") {
             self.argv[i + 1] = name.clone();
@@ -316,13 +321,37 @@ pub fn stop(sb: &Sandbox, log: &mut RunLog) {
     }
 }
 
-/// Shut the proxy and remove the per-run folder.
+/// Shut the proxy, end its approval waits, and remove the per-run folder.
 pub fn cleanup(mut sb: Sandbox, log: &mut RunLog) {
     if let Some(mut p) = sb.proxy.take() {
         p.shutdown();
     }
+    let ended = sb.end_approvals();
+    if ended > 0 {
+        log.line(format!(
+            "{ended} approval(s) still open when the run ended: expired"
+        ));
+    }
     if let Err(e) = rundir::remove(&sb.run_dir) {
         log.line(format!("could not remove {}: {e}", sb.run_dir.display()));
+    }
+}
+
+impl Sandbox {
+    /// Stop the asker's waits and expire this run's open egress and credential approvals: no
+    /// connection is left to carry them out. Returns how many were expired here.
+    fn end_approvals(&mut self) -> usize {
+        let Some((stop, home, run_id)) = self.approvals.take() else {
+            return 0;
+        };
+        stop.stop();
+        let expired = Store::open(&home).and_then(|s| {
+            crate::store::approvals::expire_run(&s.conn, run_id, "run ended", crate::time::now_ms())
+        });
+        expired.unwrap_or_else(|e| {
+            tracing::warn!(error = %format!("{e:#}"), "open approvals of the run not expired; their deadline will");
+            0
+        })
     }
 }
 
@@ -332,6 +361,7 @@ impl Drop for Sandbox {
         if let Some(mut p) = self.proxy.take() {
             p.shutdown();
         }
+        self.end_approvals();
         let _ = rundir::remove(&self.run_dir);
     }
 }
