@@ -44,7 +44,7 @@ pub struct Summary {
     pub duplicates: u64,
     pub unregistered: u64,
     pub rejected: u64,
-    /// Messages in the main chat that answered an approval (`yes 42`), not stored.
+    /// Messages in the main chat that answered an approval (`yes 42`, or a button), not stored.
     #[serde(skip_serializing_if = "is_zero")]
     pub answers: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -71,8 +71,12 @@ pub struct Rejection {
 impl Summary {
     /// One human line: `stored 3, duplicates 1, unregistered 1, rejected 0`.
     pub fn line(&self) -> String {
+        let answers = match self.answers {
+            0 => String::new(),
+            n => format!(", approval answers {n}"),
+        };
         format!(
-            "stored {}, duplicates {}, unregistered {}, rejected {}",
+            "stored {}, duplicates {}, unregistered {}, rejected {}{answers}",
             self.stored, self.duplicates, self.unregistered, self.rejected
         )
     }

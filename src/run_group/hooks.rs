@@ -14,10 +14,11 @@ pub fn write_snapshots(home: &Home, store: &Store, group: &Group) -> Result<()> 
     crate::snapshot::write_snapshots(home, store, &group.folder, group.is_main)
 }
 
-/// Apply the group's pending IPC requests; returns how many files were handled.
+/// Apply the group's pending IPC requests; returns how many files were handled (or asked about:
+/// a new approval card is outbox work too).
 pub fn apply_ipc(home: &Home, store: &mut Store, config: &Config, group: &Group) -> Result<usize> {
     let r = crate::ipc::apply_group(home, store, config, &group.folder)?;
-    Ok(r.applied + r.rejected)
+    Ok(r.applied + r.rejected + r.asked)
 }
 
 /// Load a task for its run.

@@ -240,4 +240,9 @@ CREATE TABLE IF NOT EXISTS approvals (
 CREATE INDEX IF NOT EXISTS approvals_status ON approvals (status, expires_at);
 CREATE INDEX IF NOT EXISTS approvals_folder ON approvals (folder, id);
 "#,
+    // 11 (approvals): deliver looks up whether an outbox row is an approval card (Telegram
+    // gives it buttons) for every row it sends; this keeps that an index probe.
+    r#"
+CREATE INDEX IF NOT EXISTS approvals_card ON approvals (card_outbox_id);
+"#,
 ];
