@@ -18,10 +18,26 @@ pub fn fetch(ctx: &Ctx, input: &Value) -> Output {
             "web_fetch needs an http:// or https:// URL, got {url}"
         ));
     }
-    let proxy = match ureq::Proxy::new(&ctx.proxy_url) {
-        Ok(p) => p,
-        Err(e) => return Output::err(format!("egress proxy {} is unusable: {e}", ctx.proxy_url)),
+    // A stated reason travels as a header on the request head (the CONNECT for https), added
+    // by a relay of this call's own; the proxy shows it to the owner if the host needs approval.
+    let tagged = match input.get("reason").and_then(Value::as_str) {
+        Some(r) if !r.trim().is_empty() => {
+            match crate::agent::relay::Tagged::start(&ctx.paths.proxy_socket, r) {
+                Ok(t) => Some(t),
+                Err(e) => return Output::err(format!("cannot open a relay for the reason: {e}")),
+            }
+        }
+        _ => None,
     };
+    let proxy_url = match &tagged {
+        Some(t) => format!("http://127.0.0.1:{}", t.port),
+        None => ctx.proxy_url.clone(),
+    };
+    let proxy = match ureq::Proxy::new(&proxy_url) {
+        Ok(p) => p,
+        Err(e) => return Output::err(format!("egress proxy {proxy_url} is unusable: {e}")),
+    };
+
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .proxy(Some(proxy))
         .http_status_as_error(false)
@@ -32,7 +48,7 @@ pub fn fetch(ctx: &Ctx, input: &Value) -> Output {
         Ok(r) => r,
         Err(e) => {
             return Output::err(format!(
-                "fetching {url} failed: {e}. If the proxy refused it (403), the host is not on this group's egress allowlist; ask the owner to allow it."
+                "fetching {url} failed: {e}. If the proxy refused it (403), the host is not on this group's egress allowlist or the owner denied it; ask the owner to allow it."
             ));
         }
     };
