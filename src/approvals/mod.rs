@@ -98,11 +98,24 @@ pub fn card(a: &Approval, group_name: &str, timeout_secs: u64) -> String {
 pub fn describe(kind: &str, d: &serde_json::Value) -> String {
     let s = |k: &str| one_line(d.get(k).and_then(|v| v.as_str()).unwrap_or("?"), 200);
     match kind {
-        "egress" => format!(
-            "reach {}:{}",
-            s("host"),
-            d.get("port").and_then(|v| v.as_u64()).unwrap_or(0)
-        ),
+        "egress" => {
+            let host = s("host");
+            // A literal address is dialled as shown once approved: say so when it is not public.
+            let inward = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| !crate::proxy::is_global_unicast(ip));
+            format!(
+                "reach {host}:{}{}",
+                d.get("port").and_then(|v| v.as_u64()).unwrap_or(0),
+                if inward {
+                    " (a local or private address: yes lets it into this machine or your network)"
+                } else {
+                    ""
+                }
+            )
+        }
         "credential" => format!(
             "use the credential `{}` with {}",
             s("credential"),

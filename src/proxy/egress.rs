@@ -34,9 +34,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 struct Dest {
     host: Host,
     port: u16,
-    /// On the group's list (an IP literal there is the owner's explicit choice); an approved
-    /// destination is not, so even an IP literal must then be a public address.
-    listed: bool,
 }
 
 fn egress_event(
@@ -105,11 +102,7 @@ fn decide(
     let shown = host.to_string();
     match allowlist::check(&shared.egress_allow, &shown, port) {
         Ok(pattern) => Ok((
-            Dest {
-                host,
-                port,
-                listed: true,
-            },
+            Dest { host, port },
             format!("allowed by `{pattern}`"),
         )),
         Err(reason) => match &shared.asker {
@@ -137,11 +130,7 @@ fn decide(
                 };
                 match asker.ask_with_reason(act, stated) {
                     Decision::Approved => Ok((
-                        Dest {
-                            host,
-                            port,
-                            listed: false,
-                        },
+                        Dest { host, port },
                         format!("{reason}; approved by the owner"),
                     )),
                     Decision::Denied(why) => Err(Box::new(refuse(
@@ -187,17 +176,12 @@ impl Drop for AskSlot<'_> {
 
 /// Resolves (once) and connects to the addresses that were checked. A host *name* must lead only
 /// to public addresses that are not this host's (see `addr.rs`); a literal IP got here because
-/// the owner listed it.
+/// the owner listed it or approved it on a card that showed it.
 fn dial(dest: &Dest) -> Result<TcpStream, DialError> {
     let addrs: Vec<SocketAddr> = match &dest.host {
-        Host::Ip(ip) if dest.listed => vec![SocketAddr::new(*ip, dest.port)],
-        // Approved but not listed: the global-unicast rule still holds for a literal.
-        Host::Ip(ip) => addr::check_resolved(
-            &ip.to_string(),
-            vec![SocketAddr::new(*ip, dest.port)],
-            &addr::local_addresses(),
-        )
-        .map_err(DialError::Inward)?,
+        // Listed, or approved on a card that showed this very address (and warned when it is
+        // not a public one): either way the owner's explicit choice.
+        Host::Ip(ip) => vec![SocketAddr::new(*ip, dest.port)],
         Host::Name(name) => {
             let found = addr::system_resolve(name, dest.port)
                 .map_err(|e| DialError::Failed(format!("could not resolve {name}: {e}")))?;
