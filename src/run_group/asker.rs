@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::approvals::{self, Kind, Policy, policy};
 use crate::config::Config;
@@ -24,6 +24,8 @@ use crate::store::{Store, approvals as rows};
 
 /// How often a waiting act looks at its row.
 const POLL: Duration = Duration::from_millis(200);
+/// How long an expired act is refused again without asking.
+const EXPIRY_MEMORY: Duration = Duration::from_secs(60);
 
 /// Ends every wait of one run's asker (the run is over: its waits expire at once).
 #[derive(Clone, Default)]
@@ -47,8 +49,8 @@ struct Ctx {
     group: Group,
     run_id: i64,
     stop: Stopper,
-    /// Decisions already made in this run, by act identity.
-    decided: Mutex<HashMap<String, Decision>>,
+    /// Decisions already made in this run, by act identity, with when they were made.
+    decided: Mutex<HashMap<String, (Decision, Instant)>>,
 }
 
 /// The asker for run `run_id` of `group`, and the stopper that ends its waits.
@@ -97,7 +99,8 @@ impl Ctx {
         let key = format!("{}:{detail}", kind.as_str());
         let remember = !(kind == Kind::Credential && policy::every_use(&self.config, &self.group));
         if remember
-            && let Some(d) = self.decided.lock().ok().and_then(|m| m.get(&key).cloned())
+            && let Some((d, at)) = self.decided.lock().ok().and_then(|m| m.get(&key).cloned())
+            && (d != Decision::Expired || at.elapsed() < EXPIRY_MEMORY)
         {
             return d;
         }
@@ -108,13 +111,11 @@ impl Ctx {
                 Decision::Denied(format!("the owner could not be asked ({e})"))
             }
         };
-        // An expiry is not remembered: the agent may ask again (each ask is a new card, within
-        // `max_per_run`).
-        if remember
-            && d != Decision::Expired
-            && let Ok(mut m) = self.decided.lock()
-        {
-            m.insert(key, d.clone());
+        // An expiry is remembered only briefly: the agent may ask again later (a new card, within
+        // `max_per_run`), but an immediate retry, or a client asking why it was refused, is
+        // answered at once without a second card.
+        if remember && let Ok(mut m) = self.decided.lock() {
+            m.insert(key, (d.clone(), Instant::now()));
         }
         d
     }
