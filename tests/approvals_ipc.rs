@@ -324,3 +324,36 @@ fn policies_are_set_per_group_and_deny_refuses_without_asking() {
     assert_eq!(outbox(&h, GRANDMA), vec!["from main".to_string()]);
     assert!(approvals(&h).is_empty());
 }
+
+#[test]
+fn an_answer_claw_itself_sent_is_not_an_answer() {
+    let (h, _fake) = setup(600);
+    request(&h, "fam", "messages", "e1", &send_to_grandma("echo test"));
+    ipc_apply(&h);
+    let id = reply(&h, "fam", "e1")["approval_id"].as_i64().unwrap();
+    // The main agent made claw send `yes ID` to the main chat; WhatsApp-like channels show it
+    // back as the owner's own message, under the id the channel gave it when it was sent.
+    h.db()
+        .execute(
+            "INSERT INTO outbox (chat_id, text, origin, status, created_at, channel_msg_id)
+             VALUES (?1, ?2, 'ipc:main/x', 'sent', 0, '5001,5002')",
+            rusqlite::params![MAIN, format!("yes {id}")],
+        )
+        .unwrap();
+    let echo = json!({"chat": MAIN, "id": "5002", "sender": "tg:100", "text": format!("yes {id}"),
+                      "from_me": true});
+    h.claw(&["ingest"])
+        .write_stdin(format!("{echo}\n"))
+        .assert()
+        .success();
+    assert_eq!(approvals(&h)[0]["status"], "requested");
+    // The owner's own typed answer (a different message id) still counts.
+    let typed = json!({"chat": MAIN, "id": "5003", "sender": "tg:100", "text": format!("no {id}")});
+    let out = h
+        .claw(&["ingest"])
+        .write_stdin(format!("{typed}\n"))
+        .assert()
+        .success();
+    assert!(String::from_utf8_lossy(&out.get_output().stdout).contains("approval answers 1"));
+    assert_eq!(approvals(&h)[0]["status"], "denied");
+}

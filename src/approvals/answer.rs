@@ -162,6 +162,11 @@ pub fn from_chat(
     if main.chat_id != chat {
         return Ok(false);
     }
+    if sent_by_us(conn, chat, msg_id)? {
+        // Our own message echoed back (WhatsApp shows the bot's sends in the self-chat as the
+        // owner's): an agent that made claw say `yes 42` must not have answered its own card.
+        return Ok(false);
+    }
     let by = format!("chat:{chat}:{msg_id}:{sender}");
     if approvals::get(conn, id)?.is_some_and(|a| a.decided_by.as_deref() == Some(by.as_str())) {
         // The same message fetched again (a poller's re-fetch after a crash).
@@ -170,6 +175,16 @@ pub fn from_chat(
     let a = answer(conn, id, approve, None, &by, now)?;
     outbox::enqueue(conn, chat, &a.message, &format!("approval-answer:{id}"))?;
     Ok(true)
+}
+
+/// Whether `msg_id` is the channel id of a message claw itself sent to `chat`.
+fn sent_by_us(conn: &Connection, chat: &str, msg_id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE chat_id = ?1 AND channel_msg_id IS NOT NULL
+               AND ',' || channel_msg_id || ',' LIKE '%,' || ?2 || ',%')",
+        )?
+        .query_row(rusqlite::params![chat, msg_id], |r| r.get(0))?)
 }
 
 #[cfg(test)]

@@ -113,8 +113,9 @@ fn explain_refusal(proxy_url: &str, url: &str) -> Option<String> {
     if !head.starts_with("HTTP/1.1 4") && !head.starts_with("HTTP/1.1 5") {
         return None;
     }
+    // Only the proxy's own words (they start `claw:`); anything else is not an explanation.
     let body = body.trim();
-    (!body.is_empty()).then(|| body.to_string())
+    body.starts_with("claw:").then(|| body.to_string())
 }
 
 /// Drop tags, scripts and styles and squeeze blank lines; good enough for reading.
