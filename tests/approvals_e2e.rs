@@ -118,13 +118,20 @@ fn wait_approval(env: &Env, n: usize) -> Value {
 fn wait_exit(child: &mut std::process::Child, env: &Env) {
     let until = Instant::now() + Duration::from_secs(120);
     while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < until, "run-group did not end:\n{}", env.all_logs());
+        assert!(
+            Instant::now() < until,
+            "run-group did not end:\n{}",
+            env.all_logs()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 fn tool_results(llm: &FakeLlm) -> Vec<String> {
-    llm.requests().iter().map(|r| r.text().to_string()).collect()
+    llm.requests()
+        .iter()
+        .map(|r| r.text().to_string())
+        .collect()
 }
 
 #[test]
@@ -141,7 +148,10 @@ fn an_ask_waits_for_the_owners_button_proceeds_and_unlocks_nothing_else() {
 
     let first = wait_approval(&env, 1);
     assert_eq!(first["kind"], "egress");
-    assert_eq!(first["detail"], json!({"host": "127.0.0.1", "port": a.port}));
+    assert_eq!(
+        first["detail"],
+        json!({"host": "127.0.0.1", "port": a.port})
+    );
     assert_eq!(first["reason"], "the family asked for the weather");
     // The connection is held: the site has not been reached, the model not called again.
     std::thread::sleep(Duration::from_secs(1));
@@ -154,12 +164,23 @@ fn an_ask_waits_for_the_owners_button_proceeds_and_unlocks_nothing_else() {
     let card = tg
         .sent()
         .into_iter()
-        .find(|m| m["text"].as_str().unwrap_or("").starts_with(&format!("Approval {id}:")))
+        .find(|m| {
+            m["text"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with(&format!("Approval {id}:"))
+        })
         .expect("card sent to Telegram");
     assert_eq!(card["chat_id"], "100");
     let text = card["text"].as_str().unwrap();
-    assert!(text.contains(&format!("fam wants to reach 127.0.0.1:{}", a.port)), "{text}");
-    assert!(text.contains("reason: «the family asked for the weather»"), "{text}");
+    assert!(
+        text.contains(&format!("fam wants to reach 127.0.0.1:{}", a.port)),
+        "{text}"
+    );
+    assert!(
+        text.contains("reason: «the family asked for the weather»"),
+        "{text}"
+    );
     let yes = card["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
         .as_str()
         .unwrap()
@@ -180,7 +201,11 @@ fn an_ask_waits_for_the_owners_button_proceeds_and_unlocks_nothing_else() {
     assert_ne!(second["id"], first["id"]);
     assert_eq!(second["detail"]["port"], b.port);
     assert_eq!(a.hits.load(Ordering::SeqCst), 1);
-    assert_eq!(b.hits.load(Ordering::SeqCst), 0, "approval of A let B through");
+    assert_eq!(
+        b.hits.load(Ordering::SeqCst),
+        0,
+        "approval of A let B through"
+    );
     env.claw()
         .args(["deny", &second["id"].to_string()])
         .assert()
@@ -189,14 +214,28 @@ fn an_ask_waits_for_the_owners_button_proceeds_and_unlocks_nothing_else() {
     let texts = tool_results(&llm);
     assert_eq!(texts.len(), 3, "logs:\n{}", env.all_logs());
     assert!(texts[1].contains("weather: sunny"), "{}", texts[1]);
-    assert!(texts[2].contains("was refused: claw: egress to 127.0.0.1"), "the agent is told: {}", texts[2]);
-    assert!(texts[2].contains(&format!("the owner denied it (approval {})", second["id"])), "{}", texts[2]);
+    assert!(
+        texts[2].contains("was refused: claw: egress to 127.0.0.1"),
+        "the agent is told: {}",
+        texts[2]
+    );
+    assert!(
+        texts[2].contains(&format!("the owner denied it (approval {})", second["id"])),
+        "{}",
+        texts[2]
+    );
     assert_eq!(b.hits.load(Ordering::SeqCst), 0);
     let approved = env.audit("approval.approved");
     assert_eq!(approved[0]["by"], "telegram:100", "{approved:?}");
     assert_eq!(env.audit("approval.denied")[0]["by"], "cli");
     let egress = env.audit("egress.allowed");
-    assert!(egress.iter().any(|e| e["reason"].as_str().unwrap().contains("approved by the owner")), "{egress:?}");
+    assert!(
+        egress.iter().any(|e| e["reason"]
+            .as_str()
+            .unwrap()
+            .contains("approved by the owner")),
+        "{egress:?}"
+    );
 }
 
 #[test]
@@ -216,20 +255,34 @@ fn terminal_approval_proceeds_and_no_answer_expires_with_the_agent_told() {
         .args(["approve", &first["id"].to_string()])
         .assert()
         .success();
-    assert!(String::from_utf8_lossy(&out.get_output().stdout).starts_with(&format!("Approved {}", first["id"])));
+    assert!(
+        String::from_utf8_lossy(&out.get_output().stdout)
+            .starts_with(&format!("Approved {}", first["id"]))
+    );
     // Nobody answers the second: after the timeout it is denied.
     let second = wait_approval(&env, 2);
     wait_exit(&mut run, &env);
     let texts = tool_results(&llm);
     assert!(texts[1].contains("weather: sunny"), "{}", texts[1]);
-    assert!(texts[2].contains("the owner did not answer in time"), "{}", texts[2]);
+    assert!(
+        texts[2].contains("the owner did not answer in time"),
+        "{}",
+        texts[2]
+    );
     assert_eq!(b.hits.load(Ordering::SeqCst), 0);
     let rows: Vec<Value> = serde_json::from_slice(
-        &env.claw().args(["approvals", "--all", "--json"]).output().unwrap().stdout,
+        &env.claw()
+            .args(["approvals", "--all", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
     )
     .unwrap();
     let expired = rows.iter().find(|r| r["id"] == second["id"]).unwrap();
-    assert_eq!((expired["status"].as_str(), expired["decided_by"].as_str()), (Some("expired"), Some("timeout")));
+    assert_eq!(
+        (expired["status"].as_str(), expired["decided_by"].as_str()),
+        (Some("expired"), Some("timeout"))
+    );
 }
 
 #[test]
@@ -244,6 +297,20 @@ fn kill_9_of_run_group_while_asking_leaves_no_act_a_late_yes_could_release() {
     let first = wait_approval(&env, 1);
     run.kill().unwrap(); // SIGKILL: no clean-up code runs
     run.wait().unwrap();
+    // Listing shows the act as what it is now: nothing waits for it.
+    let rows: Vec<Value> = serde_json::from_slice(
+        &env.claw()
+            .args(["approvals", "--all", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        (rows[0]["status"].as_str(), rows[0]["decided_by"].as_str()),
+        (Some("expired"), Some("run ended")),
+        "{rows:?}"
+    );
     // A late yes does not approve an act whose connection is gone.
     let late = env
         .claw()
@@ -254,7 +321,10 @@ fn kill_9_of_run_group_while_asking_leaves_no_act_a_late_yes_could_release() {
     assert!(said.contains("already expired (run ended)"), "{said}");
     assert_eq!(a.hits.load(Ordering::SeqCst), 0);
     let open = env.claw().args(["approvals", "--json"]).output().unwrap();
-    assert_eq!(serde_json::from_slice::<Value>(&open.stdout).unwrap(), json!([]));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&open.stdout).unwrap(),
+        json!([])
+    );
 
     // Let the watchdog remove the orphaned container, then a new run asks afresh: it inherits
     // neither the old row nor the old connection.

@@ -108,9 +108,19 @@ fn audit_kinds(h: &TestHome) -> Vec<String> {
 #[test]
 fn a_message_to_another_chat_waits_for_yes_typed_in_the_main_chat() {
     let (h, fake) = setup(600);
-    request(&h, "fam", "messages", "m1", &send_to_grandma("Lunch on Sunday?"));
+    request(
+        &h,
+        "fam",
+        "messages",
+        "m1",
+        &send_to_grandma("Lunch on Sunday?"),
+    );
     let r = ipc_apply(&h);
-    assert_eq!((r["applied"].as_u64(), r["waiting"].as_u64()), (Some(0), Some(1)), "{r}");
+    assert_eq!(
+        (r["applied"].as_u64(), r["waiting"].as_u64()),
+        (Some(0), Some(1)),
+        "{r}"
+    );
     // The request waits in place with a pending reply naming its approval.
     assert!(h.path("ipc/fam/messages/m1.json").exists());
     let pending = reply(&h, "fam", "m1");
@@ -121,7 +131,10 @@ fn a_message_to_another_chat_waits_for_yes_typed_in_the_main_chat() {
         .into_iter()
         .find(|t| t.starts_with(&format!("Approval {id}:")))
         .expect("card in the main chat");
-    assert!(card.contains("Family wants to send a message to tg:-200"), "{card}");
+    assert!(
+        card.contains("Family wants to send a message to tg:-200"),
+        "{card}"
+    );
     assert!(card.contains("«Lunch on Sunday?»"), "{card}");
     assert!(card.contains("reason: «she asked for news»"), "{card}");
     assert!(card.contains(&format!("`yes {id}` or `no {id}`")), "{card}");
@@ -157,8 +170,18 @@ fn a_message_to_another_chat_waits_for_yes_typed_in_the_main_chat() {
     );
     let a = &approvals(&h)[0];
     assert_eq!(a["status"], "approved", "{a}");
-    assert!(a["decided_by"].as_str().unwrap().starts_with("chat:tg:100:"), "{a}");
-    assert!(outbox(&h, MAIN).iter().any(|t| t.starts_with(&format!("Approved {id}: fam may send"))));
+    assert!(
+        a["decided_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("chat:tg:100:"),
+        "{a}"
+    );
+    assert!(
+        outbox(&h, MAIN)
+            .iter()
+            .any(|t| t.starts_with(&format!("Approved {id}: fam may send")))
+    );
 
     let r = ipc_apply(&h);
     assert_eq!(r["applied"].as_u64(), Some(1), "{r}");
@@ -181,19 +204,34 @@ fn telegram_buttons_carry_the_nonce_and_only_the_main_chat_can_press_them() {
     let card = fake
         .sent()
         .into_iter()
-        .find(|m| m["text"].as_str().unwrap_or("").starts_with(&format!("Approval {id}:")))
+        .find(|m| {
+            m["text"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with(&format!("Approval {id}:"))
+        })
         .expect("card sent");
     assert_eq!(card["chat_id"], "100");
-    let buttons = card["reply_markup"]["inline_keyboard"][0].as_array().unwrap();
+    let buttons = card["reply_markup"]["inline_keyboard"][0]
+        .as_array()
+        .unwrap();
     let yes = buttons[0]["callback_data"].as_str().unwrap().to_string();
     let no = buttons[1]["callback_data"].as_str().unwrap().to_string();
-    assert!(yes.len() <= 64 && yes.starts_with(&format!("ap:{id}:")), "{yes}");
+    assert!(
+        yes.len() <= 64 && yes.starts_with(&format!("ap:{id}:")),
+        "{yes}"
+    );
     assert!(no.ends_with(":n"), "{no}");
 
     let owner = json!({"id": 100, "first_name": "Owner"});
     let main_chat = json!({"id": 100, "type": "private", "first_name": "Owner"});
     // A forged press (right id, wrong nonce) and a press in another chat decide nothing.
-    fake.push_callback(main_chat.clone(), owner.clone(), 7, &format!("ap:{id}:0000000000000000:y"));
+    fake.push_callback(
+        main_chat.clone(),
+        owner.clone(),
+        7,
+        &format!("ap:{id}:0000000000000000:y"),
+    );
     fake.push_callback(
         json!({"id": -100, "type": "supergroup", "title": "Family"}),
         json!({"id": 55, "first_name": "Ana"}),
@@ -206,8 +244,17 @@ fn telegram_buttons_carry_the_nonce_and_only_the_main_chat_can_press_them() {
     assert_eq!(approvals(&h)[0]["status"], "requested");
     let answers = fake.callback_answers();
     assert_eq!(answers.len(), 2, "every press is acknowledged: {answers:?}");
-    assert!(answers[0]["text"].as_str().unwrap().contains("no approval"), "{answers:?}");
-    assert!(answers[1]["text"].as_str().unwrap().contains("only in the main chat"), "{answers:?}");
+    assert!(
+        answers[0]["text"].as_str().unwrap().contains("no approval"),
+        "{answers:?}"
+    );
+    assert!(
+        answers[1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("only in the main chat"),
+        "{answers:?}"
+    );
 
     // The owner's press approves; a second press says it is already decided.
     fake.push_callback(main_chat.clone(), owner.clone(), 7, &yes);
@@ -216,10 +263,25 @@ fn telegram_buttons_carry_the_nonce_and_only_the_main_chat_can_press_them() {
         .assert()
         .success();
     let a = &approvals(&h)[0];
-    assert_eq!((a["status"].as_str(), a["decided_by"].as_str()), (Some("approved"), Some("telegram:100")));
+    assert_eq!(
+        (a["status"].as_str(), a["decided_by"].as_str()),
+        (Some("approved"), Some("telegram:100"))
+    );
     let answers = fake.callback_answers();
-    assert!(answers[2]["text"].as_str().unwrap().starts_with(&format!("Approved {id}")), "{answers:?}");
-    assert!(answers[3]["text"].as_str().unwrap().contains("already approved"), "{answers:?}");
+    assert!(
+        answers[2]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("Approved {id}")),
+        "{answers:?}"
+    );
+    assert!(
+        answers[3]["text"]
+            .as_str()
+            .unwrap()
+            .contains("already approved"),
+        "{answers:?}"
+    );
     assert_eq!(answers[2]["callback_query_id"], "cbq-3");
     ipc_apply(&h);
     assert_eq!(outbox(&h, GRANDMA), vec!["first".to_string()]);
@@ -242,7 +304,13 @@ fn one_approval_never_unlocks_another_act() {
 
     // The agent rewrites B after asking: the rewritten content is a new act with a new card, and
     // approving the old row does not send the new text.
-    request(&h, "fam", "messages", "b", &send_to_grandma("act B, changed"));
+    request(
+        &h,
+        "fam",
+        "messages",
+        "b",
+        &send_to_grandma("act B, changed"),
+    );
     ipc_apply(&h);
     let idb2 = reply(&h, "fam", "b")["approval_id"].as_i64().unwrap();
     assert_ne!(idb2, idb);
@@ -254,7 +322,13 @@ fn one_approval_never_unlocks_another_act() {
     assert_eq!(outbox(&h, GRANDMA), vec!["act A".to_string()]);
     let r = reply(&h, "fam", "b");
     assert_eq!(r["ok"], false);
-    assert!(r["error"].as_str().unwrap().contains(&format!("the owner denied it (approval {idb2})")), "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("the owner denied it (approval {idb2})")),
+        "{r}"
+    );
     // The denied file went to ipc/errors with its reason, like any refusal.
     assert!(!h.path("ipc/fam/messages/b.json").exists());
     // A request the owner already answered cannot be answered again.
@@ -284,12 +358,21 @@ fn an_unanswered_act_expires_denied_and_a_late_yes_changes_nothing() {
     ipc_apply(&h);
     let r = reply(&h, "fam", "t1");
     assert_eq!(r["ok"], false, "{r}");
-    assert!(r["error"].as_str().unwrap().contains("did not answer in time"), "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer in time"),
+        "{r}"
+    );
     assert_eq!(h.count("SELECT count(*) FROM tasks"), 0);
     let late = h.claw(&["approve", &id.to_string()]).assert().code(1);
     assert!(String::from_utf8_lossy(&late.get_output().stdout).contains("already expired"));
     assert_eq!(approvals(&h)[0]["status"], "expired");
-    assert_eq!(audit_kinds(&h), vec!["approval.requested", "approval.expired"]);
+    assert_eq!(
+        audit_kinds(&h),
+        vec!["approval.requested", "approval.expired"]
+    );
     // Listing open approvals shows none, and says how to see the rest.
     let out = h.claw(&["approvals"]).assert().success();
     assert!(String::from_utf8_lossy(&out.get_output().stdout).contains("no open approvals"));
@@ -303,9 +386,17 @@ fn policies_are_set_per_group_and_deny_refuses_without_asking() {
         .assert()
         .code(2);
     assert!(String::from_utf8_lossy(&bad.get_output().stderr).contains("allow, deny or ask"));
-    h.claw(&["group", "set", "fam", "--approve", "send_message=deny", "--approve", "egress=ask"])
-        .assert()
-        .success();
+    h.claw(&[
+        "group",
+        "set",
+        "fam",
+        "--approve",
+        "send_message=deny",
+        "--approve",
+        "egress=ask",
+    ])
+    .assert()
+    .success();
     let show = h.claw(&["group", "show", "fam"]).assert().success();
     let show = String::from_utf8_lossy(&show.get_output().stdout).to_string();
     assert!(show.contains("egress=ask, credential=allow, send_message=deny, add_mcp_server=ask, schedule_task=allow"), "{show}");
@@ -313,13 +404,25 @@ fn policies_are_set_per_group_and_deny_refuses_without_asking() {
     ipc_apply(&h);
     let r = reply(&h, "fam", "d1");
     assert_eq!(r["ok"], false);
-    assert!(r["error"].as_str().unwrap().contains("may only message its own chat"), "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("may only message its own chat"),
+        "{r}"
+    );
     assert!(approvals(&h).is_empty(), "deny never asks");
     // Back to the built-in default (non-main: deny), and main's default (allow) never asks.
     h.claw(&["group", "set", "fam", "--approve", "send_message=default"])
         .assert()
         .success();
-    request(&h, "main", "messages", "m1", &json!({"type": "send_message", "chat": GRANDMA, "text": "from main"}));
+    request(
+        &h,
+        "main",
+        "messages",
+        "m1",
+        &json!({"type": "send_message", "chat": GRANDMA, "text": "from main"}),
+    );
     ipc_apply(&h);
     assert_eq!(outbox(&h, GRANDMA), vec!["from main".to_string()]);
     assert!(approvals(&h).is_empty());

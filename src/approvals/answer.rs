@@ -117,6 +117,18 @@ pub fn answer(
     })
 }
 
+/// Expire the open proxy rows whose run is gone (a run-group killed while it waited), so
+/// listings show them as what they are; returns how many.
+pub fn expire_orphans(conn: &Connection, now: i64) -> Result<usize> {
+    let mut n = 0;
+    for a in approvals::list(conn, false, 1000)? {
+        if matches!(a.kind.as_str(), "egress" | "credential") && !asker_alive(conn, &a)? {
+            n += approvals::expire(conn, a.id, "run ended", now)? as usize;
+        }
+    }
+    Ok(n)
+}
+
 /// Whether the run that asked is still there to act on an approval. IPC acts (no run, or a
 /// request file that waits in its folder) always are; a proxy act needs its run-group alive.
 fn asker_alive(conn: &Connection, a: &Approval) -> Result<bool> {
@@ -217,11 +229,15 @@ mod tests {
             parse_callback(&d),
             Some((i64::MAX, "0123456789abcdef".into(), true))
         );
-        assert_eq!(
-            parse_callback("ap:4:abc:n"),
-            Some((4, "abc".into(), false))
-        );
-        for bad in ["ap:4:abc", "ap:x:abc:y", "xx:4:abc:y", "ap:4::y", "ap:4:a:y:z", "ap:4:a:maybe"] {
+        assert_eq!(parse_callback("ap:4:abc:n"), Some((4, "abc".into(), false)));
+        for bad in [
+            "ap:4:abc",
+            "ap:x:abc:y",
+            "xx:4:abc:y",
+            "ap:4::y",
+            "ap:4:a:y:z",
+            "ap:4:a:maybe",
+        ] {
             assert_eq!(parse_callback(bad), None, "{bad}");
         }
     }

@@ -60,12 +60,29 @@ pub fn gate(
             let detail = serde_json::json!({"request": tag, "chat": chat, "text": text});
             let go = Allowed::Send { chat: chat.clone() };
             let deny = if group.is_main {
-                format!("group `{}`'s approval policy denies messages to other chats", origin.folder)
+                format!(
+                    "group `{}`'s approval policy denies messages to other chats",
+                    origin.folder
+                )
             } else {
-                format!("group `{}` may only message its own chat, not `{chat}`", origin.folder)
+                format!(
+                    "group `{}` may only message its own chat, not `{chat}`",
+                    origin.folder
+                )
             };
-            act(conn, config, group, Kind::SendMessage, detail, reason.as_deref(), tag, now, go, deny)
-                .map(Some)
+            act(
+                conn,
+                config,
+                group,
+                Kind::SendMessage,
+                detail,
+                reason.as_deref(),
+                tag,
+                now,
+                go,
+                deny,
+            )
+            .map(Some)
         }
         IpcRequest::ScheduleTask {
             folder,
@@ -88,8 +105,19 @@ pub fn gate(
                 "group `{}`'s approval policy denies scheduling tasks",
                 origin.folder
             );
-            act(conn, config, group, Kind::ScheduleTask, detail, reason.as_deref(), tag, now, go, deny)
-                .map(Some)
+            act(
+                conn,
+                config,
+                group,
+                Kind::ScheduleTask,
+                detail,
+                reason.as_deref(),
+                tag,
+                now,
+                go,
+                deny,
+            )
+            .map(Some)
         }
         _ => Ok(None),
     }

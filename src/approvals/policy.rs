@@ -30,9 +30,7 @@ impl Policy {
             "allow" => Ok(Policy::Allow),
             "deny" => Ok(Policy::Deny),
             "ask" => Ok(Policy::Ask),
-            other => Err(format!(
-                "`{other}` is not a policy: use allow, deny or ask"
-            )),
+            other => Err(format!("`{other}` is not a policy: use allow, deny or ask")),
         }
     }
 
@@ -244,7 +242,12 @@ pub fn resolve(settings: &Settings, overrides: &Overrides, is_main: bool, kind: 
 
 /// [`resolve`] for a stored group.
 pub fn for_group(config: &Config, group: &Group, kind: Kind) -> Policy {
-    resolve(&config.approvals, &group.config.approve, group.is_main, kind)
+    resolve(
+        &config.approvals,
+        &group.config.approve,
+        group.is_main,
+        kind,
+    )
 }
 
 /// Whether a group asks on every use of a credential rather than the first in a run.

@@ -19,7 +19,9 @@ pub struct DecideArgs {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Open approvals wait for `claw approve ID` or `claw deny ID` (or `yes ID` / `no ID` in the main chat).")]
+#[command(
+    after_help = "Open approvals wait for `claw approve ID` or `claw deny ID` (or `yes ID` / `no ID` in the main chat)."
+)]
 pub struct ListArgs {
     /// Show decided and expired approvals too, not only open ones.
     #[arg(long)]
@@ -60,7 +62,9 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
     {
         // Rows past their deadline show as what they are: expired.
         let tx = store.write()?;
-        crate::store::approvals::expire_due(&tx, crate::time::now_ms())?;
+        let now = crate::time::now_ms();
+        crate::store::approvals::expire_due(&tx, now)?;
+        crate::approvals::answer::expire_orphans(&tx, now)?;
         tx.commit()?;
     }
     let rows = crate::store::approvals::list(&store.conn, a.all, a.limit)?;

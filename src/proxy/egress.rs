@@ -101,10 +101,7 @@ fn decide(
     };
     let shown = host.to_string();
     match allowlist::check(&shared.egress_allow, &shown, port) {
-        Ok(pattern) => Ok((
-            Dest { host, port },
-            format!("allowed by `{pattern}`"),
-        )),
+        Ok(pattern) => Ok((Dest { host, port }, format!("allowed by `{pattern}`"))),
         Err(reason) => match &shared.asker {
             None => Err(Box::new(refuse(conn, shared, &shown, port, &reason))),
             Some(asker) => {

@@ -78,9 +78,10 @@ pub fn build(
 impl Ctx {
     fn ask(&self, act: Act, reason: Option<String>) -> Decision {
         let (kind, detail) = match &act {
-            Act::Egress { host, port } => {
-                (Kind::Egress, serde_json::json!({"host": host, "port": port}))
-            }
+            Act::Egress { host, port } => (
+                Kind::Egress,
+                serde_json::json!({"host": host, "port": port}),
+            ),
             Act::Credential { name, host } => (
                 Kind::Credential,
                 serde_json::json!({"credential": name, "host": host}),
@@ -174,7 +175,9 @@ impl Ctx {
             match rows::status(&store.conn, id)?.as_deref() {
                 Some("approved") => return Ok(Decision::Approved),
                 Some("denied") => {
-                    return Ok(Decision::Denied(format!("the owner denied it (approval {id})")));
+                    return Ok(Decision::Denied(format!(
+                        "the owner denied it (approval {id})"
+                    )));
                 }
                 Some("expired") | None => return Ok(Decision::Expired),
                 _ => std::thread::sleep(POLL),

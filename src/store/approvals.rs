@@ -55,7 +55,8 @@ pub enum Decided {
     Missing,
 }
 
-const COLS: &str = "id, folder, run_id, kind, detail, reason, status, nonce, requested_at, expires_at,
+const COLS: &str =
+    "id, folder, run_id, kind, detail, reason, status, nonce, requested_at, expires_at,
     decided_at, decided_by, card_outbox_id";
 
 fn row(r: &rusqlite::Row) -> rusqlite::Result<Approval> {

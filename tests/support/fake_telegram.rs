@@ -233,7 +233,11 @@ fn handle(
             let allowed: Option<Vec<String>> = body
                 .get("allowed_updates")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect());
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                });
             let call = {
                 let mut s = state.lock().unwrap();
                 if allowed.is_some() {
@@ -264,9 +268,9 @@ fn handle(
                         .filter(|u| u["update_id"].as_i64().unwrap_or(0) >= from)
                         // Telegram drops the update types a bot did not ask for.
                         .filter(|u| {
-                            s.allowed_updates.as_ref().is_none_or(|a| {
-                                a.iter().any(|t| u.get(t.as_str()).is_some())
-                            })
+                            s.allowed_updates
+                                .as_ref()
+                                .is_none_or(|a| a.iter().any(|t| u.get(t.as_str()).is_some()))
                         })
                         .take(limit)
                         .cloned()

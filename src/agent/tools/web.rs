@@ -101,11 +101,19 @@ fn explain_refusal(proxy_url: &str, url: &str) -> Option<String> {
     let host = uri.host()?;
     let port = uri
         .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
     let relay = proxy_url.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(relay).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").ok()?;
+    write!(
+        s,
+        "CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"
+    )
+    .ok()?;
     let mut answer = Vec::new();
     let _ = s.take(8 * 1024).read_to_end(&mut answer);
     let text = String::from_utf8_lossy(&answer);

@@ -51,7 +51,12 @@ pub fn take_press(tx: &Connection, raw: &Value, now: i64) -> Result<Option<Press
             let by = format!("telegram:{from}");
             let a = answer::answer(tx, id, approve, Some(&nonce), &by, now)?;
             if a.decided {
-                crate::store::outbox::enqueue(tx, &chat, &a.message, &format!("approval-answer:{id}"))?;
+                crate::store::outbox::enqueue(
+                    tx,
+                    &chat,
+                    &a.message,
+                    &format!("approval-answer:{id}"),
+                )?;
             }
             a.message
         }
