@@ -397,7 +397,7 @@ ipc_errors_mb = 64       # and ipc/errors/ is kept under this size
 # `claw group set FOLDER --approve egress=ask`. Unset keys keep the built-in behaviour shown.
 [approvals]
 timeout_secs = 600       # how long an act waits for the owner's answer
-max_per_run = 20         # cards one run may send; further acts that would ask are refused
+max_per_run = 20         # cards one run may send, and IPC acts a group may have waiting
 # egress = "deny"              # a host not on the group's egress list
 # credential = "allow"         # a bound credential, first use in a run
 # credential_every_use = false # with credential = "ask": ask on every use

@@ -460,3 +460,32 @@ fn an_answer_claw_itself_sent_is_not_an_answer() {
     assert!(String::from_utf8_lossy(&out.get_output().stdout).contains("approval answers 1"));
     assert_eq!(approvals(&h)[0]["status"], "denied");
 }
+
+#[test]
+fn a_flood_of_requests_sends_at_most_max_per_run_cards() {
+    let (h, _fake) = setup(600);
+    for i in 0..25 {
+        request(
+            &h,
+            "fam",
+            "messages",
+            &format!("f{i:02}"),
+            &send_to_grandma(&format!("spam {i}")),
+        );
+    }
+    ipc_apply(&h);
+    let cards = outbox(&h, MAIN)
+        .into_iter()
+        .filter(|t| t.starts_with("Approval "))
+        .count();
+    assert_eq!(cards, 20, "approvals.max_per_run");
+    let r = reply(&h, "fam", "f24");
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("already wait for the owner"),
+        "{r}"
+    );
+}

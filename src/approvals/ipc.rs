@@ -167,6 +167,13 @@ pub fn act(
             },
         });
     }
+    let limit = config.approvals.max_per_run;
+    if approvals::open_count(conn, &group.folder)? >= i64::from(limit) {
+        // A flood of requests must not become a flood of cards in the owner's chat.
+        return Ok(Verdict::Refuse(format!(
+            "{deny}: {limit} acts of this group already wait for the owner (approvals.max_per_run); ask again once they are answered"
+        )));
+    }
     let req = Request {
         folder: &group.folder,
         group_name: &group.name,

@@ -176,8 +176,8 @@ fn kind_names() -> String {
 pub struct Settings {
     /// How long an act waits for the owner's answer before it is denied.
     pub timeout_secs: u64,
-    /// Cards one run may send (further acts that would ask are refused), so a looping agent
-    /// cannot flood the main chat.
+    /// Cards one run may send, and IPC acts one group may have waiting at once (further acts
+    /// that would ask are refused), so a looping agent cannot flood the main chat.
     pub max_per_run: u32,
     pub egress: Option<Policy>,
     pub credential: Option<Policy>,

@@ -283,3 +283,12 @@ pub fn count_for_run(conn: &Connection, run_id: i64) -> Result<i64> {
         .prepare_cached("SELECT COUNT(*) FROM approvals WHERE run_id = ?1")?
         .query_row([run_id], |r| r.get(0))?)
 }
+
+/// How many rows of `folder` are open (caps the cards one group's IPC requests can send).
+pub fn open_count(conn: &Connection, folder: &str) -> Result<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM approvals WHERE folder = ?1 AND status = 'requested'",
+        )?
+        .query_row([folder], |r| r.get(0))?)
+}
