@@ -489,3 +489,40 @@ fn a_flood_of_requests_sends_at_most_max_per_run_cards() {
         "{r}"
     );
 }
+
+#[test]
+fn yes_typed_in_claw_chat_answers_without_waking_the_agent() {
+    let h = TestHome::init(); // main chat: the terminal (cli:local)
+    h.secret("ANTHROPIC_API_KEY=sk-ant-unused"); // chat checks for it; no model is called
+    h.claw(&[
+        "group", "add", "--chat", FAMILY, "--folder", "fam", "--name", "Family",
+    ])
+    .assert()
+    .success();
+    h.claw(&["group", "set", "fam", "--approve", "send_message=ask"])
+        .assert()
+        .success();
+    h.claw(&["ingest", "--chat", GRANDMA, "--text", "hello"])
+        .assert()
+        .success();
+    request(&h, "fam", "messages", "c1", &send_to_grandma("via chat"));
+    ipc_apply(&h);
+    let id = reply(&h, "fam", "c1")["approval_id"].as_i64().unwrap();
+    let out = h
+        .claw(&["chat", "-m", &format!("yes {id}")])
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .success();
+    let said = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(
+        said.contains(&format!("Approved {id}: fam may send")),
+        "{said}"
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM runs"),
+        0,
+        "no agent run for an answer"
+    );
+    ipc_apply(&h);
+    assert_eq!(outbox(&h, GRANDMA), vec!["via chat".to_string()]);
+}
