@@ -125,6 +125,11 @@ impl Chat {
         if let Some(r) = s.errors.first() {
             return Err(Coded::err(Code::Rejected, r.reason.clone()));
         }
+        if s.answers > 0 {
+            // `yes 42` answered an approval: the agent never sees it; show the acknowledgement.
+            self.print_new(&store, before, ui)?;
+            return Ok(());
+        }
         let own_run = self.ensure_run()?;
         let deadline = Instant::now() + Duration::from_secs(self.config.limits.timeout_secs + 30);
         let mut printed = before;

@@ -25,6 +25,8 @@ pub struct Config {
     pub budget: crate::cost::budget::Caps,
     /// Channel settings by channel name (`telegram`, `signal`, or any `command` channel).
     pub channels: BTreeMap<String, ChannelConfig>,
+    /// Which acts that leave the sandbox need the owner's yes, and how long an act waits for it.
+    pub approvals: crate::approvals::Settings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,6 +149,7 @@ impl Default for Config {
             pricing: Default::default(),
             budget: Default::default(),
             channels: BTreeMap::new(),
+            approvals: Default::default(),
         }
     }
 }
@@ -392,6 +395,20 @@ ipc_errors_mb = 64       # and ipc/errors/ is kept under this size
 # output = 15.0
 # cache_read = 0.3
 # cache_write = 3.75
+
+# Approvals: acts that leave the sandbox, each allow, deny or ask. `ask` sends a card to the main
+# chat and the act waits for `yes ID` / `no ID` there (Telegram: buttons), or `claw approve ID` /
+# `claw deny ID`; no answer within timeout_secs denies it. Per group:
+# `claw group set FOLDER --approve egress=ask`. Unset keys keep the built-in behaviour shown.
+[approvals]
+timeout_secs = 600       # how long an act waits for the owner's answer
+max_per_run = 20         # cards one run may send, and IPC acts a group may have waiting
+# egress = "deny"              # a host not on the group's egress list
+# credential = "allow"         # a bound credential, first use in a run
+# credential_every_use = false # with credential = "ask": ask on every use
+# send_message = "deny"        # to a chat other than the group's own (main: "allow")
+# add_mcp_server = "ask"       # adding an MCP server to a group
+# schedule_task = "allow"      # a non-main group scheduling a task
 
 [model]
 provider = "anthropic"   # or "openai" for any OpenAI-compatible endpoint

@@ -132,7 +132,12 @@ fn send_all(
             return Ok(());
         }
         for row in rows {
-            match sender.send(row.id, &row.chat_id, &row.text) {
+            let card = crate::store::approvals::by_card(&store.conn, row.id)?;
+            let outcome = match &card {
+                Some(a) => sender.send_card(row.id, &row.chat_id, &row.text, (a.id, &a.nonce)),
+                None => sender.send(row.id, &row.chat_id, &row.text),
+            };
+            match outcome {
                 Outcome::Sent(msg_id) => {
                     outbox::mark_sent(&store.conn, row.id, CLAIMER, msg_id.as_deref())?;
                     audit::record(

@@ -44,6 +44,9 @@ pub struct Summary {
     pub duplicates: u64,
     pub unregistered: u64,
     pub rejected: u64,
+    /// Messages in the main chat that answered an approval (`yes 42`, or a button), not stored.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub answers: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<Rejection>,
     /// Unknown chats seen in this batch (for the owner's notice).
@@ -52,6 +55,10 @@ pub struct Summary {
     /// Registered chats that got at least one new message (for chaining: `crate::chain`).
     #[serde(skip)]
     pub stored_chats: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Why one line was set aside.
@@ -64,8 +71,12 @@ pub struct Rejection {
 impl Summary {
     /// One human line: `stored 3, duplicates 1, unregistered 1, rejected 0`.
     pub fn line(&self) -> String {
+        let answers = match self.answers {
+            0 => String::new(),
+            n => format!(", approval answers {n}"),
+        };
         format!(
-            "stored {}, duplicates {}, unregistered {}, rejected {}",
+            "stored {}, duplicates {}, unregistered {}, rejected {}{answers}",
             self.stored, self.duplicates, self.unregistered, self.rejected
         )
     }
@@ -130,6 +141,21 @@ pub fn store_in_tx(
     for (m, at) in items {
         if !registered.contains(&m.chat) {
             summary.unregistered += 1;
+            continue;
+        }
+        // The owner's `yes 42` / `no 42` in the main chat answers an approval; it is taken out
+        // here so the main agent never sees (or could fake) an answer.
+        if !m.is_bot
+            && crate::approvals::answer::from_chat(
+                tx,
+                &m.chat,
+                &m.id,
+                &m.sender,
+                &m.text,
+                crate::time::now_ms(),
+            )?
+        {
+            summary.answers += 1;
             continue;
         }
         let new = messages::NewMessage {

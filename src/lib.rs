@@ -4,6 +4,7 @@
 //! Each module owns one concern; `main.rs` only parses arguments and calls into `cli`.
 
 pub mod agent;
+pub mod approvals;
 pub mod chain;
 pub mod channels;
 pub mod chat;

@@ -231,6 +231,9 @@ pub enum IpcRequest {
         text: String,
         #[serde(default)]
         chat: Option<String>,
+        /// Why, for the owner, when the act needs approval (another chat): shown on the card.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// Create a scheduled task; `folder` (main only) targets another group.
     ScheduleTask {
@@ -247,6 +250,9 @@ pub enum IpcRequest {
         /// the task runs only when it exits 0 and prints something, and gets what it printed.
         #[serde(default)]
         check: Option<String>,
+        /// Why, for the owner, when the act needs approval: shown on the card.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// Change a task's prompt or schedule.
     UpdateTask {
@@ -286,7 +292,7 @@ pub enum IpcRequest {
     /// Main only: rewrite the chats snapshot.
     RefreshGroups,
     /// Ask for an MCP server for a group (`folder`, default the asking group's own): a stdio
-    /// `command` with `args`, or a remote `url`. Needs approval (see `ipc::approval_hook`).
+    /// `command` with `args`, or a remote `url`. Governed by the group's `add_mcp_server` approval policy (`approvals::ipc`).
     AddMcpServer {
         name: String,
         #[serde(default)]
@@ -304,11 +310,21 @@ pub enum IpcRequest {
 }
 
 /// The host's answer to a task request, at `replies/<request stem>.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct IpcReply {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<i64>,
+    /// The request waits for the owner's answer to approval `approval_id`; a final reply
+    /// replaces this one when it is decided or expires.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
+    /// The approval that decides (or decided) this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<i64>,
+    /// Seconds the owner has left to answer, in a pending reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_secs: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -215,6 +215,7 @@ fn ipc_tools_write_atomic_request_files() {
                         ok: true,
                         task_id: Some(42),
                         error: None,
+                        ..Default::default()
                     };
                     std::fs::write(
                         replies.join(name.clone()),
@@ -245,7 +246,8 @@ fn ipc_tools_write_atomic_request_files() {
         read_one("messages"),
         IpcRequest::SendMessage {
             text: "working on it".into(),
-            chat: None
+            chat: None,
+            reason: None,
         }
     );
     match read_one("tasks") {

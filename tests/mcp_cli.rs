@@ -1,5 +1,6 @@
-//! `claw mcp add|list|rm` against a real home, and the IPC request `add_mcp_server`: applied for
-//! main, refused (deny by default, until approvals) for any other group, always audited.
+//! `claw mcp add|list|rm` against a real home, and the IPC request `add_mcp_server`: refused at
+//! once when malformed, otherwise held for the owner's approval, applied only when approved,
+//! always audited.
 
 #[path = "support/home.rs"]
 mod home;
@@ -144,7 +145,7 @@ fn write_request(h: &TestHome, folder: &str, stem: &str, body: &str) {
 }
 
 #[test]
-fn ipc_add_mcp_server_is_applied_for_main_and_denied_by_default_for_others() {
+fn ipc_add_mcp_server_waits_for_the_owner_and_only_what_was_approved_is_added() {
     let h = TestHome::init();
     h.ingest(&home::line("tg:-200", "1", "tg:5", "hi"))
         .success();
@@ -167,7 +168,33 @@ fn ipc_add_mcp_server_is_applied_for_main_and_denied_by_default_for_others() {
         "3-1-0",
         r#"{"type":"add_mcp_server","name":"bad name","command":"x"}"#,
     );
-    // Some requests were rejected: exit 4, the rest applied.
+    // The malformed one is refused at once (exit 4); the other two wait, each with a card.
+    h.claw().arg("ipc-apply").assert().code(4);
+    assert!(list_json(&h, None).is_empty());
+    let asked: Vec<(i64, String)> = {
+        let db = h.db();
+        let mut st = db
+            .prepare("SELECT id, folder FROM approvals WHERE kind = 'add_mcp_server' ORDER BY id")
+            .unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    let id_of = |f: &str| asked.iter().find(|(_, g)| g == f).unwrap().0.to_string();
+    let cards = h.count(
+        "SELECT count(*) FROM outbox WHERE origin LIKE 'approval:%' OR text LIKE 'Approval %'",
+    );
+    assert!(cards >= 2, "{cards} cards");
+    // Still waiting: a second pass asks nobody again and adds nothing.
+    h.claw().arg("ipc-apply").assert().success();
+    assert_eq!(h.count("SELECT count(*) FROM approvals"), 2);
+    h.claw()
+        .args(["approve", &id_of("main")])
+        .assert()
+        .success();
+    h.claw().args(["deny", &id_of("fam")]).assert().success();
     h.claw().arg("ipc-apply").assert().code(4);
     let servers = list_json(&h, None);
     assert_eq!(servers.len(), 1, "{servers:?}");
@@ -197,11 +224,11 @@ fn ipc_add_mcp_server_is_applied_for_main_and_denied_by_default_for_others() {
     };
     assert_eq!(rejected.len(), 2, "{rejected:?}");
     assert!(
-        rejected.iter().any(|r| r.contains("deny by default")),
+        rejected.iter().any(|r| r.contains("is not allowed")),
         "{rejected:?}"
     );
     assert!(
-        rejected.iter().any(|r| r.contains("is not allowed")),
+        rejected.iter().any(|r| r.contains("the owner denied it")),
         "{rejected:?}"
     );
     // The host answered each request in the asking group's replies folder.
@@ -213,7 +240,7 @@ fn ipc_add_mcp_server_is_applied_for_main_and_denied_by_default_for_others() {
         reply["error"]
             .as_str()
             .unwrap()
-            .contains("claw mcp add fam evil"),
+            .contains("the owner denied it"),
         "{reply}"
     );
 }

@@ -35,6 +35,19 @@ pub enum Mapped {
 pub trait Sender {
     /// Send one message. Must not panic; every failure is an `Outcome::Failed`.
     fn send(&mut self, outbox_id: i64, chat_id: &str, text: &str) -> Outcome;
+
+    /// Send an approval card: `approval` is its id and nonce, for channels with buttons
+    /// (Telegram); others send the text, which says how to answer by typing.
+    fn send_card(
+        &mut self,
+        outbox_id: i64,
+        chat_id: &str,
+        text: &str,
+        approval: (i64, &str),
+    ) -> Outcome {
+        let _ = approval;
+        self.send(outbox_id, chat_id, text)
+    }
 }
 
 /// Why a channel cannot be delivered by `claw deliver`.

@@ -78,6 +78,10 @@ pub struct SetArgs {
     /// Remove a host from the egress allowlist (repeatable).
     #[arg(long, value_name = "HOST")]
     pub no_egress: Vec<String>,
+    /// Approval policy for an act: egress, credential, send_message, add_mcp_server or
+    /// schedule_task = allow|deny|ask|default; or credential_every_use=true|false (repeatable).
+    #[arg(long = "approve", value_name = "ACT=POLICY")]
+    pub approve: Vec<String>,
     /// Wall-clock limit for this group's runs.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
@@ -259,6 +263,19 @@ fn show(ctx: &Ctx, folder: &str, json: bool) -> Result<()> {
             clean_line(&g.config.egress.join(", "))
         }
     );
+    if let Ok(c) = ctx.config() {
+        let policies: Vec<String> = crate::approvals::policy::KINDS
+            .iter()
+            .map(|k| {
+                format!(
+                    "{}={}",
+                    k.as_str(),
+                    crate::approvals::policy::for_group(&c, &g, *k).as_str()
+                )
+            })
+            .collect();
+        println!("approvals:        {}", policies.join(", "));
+    }
     println!(
         "timeout:          {}",
         g.config
@@ -372,6 +389,12 @@ fn set(ctx: &Ctx, a: SetArgs) -> Result<()> {
         }
     }
     g.config.egress.retain(|h| !a.no_egress.contains(h));
+    for setting in &a.approve {
+        g.config
+            .approve
+            .set(setting)
+            .map_err(|e| Coded::err(Code::Usage, format!("--approve {e}")))?;
+    }
     if let Some(t) = a.timeout {
         g.config.timeout_secs = Some(t);
     }

@@ -140,4 +140,13 @@ fn chain(
     if let Err(e) = crate::chain::after_ingest(&ctx.home, store, config, &summary.stored_chats) {
         tracing::warn!(error = %format!("{e:#}"), "could not chain dispatch; the timer will dispatch");
     }
+    // Answers to approvals queued an acknowledgement in the main chat: send it now.
+    if summary.answers > 0
+        && let Ok(secrets) = ctx.secrets()
+        && let Ok(prefixes) = crate::chain::channels_due(store)
+    {
+        for p in prefixes {
+            crate::chain::deliver(&ctx.home, config, &secrets, &p);
+        }
+    }
 }

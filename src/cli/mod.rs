@@ -1,6 +1,7 @@
 //! Command-line definitions. Each subcommand has a file holding its clap arguments and a `run`
 //! that calls one library function; the work itself lives in the library modules.
 
+pub mod approvals;
 pub mod audit;
 pub mod chat;
 pub mod completions;
@@ -77,6 +78,12 @@ pub enum Command {
     Audit(audit::Args),
     /// Search messages, the assistant's replies and compaction archives by words.
     Search(search::Args),
+    /// Approve an act waiting for the owner (the id from the card in the main chat).
+    Approve(approvals::DecideArgs),
+    /// Deny an act waiting for the owner.
+    Deny(approvals::DecideArgs),
+    /// List acts waiting for the owner's approval (--all: decided ones too).
+    Approvals(approvals::ListArgs),
     /// Show model tokens and cost per day, group or model, as the proxy measured them.
     Usage(usage::Args),
     /// Run ipc-apply, schedule, dispatch and deliver once (what the timer runs).
@@ -172,6 +179,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Logs(a) => logs::run(&ctx, a),
         Command::Audit(a) => audit::run(&ctx, a),
         Command::Search(a) => search::run(&ctx, a),
+        Command::Approve(a) => approvals::decide(&ctx, a, true),
+        Command::Deny(a) => approvals::decide(&ctx, a, false),
+        Command::Approvals(a) => approvals::list(&ctx, a),
         Command::Usage(a) => usage::run(&ctx, a),
         Command::Image(c) => image::run(&ctx, c),
         Command::Chat(a) => chat::run(&ctx, a),

@@ -140,7 +140,14 @@ pub fn authorise(origin: &Origin, req: &IpcRequest, facts: &Facts) -> Result<All
                 Ok(Allowed::Register)
             }
         }
-        IpcRequest::AddMcpServer { folder, name, .. } => {
+        IpcRequest::AddMcpServer {
+            folder,
+            name,
+            command,
+            args,
+            url,
+            ..
+        } => {
             let folder = folder.clone().unwrap_or_else(|| origin.folder.clone());
             if folder != origin.folder && !origin.is_main {
                 return Err(format!(
@@ -151,7 +158,18 @@ pub fn authorise(origin: &Origin, req: &IpcRequest, facts: &Facts) -> Result<All
             if folder != origin.folder && !facts.folder_registered {
                 return Err(format!("no group `{folder}` is registered"));
             }
-            super::approval_hook::add_mcp_server(origin, &folder, name)?;
+            // A server that could never be added is refused before anyone is asked about it.
+            crate::mcp::validate(&crate::mcp::Entry {
+                group: folder.clone(),
+                name: name.clone(),
+                command: command.clone(),
+                args: args.clone(),
+                env: Default::default(),
+                url: url.clone(),
+                timeout_secs: None,
+            })?;
+            // Who may ask is decided here; whether it is added is the approval policy's
+            // (`approvals::ipc::add_mcp_server`).
             Ok(Allowed::AddMcp { folder })
         }
         IpcRequest::RefreshGroups => {
@@ -189,6 +207,7 @@ mod tests {
         IpcRequest::SendMessage {
             text: "hi".into(),
             chat: chat.map(Into::into),
+            reason: None,
         }
     }
     fn schedule(folder: Option<&str>) -> IpcRequest {
@@ -200,6 +219,7 @@ mod tests {
             timezone: None,
             folder: folder.map(Into::into),
             check: None,
+            reason: None,
         }
     }
     fn register() -> IpcRequest {
@@ -339,7 +359,7 @@ mod tests {
                 Ok(Allowed::Refresh),
             ),
         ];
-        // add_mcp_server: own group or (main) a registered one; then the approval hook decides.
+        // add_mcp_server: own group or (main) a registered one; then the approval policy decides.
         let mcp = |folder: Option<&str>| IpcRequest::AddMcpServer {
             name: "time".into(),
             folder: folder.map(Into::into),
@@ -369,7 +389,7 @@ mod tests {
                 registered(),
                 Err("only ask for MCP servers for itself"),
             ),
-            (fam(), mcp(None), none.clone(), Err("deny by default")),
+            (fam(), mcp(None), none.clone(), Ok(mcp_in("fam"))),
         ]);
         for req in ops(7) {
             cases.push((

@@ -22,6 +22,8 @@ pub(super) struct Finisher<'a> {
     /// Disk bytes moved into `ipc/errors/` so far, and whether a directory was.
     pub(super) moved_bytes: u64,
     pub(super) moved_dir: bool,
+    /// Stems of `messages/` requests that get a reply too (acts governed by approvals).
+    answer: std::collections::HashSet<String>,
 }
 
 impl<'a> Finisher<'a> {
@@ -34,6 +36,7 @@ impl<'a> Finisher<'a> {
             replies: None,
             moved_bytes: 0,
             moved_dir: false,
+            answer: Default::default(),
         }
     }
 
@@ -92,8 +95,10 @@ impl<'a> Finisher<'a> {
             reason: None,
             moved_to: None,
         };
-        let wants_reply =
-            item.sub == IPC_TASKS_DIR && item.stem.is_some() && self.replies().is_some();
+        let wants_reply = (item.sub == IPC_TASKS_DIR
+            || item.stem.as_ref().is_some_and(|s| self.answer.contains(s)))
+            && item.stem.is_some()
+            && self.replies().is_some();
         let reply = match &outcome {
             Ok(effect) => {
                 entry.task_id = effect.task_id;
@@ -117,6 +122,7 @@ impl<'a> Finisher<'a> {
                     ok: true,
                     task_id: effect.task_id,
                     error: None,
+                    ..IpcReply::default()
                 }
             }
             Err(reason) => {
@@ -146,6 +152,7 @@ impl<'a> Finisher<'a> {
                     ok: false,
                     task_id: None,
                     error: Some(reason.clone()),
+                    ..IpcReply::default()
                 }
             }
         };
@@ -165,6 +172,38 @@ impl<'a> Finisher<'a> {
             }
         }
         Ok(entry)
+    }
+}
+
+impl Finisher<'_> {
+    /// Give `messages/<stem>` a reply like a task request (an act governed by approvals).
+    pub(super) fn answer_also(&mut self, stem: &str) {
+        self.answer.insert(stem.to_string());
+    }
+
+    /// Tell the agent its request waits for approval `id` (a `pending` reply); the file stays
+    /// where it is for the next pass. Failure is only logged: the final reply still comes.
+    pub(super) fn pending(&mut self, item: &Item, id: i64, expires_at: i64, now: i64) {
+        let folder = self.folder;
+        let (Some(stem), Some(r)) = (item.stem.clone(), self.replies()) else {
+            return;
+        };
+        let reply = IpcReply {
+            ok: false,
+            pending: true,
+            approval_id: Some(id),
+            expires_in_secs: Some((expires_at.saturating_sub(now).max(0) / 1000) as u64),
+            error: Some(format!(
+                "waiting for the owner's approval {id} in the main chat"
+            )),
+            ..IpcReply::default()
+        };
+        let Ok(body) = serde_json::to_vec_pretty(&reply) else {
+            return;
+        };
+        if let Err(e) = r.write_atomic(&format!("{stem}.json"), &body) {
+            tracing::warn!(folder, file = %item.label(), error = %e, "pending reply not written");
+        }
     }
 }
 

@@ -9,7 +9,6 @@
 //! a file for identity (the folder is the identity) and never follows a link in `ipc/`.
 
 pub mod apply;
-pub mod approval_hook;
 pub mod auth;
 mod finish;
 mod pass;
@@ -76,6 +75,10 @@ pub struct Report {
     /// Disk bytes this pass moved into `ipc/errors/`, and whether a whole directory was moved.
     pub quarantined_bytes: u64,
     pub quarantined_dirs: bool,
+    /// Requests left in place waiting for the owner's answer to their approval.
+    pub waiting: usize,
+    /// Approval cards this pass queued in the main chat.
+    pub asked: usize,
 }
 
 impl Report {

@@ -11,6 +11,7 @@ use super::auth::{self, Allowed, Origin};
 use super::finish::Finisher;
 use super::read::{self, Budget, Item};
 use super::{Deferred, Report, Touched, quota, reject_dir};
+use crate::approvals::ipc::Verdict;
 use crate::config::Config;
 use crate::paths::Home;
 use crate::protocol::{IPC_MESSAGES_DIR, IPC_TASKS_DIR, IpcRequest};
@@ -131,16 +132,48 @@ fn apply_batch(
     let mut rest = batch.into_iter().peekable();
     while rest.peek().is_some() {
         let mut done: Vec<(Item, Result<Effect, String>)> = Vec::new();
+        // Requests left in place for the owner's answer: (item, approval id, deadline).
+        let mut waiting: Vec<(Item, i64, i64)> = Vec::new();
         if rest.peek().is_some_and(is_register) {
             let item = rest.next().expect("peeked");
             let req = item.parsed.as_ref().expect("matched Ok");
+            let tag = tag_of(folder, &item);
             let facts = auth::facts(&store.conn, &origin, req)?;
             let outcome = match auth::authorise(&origin, req, &facts) {
                 Err(r) => Err(r),
                 Ok(allowed @ Allowed::AddMcp { .. }) => {
-                    apply::add_mcp(store, home, &origin, &tag_of(folder, &item), req, allowed)?
+                    // Adding a server is a governed act: its policy, and for `ask` its card.
+                    let tx = store.write()?;
+                    let now = crate::time::now_ms();
+                    let verdict = crate::approvals::ipc::add_mcp_server(
+                        &tx, config, group, req, &tag, allowed, now,
+                    )?;
+                    if let Some(stem) = &item.stem {
+                        fin.answer_also(stem);
+                    }
+                    match verdict {
+                        Verdict::Go(allowed) => {
+                            tx.commit()?;
+                            apply::add_mcp(store, home, &origin, &tag, req, allowed)?
+                        }
+                        Verdict::Refuse(r) => {
+                            tx.commit()?;
+                            Err(r)
+                        }
+                        Verdict::Wait {
+                            id,
+                            asked_now,
+                            expires_at,
+                        } => {
+                            tx.commit()?;
+                            report.asked += asked_now as usize;
+                            fin.pending(&item, id, expires_at, now);
+                            report.waiting += 1;
+                            continue;
+                        }
+                    }
                 }
-                Ok(_) => apply::register(store, home, config, &tag_of(folder, &item), req)?,
+                Ok(_) => apply::register(store, home, config, &tag, req)?,
             };
             done.push((item, outcome));
         } else {
@@ -151,7 +184,31 @@ fn apply_batch(
                     Err(r) => Err(r.clone()),
                     Ok(req) => {
                         let facts = auth::facts(&tx, &origin, req)?;
-                        match auth::authorise(&origin, req, &facts) {
+                        let tag = tag_of(folder, &item);
+                        let gated = crate::approvals::ipc::gate(
+                            &tx, config, group, &origin, req, &facts, &tag, now,
+                        )?;
+                        if gated.is_some()
+                            && let Some(stem) = &item.stem
+                        {
+                            // The agent waits for the answer to a governed act.
+                            fin.answer_also(stem);
+                        }
+                        let allowed = match gated {
+                            None => auth::authorise(&origin, req, &facts),
+                            Some(Verdict::Go(a)) => Ok(a),
+                            Some(Verdict::Refuse(r)) => Err(r),
+                            Some(Verdict::Wait {
+                                id,
+                                asked_now,
+                                expires_at,
+                            }) => {
+                                report.asked += asked_now as usize;
+                                waiting.push((item, id, expires_at));
+                                continue;
+                            }
+                        };
+                        match allowed {
                             Err(r) => Err(r),
                             Ok(allowed) => {
                                 match quota::check(&tx, limits.as_ref(), group, req, &allowed, now)?
@@ -162,7 +219,6 @@ fn apply_batch(
                                     }
                                     None => {
                                         let sp = tx.savepoint()?;
-                                        let tag = tag_of(folder, &item);
                                         let o =
                                             apply::apply(&sp, &origin, &tag, req, allowed, now)?;
                                         if o.is_ok() {
@@ -185,6 +241,11 @@ fn apply_batch(
             report.push(fin.finish(&tx, dir, &item, outcome, touched)?);
         }
         tx.commit()?;
+        let now = crate::time::now_ms();
+        for (item, id, expires_at) in waiting {
+            fin.pending(&item, id, expires_at, now);
+            report.waiting += 1;
+        }
     }
     Ok(())
 }

@@ -26,15 +26,40 @@ pub enum Decision {
     Expired,
 }
 
-/// Asks the owner: blocks until the act is decided; called on a proxy connection thread.
+/// The request header in which an agent states why it wants an act (shown to the owner on the
+/// card). Read from the `CONNECT` head or a plain-HTTP request, never forwarded upstream.
+pub const REASON_HEADER: &str = "x-claw-reason";
+/// Characters of a stated reason kept; the rest is cut (the card must stay readable).
+pub const MAX_REASON_CHARS: usize = 300;
+
+/// Asks the owner: blocks until the act is decided; called on a proxy connection thread. The
+/// second argument is the agent's stated reason, if it gave one.
 #[derive(Clone)]
-pub struct Asker(pub Arc<dyn Fn(Act) -> Decision + Send + Sync>);
+pub struct Asker(pub Arc<dyn Fn(Act, Option<String>) -> Decision + Send + Sync>);
 
 impl Asker {
     /// Ask about one act and wait for the decision.
     pub fn ask(&self, act: Act) -> Decision {
-        (self.0)(act)
+        (self.0)(act, None)
     }
+
+    /// Ask about one act, with the agent's stated reason, and wait for the decision.
+    pub fn ask_with_reason(&self, act: Act, reason: Option<String>) -> Decision {
+        (self.0)(act, reason)
+    }
+}
+
+/// The stated reason from a header value: one line, printable, at most [`MAX_REASON_CHARS`];
+/// `None` when nothing readable is left.
+pub fn clean_reason(raw: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let s: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REASON_CHARS)
+        .collect();
+    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    (!s.is_empty()).then_some(s)
 }
 
 impl std::fmt::Debug for Asker {

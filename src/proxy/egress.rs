@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::addr;
 use super::allowlist::{self, Host};
+use super::ask::{self, Act, Decision};
 use super::http::{self, Head};
 use super::{POOL_SIZE, ProxyEvent, Shared};
 
@@ -74,12 +75,14 @@ fn refuse(
     egress_event(host, port, false, reason, 0, 0)
 }
 
-/// Applies the allowlist; on refusal answers the client and returns the event.
+/// Applies the allowlist, and for a host not on it the group's approval policy (the asker);
+/// on refusal answers the client and returns the event.
 fn decide(
     conn: &mut UnixStream,
     shared: &Shared,
     raw_host: &str,
     port: u16,
+    head: &Head,
 ) -> Result<(Dest, String), Box<ProxyEvent>> {
     let Some(host) = allowlist::normalize_host(raw_host) else {
         let _ = http::write_simple(
@@ -99,15 +102,82 @@ fn decide(
     let shown = host.to_string();
     match allowlist::check(&shared.egress_allow, &shown, port) {
         Ok(pattern) => Ok((Dest { host, port }, format!("allowed by `{pattern}`"))),
-        Err(reason) => Err(Box::new(refuse(conn, shared, &shown, port, &reason))),
+        Err(reason) => match &shared.asker {
+            None => Err(Box::new(refuse(conn, shared, &shown, port, &reason))),
+            Some(asker) => {
+                let stated = head.header(ask::REASON_HEADER).and_then(ask::clean_reason);
+                let Some(_waiting) = AskSlot::take(shared) else {
+                    let msg = format!(
+                        "claw: {} acts are already waiting for the owner's answer in this run; retry later",
+                        super::MAX_ASKING
+                    );
+                    let _ = http::write_simple(conn, 503, &msg);
+                    return Err(Box::new(egress_event(
+                        &shown,
+                        port,
+                        false,
+                        &format!("{reason}; too many acts waiting for approval"),
+                        0,
+                        0,
+                    )));
+                };
+                let act = Act::Egress {
+                    host: shown.clone(),
+                    port,
+                };
+                match asker.ask_with_reason(act, stated) {
+                    Decision::Approved => Ok((
+                        Dest { host, port },
+                        format!("{reason}; approved by the owner"),
+                    )),
+                    Decision::Denied(why) => Err(Box::new(refuse(
+                        conn,
+                        shared,
+                        &shown,
+                        port,
+                        &format!("{reason}; {why}"),
+                    ))),
+                    Decision::Expired => Err(Box::new(refuse(
+                        conn,
+                        shared,
+                        &shown,
+                        port,
+                        &format!("{reason}; the owner did not answer in time"),
+                    ))),
+                }
+            }
+        },
+    }
+}
+
+/// One of the [`super::MAX_ASKING`] places for a connection waiting on the owner.
+struct AskSlot<'a>(&'a Shared);
+
+impl<'a> AskSlot<'a> {
+    fn take(shared: &'a Shared) -> Option<AskSlot<'a>> {
+        shared
+            .asking
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < super::MAX_ASKING).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| AskSlot(shared))
+    }
+}
+
+impl Drop for AskSlot<'_> {
+    fn drop(&mut self) {
+        self.0.asking.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 /// Resolves (once) and connects to the addresses that were checked. A host *name* must lead only
 /// to public addresses that are not this host's (see `addr.rs`); a literal IP got here because
-/// the owner listed it.
+/// the owner listed it or approved it on a card that showed it.
 fn dial(dest: &Dest) -> Result<TcpStream, DialError> {
     let addrs: Vec<SocketAddr> = match &dest.host {
+        // Listed, or approved on a card that showed this very address (and warned when it is
+        // not a public one): either way the owner's explicit choice.
         Host::Ip(ip) => vec![SocketAddr::new(*ip, dest.port)],
         Host::Name(name) => {
             let found = addr::system_resolve(name, dest.port)
@@ -167,7 +237,7 @@ pub fn connect(
         );
         return egress_event(&head.target, 0, false, "malformed CONNECT target", 0, 0);
     };
-    let (dest, why) = match decide(&mut conn, shared, raw_host, port) {
+    let (dest, why) = match decide(&mut conn, shared, raw_host, port, head) {
         Ok(d) => d,
         Err(ev) => return *ev,
     };
@@ -232,7 +302,7 @@ pub fn forward_plain(
         return egress_event(authority, 0, false, "malformed host", 0, 0);
     };
     let port = port.unwrap_or(80);
-    let (dest, why) = match decide(&mut conn, shared, raw_host, port) {
+    let (dest, why) = match decide(&mut conn, shared, raw_host, port, head) {
         Ok(d) => d,
         Err(ev) => return *ev,
     };
@@ -264,7 +334,8 @@ pub fn forward_plain(
     )
     .into_bytes();
     for (name, value) in &head.headers {
-        if name == "host" || head.is_hop_by_hop(name) {
+        // The stated reason is for the owner, not for the destination.
+        if name == "host" || name == ask::REASON_HEADER || head.is_hop_by_hop(name) {
             continue;
         }
         out.extend_from_slice(name.as_bytes());

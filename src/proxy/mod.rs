@@ -179,7 +179,15 @@ struct Shared {
     conns: Mutex<HashMap<u64, UnixStream>>,
     next_id: AtomicU64,
     stopping: AtomicBool,
+    /// Asks the owner about acts the group's approval policy marks `ask` (see `ask.rs`).
+    asker: Option<ask::Asker>,
+    /// Connections waiting for an owner's answer right now (at most [`MAX_ASKING`]).
+    asking: AtomicUsize,
 }
+
+/// Connections that may wait for the owner's answer at once: each holds a pool thread, and the
+/// rest of the pool must stay free for model requests.
+pub const MAX_ASKING: usize = POOL_SIZE / 4;
 
 impl Shared {
     fn emit(&self, event: ProxyEvent) {
@@ -260,6 +268,8 @@ impl Proxy {
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            asker: cfg.asker,
+            asking: AtomicUsize::new(0),
         });
         let listener = Arc::new(listener);
         for _ in 0..POOL_SIZE {

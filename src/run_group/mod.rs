@@ -6,6 +6,7 @@
 //! lockfile the OS drops if this process dies, so a killed run never blocks the next one.
 
 mod agent_io;
+mod asker;
 mod check;
 mod container;
 mod disk;

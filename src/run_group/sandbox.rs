@@ -29,6 +29,8 @@ pub struct Sandbox {
     pub mcp: Vec<crate::protocol::McpServer>,
     proxy: Option<Proxy>,
     run_dir: PathBuf,
+    /// Ends the proxy's waits for approvals when the run is over (`asker`).
+    approvals: Option<(super::asker::Stopper, Home, i64)>,
 }
 
 /// `claw-FOLDER-<run id>x<home tag>`, so strays can be found and matched to their run, and two
@@ -185,6 +187,7 @@ pub fn prepare(
     })?;
     // Read before anything starts: a broken mcp.toml fails the run with the file named.
     let mcp = crate::mcp::load_group(home, &g.folder)?;
+    let (asker, stopper) = super::asker::build(home, config, secrets, g, work.run.id);
     let mut allowed_models = config.model.allowed.clone();
     allowed_models.extend(g.config.models.iter().cloned());
     let proxy = Proxy::start_metered(
@@ -208,7 +211,7 @@ pub fn prepare(
                 concurrency: config.limits.llm_concurrency,
                 requests_per_run: config.limits.llm_requests_per_run,
             },
-            asker: None,
+            asker: Some(asker),
             searcher: Some(super::searcher::searcher(home, &g.folder)),
             mcp: mcp.routes(),
         },
@@ -251,6 +254,7 @@ pub fn prepare(
         mcp: mcp.servers,
         proxy: Some(proxy),
         run_dir,
+        approvals: Some((stopper, home.clone(), work.run.id)),
     })
 }
 
@@ -263,6 +267,7 @@ impl Sandbox {
         if let Some(mut p) = self.proxy.take() {
             p.shutdown();
         }
+        self.end_approvals();
         let name = check_container_name(home, folder, run_id);
         if let Some(i) = self.argv.iter().position(|a| a == "--name") {
             self.argv[i + 1] = name.clone();
@@ -314,13 +319,37 @@ pub fn stop(sb: &Sandbox, log: &mut RunLog) {
     }
 }
 
-/// Shut the proxy and remove the per-run folder.
+/// Shut the proxy, end its approval waits, and remove the per-run folder.
 pub fn cleanup(mut sb: Sandbox, log: &mut RunLog) {
     if let Some(mut p) = sb.proxy.take() {
         p.shutdown();
     }
+    let ended = sb.end_approvals();
+    if ended > 0 {
+        log.line(format!(
+            "{ended} approval(s) still open when the run ended: expired"
+        ));
+    }
     if let Err(e) = rundir::remove(&sb.run_dir) {
         log.line(format!("could not remove {}: {e}", sb.run_dir.display()));
+    }
+}
+
+impl Sandbox {
+    /// Stop the asker's waits and expire this run's open egress and credential approvals: no
+    /// connection is left to carry them out. Returns how many were expired here.
+    fn end_approvals(&mut self) -> usize {
+        let Some((stop, home, run_id)) = self.approvals.take() else {
+            return 0;
+        };
+        stop.stop();
+        let expired = Store::open(&home).and_then(|s| {
+            crate::store::approvals::expire_run(&s.conn, run_id, "run ended", crate::time::now_ms())
+        });
+        expired.unwrap_or_else(|e| {
+            tracing::warn!(error = %format!("{e:#}"), "open approvals of the run not expired; their deadline will");
+            0
+        })
     }
 }
 
@@ -330,6 +359,7 @@ impl Drop for Sandbox {
         if let Some(mut p) = self.proxy.take() {
             p.shutdown();
         }
+        self.end_approvals();
         let _ = rundir::remove(&self.run_dir);
     }
 }

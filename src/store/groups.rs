@@ -26,6 +26,9 @@ pub struct GroupConfig {
     pub runs_per_hour: Option<u32>,
     /// This group's own caps on model use (beside the overall `[budget]`).
     pub budget: crate::cost::budget::Caps,
+    /// This group's approval policy overrides (`claw group set G --approve ACT=POLICY`).
+    #[serde(skip_serializing_if = "crate::approvals::Overrides::is_empty")]
+    pub approve: crate::approvals::Overrides,
 }
 
 /// An extra mount request: host path, name under `/workspace/extra/`, and whether it should be ro.

@@ -316,4 +316,9 @@ END;
 INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
 INSERT INTO outbox_fts (outbox_fts) VALUES ('rebuild');
 "#,
+    // 9: deliver looks up whether an outbox row is an approval card (Telegram
+    // gives it buttons) for every row it sends; this keeps that an index probe.
+    r#"
+CREATE INDEX IF NOT EXISTS approvals_card ON approvals (card_outbox_id);
+"#,
 ];

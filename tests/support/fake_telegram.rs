@@ -2,7 +2,8 @@
 //!
 //! getUpdates serves scripted updates at or above `offset`, at most `limit` at a time; sendMessage and sendChatAction are recorded; sendMessage can be
 //! told to answer 429 with a retry_after; getUpdates can be told to stall (never answer) or to
-//! serve already-confirmed updates again.
+//! serve already-confirmed updates again. Like the real API it serves only the update types a
+//! getUpdates call lists in `allowed_updates` (when it lists any); answerCallbackQuery is recorded.
 #![allow(dead_code)]
 
 use serde_json::{Value, json};
@@ -29,6 +30,10 @@ struct State {
     serve_again_from: Option<i64>,
     sent: Vec<Value>,
     actions: Vec<Value>,
+    /// Recorded answerCallbackQuery bodies.
+    callback_answers: Vec<Value>,
+    /// `allowed_updates` of the last getUpdates call that gave one.
+    allowed_updates: Option<Vec<String>>,
     /// Answers for the next sendMessage calls: Some(secs) = 429 with retry_after.
     send_script: VecDeque<Option<u64>>,
     /// The next this many sendMessage calls answer 500.
@@ -74,6 +79,21 @@ impl FakeTelegram {
             json!({"update_id": id, "message": {"message_id": id, "date": 1_795_255_200 + id,
                    "chat": chat, "from": from, "text": text}})
         })
+    }
+
+    /// Queue a button press (`callback_query`) on message `message_id` of `chat`; returns its id.
+    pub fn push_callback(&self, chat: Value, from: Value, message_id: i64, data: &str) -> i64 {
+        self.push(|id| {
+            json!({"update_id": id, "callback_query": {"id": format!("cbq-{id}"), "from": from,
+                   "chat_instance": "ci", "data": data,
+                   "message": {"message_id": message_id, "date": 1_795_255_200, "chat": chat,
+                               "text": "card"}}})
+        })
+    }
+
+    /// Recorded answerCallbackQuery bodies.
+    pub fn callback_answers(&self) -> Vec<Value> {
+        self.state.lock().unwrap().callback_answers.clone()
     }
 
     /// Queue an arbitrary update built from its id; returns the id.
@@ -217,8 +237,19 @@ fn handle(
             let offset = body.get("offset").and_then(Value::as_i64).unwrap_or(0);
             let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(100) as usize;
             let wait = body.get("timeout").and_then(Value::as_u64).unwrap_or(0);
+            let allowed: Option<Vec<String>> = body
+                .get("allowed_updates")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                });
             let call = {
                 let mut s = state.lock().unwrap();
+                if allowed.is_some() {
+                    s.allowed_updates = allowed;
+                }
                 s.offsets.push(offset);
                 s.get_updates_calls += 1;
                 s.get_updates_calls - 1
@@ -242,6 +273,12 @@ fn handle(
                         .updates
                         .iter()
                         .filter(|u| u["update_id"].as_i64().unwrap_or(0) >= from)
+                        // Telegram drops the update types a bot did not ask for.
+                        .filter(|u| {
+                            s.allowed_updates
+                                .as_ref()
+                                .is_none_or(|a| a.iter().any(|t| u.get(t.as_str()).is_some()))
+                        })
                         .take(limit)
                         .cloned()
                         .collect();
@@ -280,6 +317,10 @@ fn handle(
                     json!({"ok": true, "result": {"message_id": id, "date": 0, "chat": {"id": 0, "type": "private"}}}),
                 ),
             )
+        }
+        "answerCallbackQuery" => {
+            state.lock().unwrap().callback_answers.push(body.clone());
+            (200, Some(json!({"ok": true, "result": true})))
         }
         "sendChatAction" => {
             state.lock().unwrap().actions.push(body.clone());

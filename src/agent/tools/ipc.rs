@@ -15,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long task tools wait for the host's reply before saying "queued".
 const REPLY_WAIT: Duration = Duration::from_secs(3);
+/// Longest a tool waits for an owner's approval, whatever the host says (seconds).
+const MAX_APPROVAL_WAIT: u64 = 3600;
 
 /// Run the IPC tool `name`.
 pub fn run(ctx: &Ctx, name: &str, input: &Value) -> Output {
@@ -45,16 +47,41 @@ pub fn run(ctx: &Ctx, name: &str, input: &Value) -> Output {
         Ok(id) => id,
         Err(e) => return Output::err(e),
     };
-    if dir == IPC_MESSAGES_DIR {
+    // Only a message to another chat can need the owner's approval, and only then does the
+    // host answer a message request.
+    if matches!(req, IpcRequest::SendMessage { chat: None, .. }) {
         return Output::ok(format!("message queued for delivery (request {id})"));
     }
-    match wait_reply(
-        &ctx.paths
-            .ipc()
-            .join(IPC_REPLIES_DIR)
-            .join(format!("{id}.json")),
-        REPLY_WAIT,
-    ) {
+    let reply_path = ctx
+        .paths
+        .ipc()
+        .join(IPC_REPLIES_DIR)
+        .join(format!("{id}.json"));
+    let mut reply = wait_reply(&reply_path, REPLY_WAIT, false);
+    if let Some(IpcReply {
+        pending: true,
+        approval_id,
+        expires_in_secs,
+        ..
+    }) = reply
+    {
+        // The act holds until the owner answers or the approval expires (which denies it).
+        let wait = Duration::from_secs(expires_in_secs.unwrap_or(600).min(MAX_APPROVAL_WAIT) + 30);
+        reply = wait_reply(&reply_path, wait, true);
+        if reply.is_none() {
+            return Output::ok(format!(
+                "{name} is still waiting for the owner's approval {}; the host applies or refuses it when they answer",
+                approval_id.unwrap_or(0)
+            ));
+        }
+    }
+    if dir == IPC_MESSAGES_DIR && reply.is_none() {
+        return Output::ok(format!("message queued for delivery (request {id})"));
+    }
+    match reply {
+        Some(IpcReply { ok: true, .. }) if dir == IPC_MESSAGES_DIR => {
+            Output::ok(format!("message queued for delivery (request {id})"))
+        }
         Some(IpcReply {
             ok: true, task_id, ..
         }) => Output::ok(format!(
@@ -95,12 +122,13 @@ pub fn write_request(dir: &Path, req: &IpcRequest) -> Result<String, String> {
     Ok(id)
 }
 
-/// Poll for the host's reply file.
-fn wait_reply(path: &Path, wait: Duration) -> Option<IpcReply> {
+/// Poll for the host's reply file (`final_only`: skip replies that say the request waits).
+fn wait_reply(path: &Path, wait: Duration, final_only: bool) -> Option<IpcReply> {
     let until = Instant::now() + wait;
     loop {
         if let Ok(text) = std::fs::read_to_string(path)
-            && let Ok(r) = serde_json::from_str(&text)
+            && let Ok(r) = serde_json::from_str::<IpcReply>(&text)
+            && !(final_only && r.pending)
         {
             return Some(r);
         }

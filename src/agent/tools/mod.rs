@@ -107,8 +107,8 @@ pub fn all_specs() -> Vec<ToolSpec> {
         ),
         s(
             "web_fetch",
-            "Fetch a URL through the egress proxy (only allowlisted hosts) and return the text.",
-            json!({"type":"object","properties":{"url":{"type":"string"}},"required":["url"]}),
+            "Fetch a URL through the egress proxy and return the text. Hosts not on the group's list are refused, or wait for the owner's approval if the group asks; give a reason for the owner.",
+            json!({"type":"object","properties":{"url":{"type":"string"},"reason":{"type":"string","description":"why you need this URL, shown to the owner if the host needs approval"}},"required":["url"]}),
         ),
         s(
             "search_history",
@@ -117,13 +117,13 @@ pub fn all_specs() -> Vec<ToolSpec> {
         ),
         s(
             "send_message",
-            "Send a message to the chat now (before your final answer). chat defaults to this group's chat; other chats are main only.",
-            json!({"type":"object","properties":{"text":{"type":"string"},"chat":{"type":"string"}},"required":["text"]}),
+            "Send a message to the chat now (before your final answer). chat defaults to this group's chat; another chat may need the owner's approval (then this waits for their answer; give a reason).",
+            json!({"type":"object","properties":{"text":{"type":"string"},"chat":{"type":"string"},"reason":{"type":"string","description":"why, shown to the owner if the act needs approval"}},"required":["text"]}),
         ),
         s(
             "schedule_task",
             "Schedule a task: schedule_type cron (5-field), interval (seconds) or once (local or RFC 3339 time). context_mode group (sees this chat's history) or isolated.",
-            json!({"type":"object","properties":{"prompt":{"type":"string"},"schedule_type":{"type":"string","enum":["cron","interval","once"]},"schedule_value":{"type":"string"},"context_mode":{"type":"string","enum":["group","isolated"]},"timezone":{"type":"string"},"folder":{"type":"string","description":"main only: target group"},"check":{"type":"string","description":"optional shell command run first in this container without network (60 s limit); the task wakes you only when it exits 0 and prints something, and you get what it printed, e.g. a script that prints new mail"}},"required":["prompt","schedule_type","schedule_value"]}),
+            json!({"type":"object","properties":{"prompt":{"type":"string"},"schedule_type":{"type":"string","enum":["cron","interval","once"]},"schedule_value":{"type":"string"},"context_mode":{"type":"string","enum":["group","isolated"]},"timezone":{"type":"string"},"folder":{"type":"string","description":"main only: target group"},"check":{"type":"string","description":"optional shell command run first in this container without network (60 s limit); the task wakes you only when it exits 0 and prints something, and you get what it printed, e.g. a script that prints new mail"},"reason":{"type":"string","description":"why, shown to the owner if the act needs approval"}},"required":["prompt","schedule_type","schedule_value"]}),
         ),
         s(
             "list_tasks",

@@ -18,21 +18,43 @@ pub fn fetch(ctx: &Ctx, input: &Value) -> Output {
             "web_fetch needs an http:// or https:// URL, got {url}"
         ));
     }
-    let proxy = match ureq::Proxy::new(&ctx.proxy_url) {
-        Ok(p) => p,
-        Err(e) => return Output::err(format!("egress proxy {} is unusable: {e}", ctx.proxy_url)),
+    // A stated reason travels as a header on the request head (the CONNECT for https), added
+    // by a relay of this call's own; the proxy shows it to the owner if the host needs approval.
+    let tagged = match input.get("reason").and_then(Value::as_str) {
+        Some(r) if !r.trim().is_empty() => {
+            match crate::agent::relay::Tagged::start(&ctx.paths.proxy_socket, r) {
+                Ok(t) => Some(t),
+                Err(e) => return Output::err(format!("cannot open a relay for the reason: {e}")),
+            }
+        }
+        _ => None,
     };
+    let proxy_url = match &tagged {
+        Some(t) => format!("http://127.0.0.1:{}", t.port),
+        None => ctx.proxy_url.clone(),
+    };
+    let proxy = match ureq::Proxy::new(&proxy_url) {
+        Ok(p) => p,
+        Err(e) => return Output::err(format!("egress proxy {proxy_url} is unusable: {e}")),
+    };
+
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .proxy(Some(proxy))
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
+        // Long enough for the owner to answer an approval card (the host's default wait is 10
+        // minutes) on top of a minute for the fetch itself.
+        .timeout_global(Some(Duration::from_secs(FETCH_WAIT_SECS)))
         .build()
         .into();
     let resp = match agent.get(url).call() {
         Ok(r) => r,
         Err(e) => {
+            // ureq drops the body of a refused CONNECT; ask the proxy again for its words.
+            if let Some(why) = explain_refusal(&proxy_url, url) {
+                return Output::err(format!("fetching {url} was refused: {why}"));
+            }
             return Output::err(format!(
-                "fetching {url} failed: {e}. If the proxy refused it (403), the host is not on this group's egress allowlist; ask the owner to allow it."
+                "fetching {url} failed: {e}. If the proxy refused it (403), the host is not on this group's egress allowlist or the owner denied it; ask the owner to allow it."
             ));
         }
     };
@@ -65,6 +87,43 @@ pub fn fetch(ctx: &Ctx, input: &Value) -> Output {
     } else {
         Output::err(out)
     }
+}
+
+/// Seconds one fetch may take in all, including a wait for the owner's approval.
+const FETCH_WAIT_SECS: u64 = 15 * 60;
+
+/// The proxy's refusal text for `url`'s host, from a second `CONNECT` sent by hand. The proxy
+/// remembers what it decided about an act for the rest of the run (and an expiry for a minute),
+/// so this asks nobody and reaches no destination: a refusal is answered again at once.
+fn explain_refusal(proxy_url: &str, url: &str) -> Option<String> {
+    use std::io::Write;
+    let uri: ureq::http::Uri = url.parse().ok()?;
+    let host = uri.host()?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    let relay = proxy_url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(relay).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = Vec::new();
+    let _ = s.take(8 * 1024).read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 4") && !head.starts_with("HTTP/1.1 5") {
+        return None;
+    }
+    // Only the proxy's own words (they start `claw:`); anything else is not an explanation.
+    let body = body.trim();
+    body.starts_with("claw:").then(|| body.to_string())
 }
 
 /// Drop tags, scripts and styles and squeeze blank lines; good enough for reading.

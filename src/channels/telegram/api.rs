@@ -1,4 +1,5 @@
-//! The Telegram Bot API over HTTP: getUpdates, getMe, sendMessage, sendChatAction.
+//! The Telegram Bot API over HTTP: getUpdates, getMe, sendMessage, sendChatAction,
+//! answerCallbackQuery.
 //!
 //! Owns the bot token once it is loaded. It must never log the token or let it reach an error
 //! message: request URLs contain it, so every transport error is scrubbed before it leaves here.
@@ -122,7 +123,7 @@ impl Api {
         let r = self.call(
             "getUpdates",
             &json!({"offset": offset, "timeout": timeout_secs, "limit": limit,
-                    "allowed_updates": ["message", "channel_post"]}),
+                    "allowed_updates": ["message", "channel_post", "callback_query"]}),
         )?;
         match r {
             Value::Array(v) => Ok(v),
@@ -144,10 +145,34 @@ impl Api {
 
     /// Send one message (HTML parse mode when `html`); returns Telegram's message id.
     pub fn send_message(&self, chat: &str, text: &str, html: bool) -> Result<i64, ApiError> {
+        self.send_message_with(chat, text, html, None)
+    }
+
+    /// Acknowledge a button press; `text` shows briefly to the one who pressed it.
+    pub fn answer_callback_query(&self, query_id: &str, text: &str) -> Result<(), ApiError> {
+        let text: String = text.chars().take(200).collect();
+        self.call(
+            "answerCallbackQuery",
+            &json!({"callback_query_id": query_id, "text": text}),
+        )
+        .map(|_| ())
+    }
+
+    /// [`Api::send_message`] with an optional `reply_markup` (inline buttons).
+    pub fn send_message_with(
+        &self,
+        chat: &str,
+        text: &str,
+        html: bool,
+        reply_markup: Option<Value>,
+    ) -> Result<i64, ApiError> {
         let mut body =
             json!({"chat_id": chat, "text": text, "link_preview_options": {"is_disabled": true}});
         if html {
             body["parse_mode"] = json!("HTML");
+        }
+        if let Some(m) = reply_markup {
+            body["reply_markup"] = m;
         }
         let r = self.call("sendMessage", &body)?;
         Ok(r.get("message_id").and_then(Value::as_i64).unwrap_or(0))

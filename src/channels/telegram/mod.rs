@@ -7,6 +7,7 @@
 //! the re-fetch from doubling anything. Never holds a transaction across a network call.
 
 pub mod api;
+pub mod buttons;
 pub mod format;
 pub mod map;
 
@@ -172,10 +173,17 @@ pub fn poll(
         }
         let mut next = report.offset;
         let mut items: Vec<(Inbound, i64)> = Vec::with_capacity(updates.len());
+        let tx = store.write()?;
+        let mut presses = Vec::new();
         for raw in &updates {
             let id = raw.get("update_id").and_then(|v| v.as_i64()).unwrap_or(-1);
             next = next.max(id + 1);
             report.updates += 1;
+            if let Some(p) = buttons::take_press(&tx, raw, crate::time::now_ms())? {
+                presses.push(p);
+                report.summary.answers += 1;
+                continue;
+            }
             match map::map_update(raw, &triggers) {
                 super::Mapped::Message(m) => match ingest::validate(&m, max_bytes) {
                     Ok(at) => {
@@ -195,10 +203,14 @@ pub fn poll(
                 }
             }
         }
-        let tx = store.write()?;
         ingest::store_in_tx(&tx, &items, &registered, &mut report.summary)?;
         set_state(&tx, "offset", &next.to_string())?;
         tx.commit()?;
+        for p in presses {
+            if let Err(e) = api.answer_callback_query(&p.query_id, &p.text) {
+                tracing::info!(error = %e, "button press not acknowledged");
+            }
+        }
         report.offset = next;
         if updates.len() < BATCH as usize {
             break;
@@ -244,6 +256,31 @@ impl TelegramSender {
 }
 
 impl Sender for TelegramSender {
+    fn send_card(
+        &mut self,
+        outbox_id: i64,
+        chat_id: &str,
+        text: &str,
+        approval: (i64, &str),
+    ) -> Outcome {
+        let Some(chat) = chat_id.strip_prefix("tg:") else {
+            return failed(format!("{chat_id} is not a Telegram chat id"), None);
+        };
+        if text.chars().count() > format::MAX_CHARS {
+            return self.send(outbox_id, chat_id, text);
+        }
+        // Plain text: the card quotes agent-written text, which must not become markup.
+        let markup = buttons::keyboard(approval.0, approval.1);
+        match self.api.send_message_with(chat, text, false, Some(markup)) {
+            Ok(id) => Outcome::Sent(Some(id.to_string())),
+            Err(ApiError::RetryAfter(secs)) => failed(
+                format!("Telegram rate limit: retry after {secs}s"),
+                Some(secs as i64 * 1000),
+            ),
+            Err(e) => failed(e.to_string(), None),
+        }
+    }
+
     fn send(&mut self, _outbox_id: i64, chat_id: &str, text: &str) -> Outcome {
         let Some(chat) = chat_id.strip_prefix("tg:") else {
             return failed(format!("{chat_id} is not a Telegram chat id"), None);

@@ -125,10 +125,11 @@ fn wind_down(
     Ok(ended)
 }
 
-/// Apply the group's pending IPC requests; returns how many files were handled.
+/// Apply the group's pending IPC requests; returns how many files were handled (or asked about:
+/// a new approval card is outbox work too).
 fn apply_ipc(home: &Home, store: &mut Store, config: &Config, folder: &str) -> Result<usize> {
     let r = crate::ipc::apply_group(home, store, config, folder)?;
-    Ok(r.applied + r.rejected)
+    Ok(r.applied + r.rejected + r.asked)
 }
 
 /// Log what the agent printed besides protocol lines.
