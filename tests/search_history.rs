@@ -277,7 +277,7 @@ fn a_database_from_before_the_index_is_migrated_and_searchable() {
     // more rows the way an old binary would (no trigger to index them).
     h.db()
         .execute_batch(
-            "DROP TRIGGER messages_fts_insert; DROP TRIGGER messages_fts_delete;
+            "DROP TRIGGER messages_fts_delete;
              DROP TRIGGER messages_fts_update; DROP TRIGGER outbox_fts_insert;
              DROP TRIGGER outbox_fts_delete; DROP TRIGGER outbox_fts_update_old;
              DROP TRIGGER outbox_fts_update_new; DROP TRIGGER archives_fts_insert;

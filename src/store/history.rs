@@ -74,7 +74,7 @@ pub struct Hit {
 /// milliseconds over a million messages); FTS5 walks matches in row order and stops here, so
 /// for very common words the newest this-many matches in scope are the ones ranked. Rarer
 /// words have fewer matches than this and are ranked exactly.
-pub const RANK_WINDOW: i64 = 2_000;
+pub const RANK_WINDOW: i64 = 500;
 
 const RANKED: &str = "
 SELECT kind, id, rank FROM (

@@ -87,7 +87,8 @@ pub struct NewMessage<'a> {
     pub reply_to_text: Option<&'a str>,
 }
 
-/// Store a message; returns false if `(chat, msg id)` was already stored.
+/// Store a message and index its words for search; returns false if `(chat, msg id)` was
+/// already stored.
 pub fn insert(conn: &Connection, m: &NewMessage) -> Result<bool> {
     let n = conn
         .prepare_cached(
@@ -110,6 +111,11 @@ pub fn insert(conn: &Connection, m: &NewMessage) -> Result<bool> {
             m.reply_to_text,
             crate::time::now_ms()
         ])?;
+    if n == 1 {
+        // The search index, in the same transaction (see migration 8 for why not a trigger).
+        conn.prepare_cached("INSERT INTO messages_fts (rowid, text) VALUES (?1, ?2)")?
+            .execute(params![conn.last_insert_rowid(), m.text])?;
+    }
     Ok(n == 1)
 }
 
