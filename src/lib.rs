@@ -4,12 +4,14 @@
 //! Each module owns one concern; `main.rs` only parses arguments and calls into `cli`.
 
 pub mod agent;
+pub mod ca;
 pub mod chain;
 pub mod channels;
 pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod cost;
+pub mod credentials;
 pub mod deliver;
 pub mod dispatch;
 pub mod doctor;

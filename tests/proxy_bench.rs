@@ -34,6 +34,7 @@ fn config(socket_path: std::path::PathBuf, url: &str) -> ProxyConfig {
             requests_per_run: u32::MAX,
         },
         asker: None,
+        credentials: None,
     }
 }
 

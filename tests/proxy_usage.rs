@@ -110,6 +110,7 @@ fn start(url: &str, provider: Provider, meter: Meter) -> Harness {
             requests_per_run: 500,
         },
         asker: None,
+        credentials: None,
     };
     let (tx, rx) = mpsc::channel();
     Harness {

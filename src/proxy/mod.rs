@@ -24,18 +24,22 @@ mod body;
 mod content;
 mod egress;
 mod http;
+mod intercept;
 mod json;
 mod limits;
 mod llm;
 mod meter;
 mod policy;
+pub mod substitute;
 mod usage;
 
 pub use addr::is_global_unicast;
+pub use allowlist::normalize_host;
 pub use allowlist::validate_pattern;
 pub use body::{BODY_BUDGET, MAX_BODY};
 pub use egress::MAX_TUNNELS;
 pub use http::MAX_HEAD;
+pub use intercept::Credentials;
 pub use meter::Meter;
 pub use policy::{ANTHROPIC_BETAS, LlmPolicy, Provider};
 pub use usage::{Format as UsageFormat, UsageReader};
@@ -97,6 +101,9 @@ pub struct ProxyConfig {
     /// Asks the owner about acts the group's approval policy marks `ask`; `None` means no act is
     /// ever asked about (what is not allowed is refused).
     pub asker: Option<ask::Asker>,
+    /// The group's bound credentials and the CA to terminate TLS for their hosts; `None` when
+    /// the group has none (every tunnel stays opaque).
+    pub credentials: Option<Arc<Credentials>>,
 }
 
 /// What happened to one request, for the audit table. Never contains a header value or key.
@@ -134,6 +141,23 @@ pub enum ProxyEvent {
         bytes_up: u64,
         bytes_down: u64,
     },
+    /// A request inside a tunnel the proxy terminated because a credential is bound to its host,
+    /// or a request refused because it carried a placeholder where none belongs.
+    Credential {
+        host: String,
+        port: u16,
+        method: String,
+        /// Names of the credentials substituted into the request (never values).
+        used: Vec<String>,
+        /// Refused because of a placeholder, or because the owner did not approve its use.
+        refused: bool,
+        /// The credential a refusal is about, when known.
+        credential: Option<String>,
+        reason: String,
+        status: u16,
+        bytes_up: u64,
+        bytes_down: u64,
+    },
     /// A request the proxy answered itself: `/health`, unknown routes, malformed requests.
     Local {
         method: String,
@@ -149,6 +173,8 @@ struct Shared {
     egress_allow: Vec<String>,
     folder: Option<String>,
     llm: LlmPolicy,
+    asker: Option<ask::Asker>,
+    credentials: Option<Arc<Credentials>>,
     /// Budgets and their spend: a spent budget refuses model requests.
     meter: Meter,
     agent: ureq::Agent,
@@ -234,6 +260,8 @@ impl Proxy {
             egress_allow: cfg.egress_allow,
             folder: cfg.folder,
             llm: cfg.llm,
+            asker: cfg.asker,
+            credentials: cfg.credentials,
             meter,
             agent: upstream_agent(),
             body_budget: Gate::new(BODY_BUDGET),

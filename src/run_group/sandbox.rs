@@ -168,6 +168,45 @@ pub fn prepare(
             if m.readonly { "ro" } else { "rw" }
         ));
     }
+    // Bound credentials: placeholders for the container, the real values for the proxy, and
+    // a trust bundle with the claw CA, mounted over the image's own store too.
+    let creds = crate::credentials::prepare(home, config, secrets, &g.config.credentials)
+        .with_context(|| {
+            format!(
+                "cannot prepare the credentials bound to group `{}`",
+                g.folder
+            )
+        })?;
+    let mut plan = plan;
+    if let Some(c) = &creds {
+        let bundle = rundir::write_trust(&run_dir, &c.ca_cert_pem)?;
+        plan.mounts.push(crate::runtime::Mount {
+            host: bundle,
+            container: crate::credentials::SYSTEM_BUNDLE.into(),
+            readonly: true,
+        });
+        for name in &c.missing {
+            log.line(format!(
+                "credential `{name}` is bound but not set; set it with `claw secret set {name}`"
+            ));
+            audit::record(
+                &store.conn,
+                Some(&g.folder),
+                Some(work.run.id),
+                "credential.missing",
+                serde_json::json!({"credential": name}),
+            )?;
+        }
+        log.line(format!(
+            "credentials: {} (placeholders only in the container; TLS to their hosts is terminated by the proxy)",
+            c.env
+                .iter()
+                .filter(|(_, v)| v.starts_with("claw-placeholder-"))
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     let mount_summary = serde_json::Value::Array(
         plan.mounts.iter().map(|m| serde_json::json!({"host": m.host.display().to_string(), "container": m.container, "readonly": m.readonly})).collect(),
     );
@@ -205,6 +244,7 @@ pub fn prepare(
                 requests_per_run: config.limits.llm_requests_per_run,
             },
             asker: None,
+            credentials: creds.as_ref().map(|c| std::sync::Arc::clone(&c.proxy)),
         },
         events,
         meter,
@@ -232,10 +272,14 @@ pub fn prepare(
         cpus: config.limits.cpus.to_string(),
         pids_limit: config.limits.pids,
         tmp_size: "256m".into(),
-        env: vec![
-            ("TZ".into(), local_tz()),
-            ("HOME".into(), "/home/agent".into()),
-        ],
+        env: {
+            let mut env = vec![
+                ("TZ".into(), local_tz()),
+                ("HOME".into(), "/home/agent".into()),
+            ];
+            env.extend(creds.map(|c| c.env).unwrap_or_default());
+            env
+        },
         workdir: Some("/workspace/group".into()),
         extra_args,
         command: vec![],
@@ -376,6 +420,32 @@ pub fn proxy_audit(e: &ProxyEvent) -> (&'static str, serde_json::Value) {
             },
             serde_json::json!({"host": host, "port": port, "reason": reason, "bytes_up": bytes_up, "bytes_down": bytes_down}),
         ),
+        ProxyEvent::Credential {
+            host,
+            port,
+            method,
+            used,
+            refused,
+            credential,
+            reason,
+            status,
+            bytes_up,
+            bytes_down,
+        } => {
+            let mut d = serde_json::json!({"host": host, "port": port, "method": method, "status": status, "reason": reason, "bytes_up": bytes_up, "bytes_down": bytes_down});
+            let kind = if *refused {
+                d["credential"] = credential.clone().into();
+                "credential.refused"
+            } else if used.is_empty() {
+                // A tunnel to a bound host that carried no placeholder (or never got a request).
+                d["intercepted"] = true.into();
+                "egress.allowed"
+            } else {
+                d["credentials"] = used.clone().into();
+                "credential.used"
+            };
+            (kind, d)
+        }
         ProxyEvent::Local {
             method,
             path,

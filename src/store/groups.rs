@@ -26,6 +26,9 @@ pub struct GroupConfig {
     pub runs_per_hour: Option<u32>,
     /// This group's own caps on model use (beside the overall `[budget]`).
     pub budget: crate::cost::budget::Caps,
+    /// Secrets bound to hosts and a header; the container gets placeholders, the proxy swaps
+    /// in the values (`crate::credentials`).
+    pub credentials: Vec<crate::credentials::Binding>,
 }
 
 /// An extra mount request: host path, name under `/workspace/extra/`, and whether it should be ro.

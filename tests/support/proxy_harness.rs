@@ -65,6 +65,7 @@ impl Setup {
                 requests_per_run: self.requests_per_run,
             },
             asker: None,
+            credentials: None,
         };
         let (tx, rx) = mpsc::channel();
         let proxy = Proxy::start(cfg, tx).unwrap();
