@@ -130,11 +130,13 @@ http.request({{host: p.hostname, port: p.port, method: "CONNECT", path: "{api_ho
     for s in &steps {
         llm.push(Reply::tool("bash", json!({"command": s})));
     }
+    // claw-agent's own web_fetch trusts the run's bundle too, so a bound host answers it.
+    llm.push(Reply::tool("web_fetch", json!({"url": format!("{url}/webfetch")})));
     llm.push(Reply::text("done with the API"));
     env.say("cli:local", "use the fake API");
     env.claw().args(["dispatch", "--wait"]).assert().success();
-    let reqs = llm.wait_for(steps.len() + 1, Duration::from_secs(120));
-    assert_eq!(reqs.len(), steps.len() + 1, "logs:\n{}", env.all_logs());
+    let reqs = llm.wait_for(steps.len() + 2, Duration::from_secs(120));
+    assert_eq!(reqs.len(), steps.len() + 2, "logs:\n{}", env.all_logs());
     let result = |i: usize| -> String {
         let msgs = reqs[i + 1].body["messages"].as_array().unwrap();
         msgs.last().unwrap()["content"][0]["content"]
@@ -142,7 +144,7 @@ http.request({{host: p.hostname, port: p.port, method: "CONNECT", path: "{api_ho
             .unwrap_or("")
             .to_string()
     };
-    let outputs: Vec<String> = (0..steps.len()).map(result).collect();
+    let outputs: Vec<String> = (0..=steps.len()).map(result).collect();
     let all = outputs.join("\n---\n");
     println!("tool results:\n{all}");
 
