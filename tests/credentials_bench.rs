@@ -57,14 +57,21 @@ fn once(sock: &std::path::Path, api: &FakeHttps, cfg: &Arc<rustls::ClientConfig>
     tls.write_all(req.as_bytes()).unwrap();
     let mut out = Vec::new();
     let _ = tls.read_to_end(&mut out);
-    assert!(out.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&out));
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
     t.elapsed()
 }
 
 fn stats(mut v: Vec<Duration>) -> (f64, f64) {
     v.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    (ms(v[v.len() / 2]), ms(v[(v.len() * 99 / 100).min(v.len() - 1)]))
+    (
+        ms(v[v.len() / 2]),
+        ms(v[(v.len() * 99 / 100).min(v.len() - 1)]),
+    )
 }
 
 #[test]

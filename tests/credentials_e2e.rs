@@ -131,7 +131,10 @@ http.request({{host: p.hostname, port: p.port, method: "CONNECT", path: "{api_ho
         llm.push(Reply::tool("bash", json!({"command": s})));
     }
     // claw-agent's own web_fetch trusts the run's bundle too, so a bound host answers it.
-    llm.push(Reply::tool("web_fetch", json!({"url": format!("{url}/webfetch")})));
+    llm.push(Reply::tool(
+        "web_fetch",
+        json!({"url": format!("{url}/webfetch")}),
+    ));
     llm.push(Reply::text("done with the API"));
     env.say("cli:local", "use the fake API");
     env.claw().args(["dispatch", "--wait"]).assert().success();

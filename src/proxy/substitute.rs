@@ -248,17 +248,19 @@ mod tests {
         base64::engine::general_purpose::STANDARD.encode(s)
     }
 
+    /// (host, target, header, value, Ok(expected value) or Err(part of the reason)).
+    type Case<'a> = (&'a str, &'a str, &'a str, String, Result<String, &'a str>);
+
     #[test]
     fn substitution_table() {
         let bearer = format!("Bearer {PH}");
         let in_url = format!("/?t={PH}");
-        // (host, target, header, value, Ok(expected value) or Err(substring of the reason))
         let basic_ok = format!(
             "Basic {}",
             b64("x-access-token:claw-placeholder-gitbasic-ffff")
         );
         let basic_real = format!("Basic {}", b64("x-access-token:ghp_GIT"));
-        let cases: Vec<(&str, &str, &str, String, Result<String, &str>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "api.github.com",
                 "/user",
