@@ -12,6 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
+use claw::proxy::ask::{Act, Asker, Decision};
 use claw::proxy::substitute::Credential;
 use claw::proxy::{Credentials, LlmPolicy, Provider, Proxy, ProxyConfig, ProxyEvent, Upstream};
 use fake_https::FakeHttps;
@@ -28,6 +29,11 @@ struct World {
 
 /// A proxy whose group allows egress to both fakes and binds credential `fake` to `bound`.
 fn world(bound: &FakeHttps, other: &FakeHttps) -> World {
+    world_asking(bound, other, None)
+}
+
+/// [`world`] with an approvals asker.
+fn world_asking(bound: &FakeHttps, other: &FakeHttps, asker: Option<Asker>) -> World {
     let dir = tempfile::tempdir().unwrap();
     let home = claw::paths::Home::new(dir.path().join("home"));
     std::fs::create_dir_all(home.path()).unwrap();
@@ -70,7 +76,7 @@ fn world(bound: &FakeHttps, other: &FakeHttps) -> World {
                 concurrency: 2,
                 requests_per_run: 10,
             },
-            asker: None,
+            asker,
             credentials: Some(Arc::new(creds)),
         },
         tx,
@@ -326,4 +332,67 @@ fn impostor_with_ca_of(f: &FakeHttps, ca: &FakeHttps) -> FakeHttps {
         ca_pem: ca.ca_pem.clone(),
         seen: Arc::clone(&f.seen),
     }
+}
+
+#[test]
+fn the_first_use_in_a_run_is_asked_about_and_a_denial_sends_nothing() {
+    let api = FakeHttps::start("127.0.0.1");
+    let other = FakeHttps::start("127.0.0.2");
+    let host = format!("{}:{}", api.ip, api.port);
+    let req = format!("GET /x HTTP/1.1\nHost: {host}\nAuthorization: Bearer {PH}\n\n");
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+
+    // Approved: asked once for the credential on this host, then not again in the run.
+    let log = Arc::clone(&asked);
+    let yes = Asker(Arc::new(move |act: Act| {
+        log.lock().unwrap().push(act);
+        Decision::Approved
+    }));
+    let w = world_asking(&api, &other, Some(yes));
+    for _ in 0..2 {
+        let r = https(&w, &api, &[&w.claw_ca], &req, b"").unwrap();
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        w.event();
+    }
+    assert_eq!(
+        *asked.lock().unwrap(),
+        vec![Act::Credential {
+            name: "fake".into(),
+            host: api.ip.to_string()
+        }]
+    );
+    assert_eq!(api.requests().len(), 2);
+    drop(w);
+
+    // Denied or expired: 403 with the reason, audited as a refusal, nothing reaches the API.
+    for decision in [
+        Decision::Denied("the owner said no".into()),
+        Decision::Expired,
+    ] {
+        let d = decision.clone();
+        let no = Asker(Arc::new(move |_| d.clone()));
+        let w = world_asking(&api, &other, Some(no));
+        let r = https(&w, &api, &[&w.claw_ca], &req, b"").unwrap();
+        assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+        match w.event() {
+            ProxyEvent::Credential {
+                refused: true,
+                credential,
+                reason,
+                ..
+            } => {
+                assert_eq!(credential.as_deref(), Some("fake"));
+                assert!(
+                    reason.contains("denied") || reason.contains("not approved"),
+                    "{reason}"
+                );
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(
+        api.requests().len(),
+        2,
+        "a refused use must not reach the API"
+    );
 }
