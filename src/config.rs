@@ -27,6 +27,17 @@ pub struct Config {
     pub channels: BTreeMap<String, ChannelConfig>,
     /// Which acts that leave the sandbox need the owner's yes, and how long an act waits for it.
     pub approvals: crate::approvals::Settings,
+    /// The host proxy's own settings (credential substitution).
+    pub proxy: ProxySettings,
+}
+
+/// `[proxy]`: settings of the proxy run-group serves to each container.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxySettings {
+    /// A PEM file of CA certificates the proxy trusts upstream beside Mozilla's roots, when it
+    /// terminates TLS for a host with a bound credential (a private service, or tests).
+    pub extra_ca_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,6 +161,7 @@ impl Default for Config {
             budget: Default::default(),
             channels: BTreeMap::new(),
             approvals: Default::default(),
+            proxy: ProxySettings::default(),
         }
     }
 }
@@ -424,6 +436,13 @@ key_env = "ANTHROPIC_API_KEY"   # the variable in secrets.env
 [providers.openai]
 base_url = "https://api.openai.com"   # OpenRouter, Ollama, vLLM, llama.cpp: their base URL
 key_env = "OPENAI_API_KEY"
+
+# Service credentials (docs/guides/credentials.md): `claw secret set github` stores a value,
+# `claw group set G --credential github=api.github.com:Authorization:Bearer` binds it. The
+# container sees only a placeholder; the proxy swaps in the value for the bound host, verifying
+# the host's certificate against Mozilla's roots and, if set, the CAs in this PEM file.
+# [proxy]
+# extra_ca_file = "/etc/claw/internal-ca.pem"
 
 # Channels (docs/channels/). Chat ids carry the channel's prefix: tg:, sig:, wa:, cli:.
 #

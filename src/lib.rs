@@ -5,12 +5,14 @@
 
 pub mod agent;
 pub mod approvals;
+pub mod ca;
 pub mod chain;
 pub mod channels;
 pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod cost;
+pub mod credentials;
 pub mod deliver;
 pub mod dispatch;
 pub mod doctor;

@@ -32,6 +32,7 @@ fn proxy(routes: Vec<McpRoute>) -> (Proxy, mpsc::Receiver<ProxyEvent>, tempfile:
             requests_per_run: 10,
         },
         asker: None,
+        credentials: None,
         mcp: routes,
         searcher: None,
     };

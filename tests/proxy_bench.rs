@@ -36,6 +36,7 @@ fn config(socket_path: std::path::PathBuf, url: &str) -> ProxyConfig {
         asker: None,
         searcher: None,
         mcp: vec![],
+        credentials: None,
     }
 }
 

@@ -112,6 +112,7 @@ fn start(url: &str, provider: Provider, meter: Meter) -> Harness {
         asker: None,
         searcher: None,
         mcp: vec![],
+        credentials: None,
     };
     let (tx, rx) = mpsc::channel();
     Harness {

@@ -379,6 +379,7 @@ fn the_proxy_route_searches_only_the_runs_own_group_whatever_the_request_says() 
             requests_per_run: 10,
         },
         asker: None,
+        credentials: None,
         searcher: Some(searcher),
         mcp: vec![],
     };

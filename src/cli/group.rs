@@ -111,6 +111,11 @@ pub struct SetArgs {
     /// Remove an extra mount by NAME.
     #[arg(long, value_name = "NAME")]
     pub unmount: Vec<String>,
+    /// Bind a secret to hosts and a header: `NAME=HOST[,HOST…]:HEADER[:SCHEME]`, e.g.
+    /// `github=api.github.com:Authorization:Bearer`; `NAME=` removes it (repeatable).
+    /// The container sees only a placeholder in NAME_TOKEN; see docs/guides/credentials.md.
+    #[arg(long, value_name = "SPEC")]
+    pub credential: Vec<String>,
 }
 
 /// The budget flags of `group set`.
@@ -340,6 +345,13 @@ fn show(ctx: &Ctx, folder: &str, json: bool) -> Result<()> {
             }
         );
     }
+    for c in &g.config.credentials {
+        println!(
+            "credential:       {} (container sees ${})",
+            c.spec(),
+            crate::credentials::env_var(&c.name)
+        );
+    }
     println!(
         "workspace:        {}",
         ctx.home.group_dir(&g.folder).display()
@@ -455,6 +467,15 @@ fn set(ctx: &Ctx, a: SetArgs) -> Result<()> {
     g.config
         .extra_mounts
         .retain(|m| !a.unmount.contains(&m.name));
+    for spec in &a.credential {
+        match crate::credentials::parse_spec(spec).map_err(|e| Coded::err(Code::Usage, e))? {
+            Ok(b) => {
+                g.config.credentials.retain(|c| c.name != b.name);
+                g.config.credentials.push(b);
+            }
+            Err(name) => g.config.credentials.retain(|c| c.name != name),
+        }
+    }
     q::update(&tx, &g)?;
     crate::store::audit::record(
         &tx,

@@ -3,6 +3,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod ca;
 pub mod chat;
 pub mod completions;
 pub mod deliver;
@@ -21,6 +22,7 @@ pub mod prune;
 pub mod run_group;
 pub mod schedule;
 pub mod search;
+pub mod secret;
 pub mod service;
 pub mod status;
 pub mod task;
@@ -113,6 +115,12 @@ pub enum Command {
     /// WhatsApp Web: `pair` once, then `run` as a service (needs the `whatsapp` build feature).
     #[command(subcommand)]
     Whatsapp(whatsapp::Cmd),
+    /// Store, list and remove secrets (values are read from stdin and never printed).
+    #[command(subcommand)]
+    Secret(secret::Cmd),
+    /// The per-install CA the proxy uses for hosts with a bound credential: show or rotate it.
+    #[command(subcommand)]
+    Ca(ca::Cmd),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
     /// Write man pages for claw and every subcommand.
@@ -193,5 +201,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Mcp(c) => mcp::run(&ctx, c),
         Command::Whatsapp(c) => whatsapp::run(&ctx, c),
         Command::Watchdog(a) => watchdog::run(&ctx, a),
+        Command::Secret(c) => secret::run(&ctx, c),
+        Command::Ca(c) => ca::run(&ctx, c),
     }
 }

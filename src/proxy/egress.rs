@@ -18,6 +18,7 @@ use super::addr;
 use super::allowlist::{self, Host};
 use super::ask::{self, Act, Decision};
 use super::http::{self, Head};
+use super::substitute;
 use super::{POOL_SIZE, ProxyEvent, Shared};
 
 /// CONNECT tunnels open at once per proxy: each holds two threads for as long as it lives, and
@@ -73,6 +74,32 @@ fn refuse(
     );
     let _ = http::write_simple(conn, 403, &msg);
     egress_event(host, port, false, reason, 0, 0)
+}
+
+/// Refuses a request that carries a credential placeholder where no substitution happens.
+fn placeholder_refused(
+    conn: &mut UnixStream,
+    head: &Head,
+    place: &str,
+    host: &str,
+    port: u16,
+) -> ProxyEvent {
+    let reason = format!(
+        "a credential placeholder was sent in {place} to {host}; placeholders are only substituted in their bound header on HTTPS requests to their bound hosts"
+    );
+    let _ = http::write_simple(conn, 403, &format!("claw: refused: {reason}"));
+    ProxyEvent::Credential {
+        host: host.chars().take(255).collect(),
+        port,
+        method: head.method.chars().take(16).collect(),
+        used: vec![],
+        refused: true,
+        credential: None,
+        reason,
+        status: 403,
+        bytes_up: 0,
+        bytes_down: 0,
+    }
 }
 
 /// Applies the allowlist, and for a host not on it the group's approval policy (the asker);
@@ -237,6 +264,9 @@ pub fn connect(
         );
         return egress_event(&head.target, 0, false, "malformed CONNECT target", 0, 0);
     };
+    if substitute::has_mark(head.target.as_bytes()) {
+        return placeholder_refused(&mut conn, head, "the CONNECT target", raw_host, port);
+    }
     let (dest, why) = match decide(&mut conn, shared, raw_host, port, head) {
         Ok(d) => d,
         Err(ev) => return *ev,
@@ -260,6 +290,12 @@ pub fn connect(
         Ok(s) => s,
         Err(e) => return dial_failed(&mut conn, shared, &shown, port, &why, e),
     };
+    // A credential is bound to this host: terminate TLS here so it can be substituted.
+    if let Some(creds) = shared.credentials.as_deref().filter(|c| c.binds(&shown)) {
+        return super::intercept::serve(
+            conn, leftover, upstream, &dest.host, port, &why, shared, creds,
+        );
+    }
     if conn
         .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
         .is_err()
@@ -302,6 +338,15 @@ pub fn forward_plain(
         return egress_event(authority, 0, false, "malformed host", 0, 0);
     };
     let port = port.unwrap_or(80);
+    // Plain HTTP is never substituted: a placeholder in its URL or headers is refused (the body
+    // is relayed as it streams, unread).
+    if substitute::has_mark(head.target.as_bytes()) {
+        return placeholder_refused(&mut conn, head, "the URL", raw_host, port);
+    }
+    if let Some((name, _)) = head.headers.iter().find(|(_, v)| substitute::has_mark(v)) {
+        let place = format!("the `{name}` header of a plain-HTTP request");
+        return placeholder_refused(&mut conn, head, &place, raw_host, port);
+    }
     let (dest, why) = match decide(&mut conn, shared, raw_host, port, head) {
         Ok(d) => d,
         Err(ev) => return *ev,

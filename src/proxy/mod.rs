@@ -24,6 +24,7 @@ mod body;
 mod content;
 mod egress;
 mod http;
+mod intercept;
 mod json;
 mod limits;
 mod llm;
@@ -31,13 +32,16 @@ mod mcp;
 mod meter;
 mod policy;
 pub mod search;
+pub mod substitute;
 mod usage;
 
 pub use addr::is_global_unicast;
+pub use allowlist::normalize_host;
 pub use allowlist::validate_pattern;
 pub use body::{BODY_BUDGET, MAX_BODY};
 pub use egress::MAX_TUNNELS;
 pub use http::MAX_HEAD;
+pub use intercept::Credentials;
 pub use mcp::McpRoute;
 pub use meter::Meter;
 pub use policy::{ANTHROPIC_BETAS, LlmPolicy, Provider};
@@ -105,6 +109,9 @@ pub struct ProxyConfig {
     pub searcher: Option<search::Searcher>,
     /// The group's remote MCP servers, served at `/mcp/NAME` (see `mcp.rs`).
     pub mcp: Vec<McpRoute>,
+    /// The group's bound credentials and the CA to terminate TLS for their hosts; `None` when
+    /// the group has none (every tunnel stays opaque).
+    pub credentials: Option<Arc<Credentials>>,
 }
 
 /// What happened to one request, for the audit table. Never contains a header value or key.
@@ -142,6 +149,23 @@ pub enum ProxyEvent {
         bytes_up: u64,
         bytes_down: u64,
     },
+    /// A request inside a tunnel the proxy terminated because a credential is bound to its host,
+    /// or a request refused because it carried a placeholder where none belongs.
+    Credential {
+        host: String,
+        port: u16,
+        method: String,
+        /// Names of the credentials substituted into the request (never values).
+        used: Vec<String>,
+        /// Refused because of a placeholder, or because the owner did not approve its use.
+        refused: bool,
+        /// The credential a refusal is about, when known.
+        credential: Option<String>,
+        reason: String,
+        status: u16,
+        bytes_up: u64,
+        bytes_down: u64,
+    },
     /// A request the proxy answered itself: `/health`, unknown routes, malformed requests.
     Local {
         method: String,
@@ -158,6 +182,7 @@ struct Shared {
     folder: Option<String>,
     llm: LlmPolicy,
     searcher: Option<search::Searcher>,
+    credentials: Option<Arc<Credentials>>,
     /// Budgets and their spend: a spent budget refuses model requests.
     meter: Meter,
     agent: ureq::Agent,
@@ -255,6 +280,7 @@ impl Proxy {
             folder: cfg.folder,
             llm: cfg.llm,
             searcher: cfg.searcher,
+            credentials: cfg.credentials,
             meter,
             agent: upstream_agent(),
             mcp: cfg.mcp,

@@ -20,6 +20,19 @@ pub fn create(home: &Home, run_id: i64) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Writes the claw CA (`ca.pem`) and the trust bundle (`ca-bundle.pem`, Mozilla's roots plus the
+/// CA) into the per-run folder, readable by the container user; returns the bundle's path.
+pub fn write_trust(dir: &Path, ca_cert_pem: &str) -> Result<PathBuf> {
+    let write = |name: &str, text: &str| -> Result<PathBuf> {
+        let p = dir.join(name);
+        std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))?;
+        Ok(p)
+    };
+    write("ca.pem", ca_cert_pem)?;
+    write("ca-bundle.pem", &crate::ca::bundle(ca_cert_pem))
+}
+
 /// Remove a per-run folder and what is in it.
 pub fn remove(dir: &Path) -> std::io::Result<()> {
     std::fs::remove_dir_all(dir)

@@ -172,6 +172,45 @@ pub fn prepare(
             if m.readonly { "ro" } else { "rw" }
         ));
     }
+    // Bound credentials: placeholders for the container, the real values for the proxy, and
+    // a trust bundle with the claw CA, mounted over the image's own store too.
+    let creds = crate::credentials::prepare(home, config, secrets, &g.config.credentials)
+        .with_context(|| {
+            format!(
+                "cannot prepare the credentials bound to group `{}`",
+                g.folder
+            )
+        })?;
+    let mut plan = plan;
+    if let Some(c) = &creds {
+        let bundle = rundir::write_trust(&run_dir, &c.ca_cert_pem)?;
+        plan.mounts.push(crate::runtime::Mount {
+            host: bundle,
+            container: crate::credentials::SYSTEM_BUNDLE.into(),
+            readonly: true,
+        });
+        for name in &c.missing {
+            log.line(format!(
+                "credential `{name}` is bound but not set; set it with `claw secret set {name}`"
+            ));
+            audit::record(
+                &store.conn,
+                Some(&g.folder),
+                Some(work.run.id),
+                "credential.missing",
+                serde_json::json!({"credential": name}),
+            )?;
+        }
+        log.line(format!(
+            "credentials: {} (placeholders only in the container; TLS to their hosts is terminated by the proxy)",
+            c.env
+                .iter()
+                .filter(|(_, v)| v.starts_with("claw-placeholder-"))
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     let mount_summary = serde_json::Value::Array(
         plan.mounts.iter().map(|m| serde_json::json!({"host": m.host.display().to_string(), "container": m.container, "readonly": m.readonly})).collect(),
     );
@@ -214,6 +253,7 @@ pub fn prepare(
             asker: Some(asker),
             searcher: Some(super::searcher::searcher(home, &g.folder)),
             mcp: mcp.routes(),
+            credentials: creds.as_ref().map(|c| std::sync::Arc::clone(&c.proxy)),
         },
         events,
         meter,
@@ -233,10 +273,14 @@ pub fn prepare(
     };
     extra_args.extend(config.runtime.extra_args.iter().cloned());
     let spec = ContainerSpec {
-        env: vec![
-            ("TZ".into(), local_tz()),
-            ("HOME".into(), "/home/agent".into()),
-        ],
+        env: {
+            let mut env = vec![
+                ("TZ".into(), local_tz()),
+                ("HOME".into(), "/home/agent".into()),
+            ];
+            env.extend(creds.map(|c| c.env).unwrap_or_default());
+            env
+        },
         workdir: Some("/workspace/group".into()),
         ..ContainerSpec::configured(config, name.clone(), plan.mounts.clone(), extra_args)
     };
@@ -404,6 +448,32 @@ pub fn proxy_audit(e: &ProxyEvent) -> (&'static str, serde_json::Value) {
             },
             serde_json::json!({"host": host, "port": port, "reason": reason, "bytes_up": bytes_up, "bytes_down": bytes_down}),
         ),
+        ProxyEvent::Credential {
+            host,
+            port,
+            method,
+            used,
+            refused,
+            credential,
+            reason,
+            status,
+            bytes_up,
+            bytes_down,
+        } => {
+            let mut d = serde_json::json!({"host": host, "port": port, "method": method, "status": status, "reason": reason, "bytes_up": bytes_up, "bytes_down": bytes_down});
+            let kind = if *refused {
+                d["credential"] = credential.clone().into();
+                "credential.refused"
+            } else if used.is_empty() {
+                // A tunnel to a bound host that carried no placeholder (or never got a request).
+                d["intercepted"] = true.into();
+                "egress.allowed"
+            } else {
+                d["credentials"] = used.clone().into();
+                "credential.used"
+            };
+            (kind, d)
+        }
         ProxyEvent::Local {
             method,
             path,

@@ -29,6 +29,9 @@ pub struct GroupConfig {
     /// This group's approval policy overrides (`claw group set G --approve ACT=POLICY`).
     #[serde(skip_serializing_if = "crate::approvals::Overrides::is_empty")]
     pub approve: crate::approvals::Overrides,
+    /// Secrets bound to hosts and a header; the container gets placeholders, the proxy swaps
+    /// in the values (`crate::credentials`).
+    pub credentials: Vec<crate::credentials::Binding>,
 }
 
 /// An extra mount request: host path, name under `/workspace/extra/`, and whether it should be ro.

@@ -67,6 +67,7 @@ impl Setup {
             asker: None,
             searcher: None,
             mcp: vec![],
+            credentials: None,
         };
         let (tx, rx) = mpsc::channel();
         let proxy = Proxy::start(cfg, tx).unwrap();

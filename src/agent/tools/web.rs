@@ -7,6 +7,29 @@ use serde_json::Value;
 use std::io::Read;
 use std::time::Duration;
 
+/// Largest trust bundle read from `SSL_CERT_FILE` (Mozilla's roots are about 250 KiB).
+const MAX_BUNDLE: u64 = 4 * 1024 * 1024;
+
+/// Mozilla's roots, or when the host set `SSL_CERT_FILE` (a run with bound credentials, whose
+/// bundle adds claw's CA so the proxy can substitute them) the certificates in that file.
+fn tls_config() -> ureq::tls::TlsConfig {
+    let roots = std::env::var_os("SSL_CERT_FILE")
+        .and_then(|p| std::fs::File::open(p).ok())
+        .and_then(|f| {
+            let mut pem = Vec::new();
+            f.take(MAX_BUNDLE).read_to_end(&mut pem).ok()?;
+            let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            (!certs.is_empty()).then(|| ureq::tls::RootCerts::new_with_certs(&certs))
+        })
+        .unwrap_or(ureq::tls::RootCerts::WebPki);
+    ureq::tls::TlsConfig::builder().root_certs(roots).build()
+}
+
 /// Fetch `input.url` and return status and (roughly de-tagged) text.
 pub fn fetch(ctx: &Ctx, input: &Value) -> Output {
     let url = match arg_str(input, "url") {
@@ -39,6 +62,7 @@ pub fn fetch(ctx: &Ctx, input: &Value) -> Output {
     };
 
     let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls_config())
         .proxy(Some(proxy))
         .http_status_as_error(false)
         // Long enough for the owner to answer an approval card (the host's default wait is 10
