@@ -90,7 +90,13 @@ fn send_all(
             return Ok(());
         }
         for row in rows {
-            match sender.send(row.id, &row.chat_id, &row.text) {
+            // A `send_file` row carries a host-owned copy; its text is the caption.
+            let file = crate::store::attachments::outbox_file(&store.conn, row.id)?;
+            let outcome = match &file {
+                Some(f) => sender.send_file(row.id, &row.chat_id, &row.text, f),
+                None => sender.send(row.id, &row.chat_id, &row.text),
+            };
+            match outcome {
                 Outcome::Sent(msg_id) => {
                     outbox::mark_sent(&store.conn, row.id, CLAIMER, msg_id.as_deref())?;
                     audit::record(

@@ -24,6 +24,7 @@ pub mod ipc;
 pub mod limits;
 pub mod lock;
 pub mod logging;
+pub mod media;
 pub mod mounts;
 pub mod notice;
 pub mod output;

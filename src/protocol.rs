@@ -192,6 +192,14 @@ pub enum IpcRequest {
         #[serde(default)]
         chat: Option<String>,
     },
+    /// Send a file from the group folder (`path` relative to it); `chat` as for send_message.
+    SendFile {
+        path: String,
+        #[serde(default)]
+        caption: Option<String>,
+        #[serde(default)]
+        chat: Option<String>,
+    },
     /// Create a scheduled task; `folder` (main only) targets another group.
     ScheduleTask {
         prompt: String,

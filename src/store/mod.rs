@@ -4,6 +4,7 @@
 //! IMMEDIATE transactions so two steps never deadlock upgrading a read lock. No transaction is
 //! ever held across a container run or a network call.
 
+pub mod attachments;
 pub mod audit;
 pub mod containers;
 pub mod groups;

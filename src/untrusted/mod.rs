@@ -10,6 +10,7 @@
 //! may call `std::fs` on those trees; `tests/untrusted_boundary.rs` greps the crate for it.
 
 mod chown;
+mod stream;
 mod tree;
 mod walk;
 
@@ -18,6 +19,7 @@ pub use tree::{
     MEMORY_FILE, Parents, Prepared, chown_group, clear_abandoned_requests, create_global,
     create_group,
 };
+pub use stream::{Copied, copy_capped};
 pub use walk::{MAX_DEPTH, Usage, remove_tree, usage};
 
 use std::ffi::{CString, OsStr, OsString};

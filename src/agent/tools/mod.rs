@@ -113,6 +113,11 @@ pub fn all_specs() -> Vec<ToolSpec> {
             json!({"type":"object","properties":{"text":{"type":"string"},"chat":{"type":"string"}},"required":["text"]}),
         ),
         s(
+            "send_file",
+            "Send a file from the group folder to the chat (a chart, a PDF, an audio note): path relative to /workspace/group, optional caption. Photos go as photos, OGG audio as a voice note, the rest as documents. chat as for send_message.",
+            json!({"type":"object","properties":{"path":{"type":"string"},"caption":{"type":"string"},"chat":{"type":"string"}},"required":["path"]}),
+        ),
+        s(
             "schedule_task",
             "Schedule a task: schedule_type cron (5-field), interval (seconds) or once (local or RFC 3339 time). context_mode group (sees this chat's history) or isolated.",
             json!({"type":"object","properties":{"prompt":{"type":"string"},"schedule_type":{"type":"string","enum":["cron","interval","once"]},"schedule_value":{"type":"string"},"context_mode":{"type":"string","enum":["group","isolated"]},"timezone":{"type":"string"},"folder":{"type":"string","description":"main only: target group"},"check":{"type":"string","description":"optional shell command run first in this container without network (60 s limit); the task wakes you only when it exits 0 and prints something, and you get what it printed, e.g. a script that prints new mail"}},"required":["prompt","schedule_type","schedule_value"]}),

@@ -163,6 +163,14 @@ pub fn poll(
     };
     let mut names: HashMap<String, String> = HashMap::new();
     let mut timeout = wait;
+    // Downloads use their own client: the long-poll one waits up to a poll's length only.
+    let media_api = Api::new(
+        &settings.api_base,
+        &settings.token,
+        Duration::from_secs(config.media.download_timeout_secs),
+    );
+    let transcriber =
+        crate::media::transcribe::Transcriber::from_config(&config.media.transcription, secrets);
     loop {
         let updates = api
             .get_updates(report.offset, timeout, BATCH)
@@ -195,6 +203,19 @@ pub fn poll(
                 }
             }
         }
+        // Files are downloaded before the transaction; a crash before the commit re-fetches the
+        // updates, and their files are saved again under a fresh numbered name.
+        if items.iter().any(|(m, _)| !m.attachments.is_empty()) {
+            let source = api::TelegramSource(&media_api);
+            let ctx = crate::media::save::Ctx::new(
+                &store.conn,
+                home,
+                &config.media,
+                &source,
+                transcriber.as_ref(),
+            )?;
+            crate::media::save::prepare(&ctx, &store.conn, &mut items);
+        }
         let tx = store.write()?;
         ingest::store_in_tx(&tx, &items, &registered, &mut report.summary)?;
         set_state(&tx, "offset", &next.to_string())?;
@@ -215,6 +236,8 @@ pub fn poll(
 /// Sends outbox rows with sendMessage, Markdown converted to HTML and split to fit.
 pub struct TelegramSender {
     api: Api,
+    /// Uploads get a longer timeout than text.
+    files: Api,
 }
 
 impl TelegramSender {
@@ -222,6 +245,7 @@ impl TelegramSender {
     pub fn new(settings: &Settings) -> TelegramSender {
         TelegramSender {
             api: Api::new(&settings.api_base, &settings.token, Duration::ZERO),
+            files: Api::new(&settings.api_base, &settings.token, Duration::from_secs(120)),
         }
     }
 
@@ -270,6 +294,40 @@ impl Sender for TelegramSender {
             }
         }
         Outcome::Sent(Some(ids.join(",")))
+    }
+
+    fn send_file(
+        &mut self,
+        _outbox_id: i64,
+        chat_id: &str,
+        caption: &str,
+        file: &crate::media::outfile::OutFile,
+    ) -> Outcome {
+        let Some(chat) = chat_id.strip_prefix("tg:") else {
+            return failed(format!("{chat_id} is not a Telegram chat id"), None);
+        };
+        let (method, field) = upload_method(file);
+        match self.files.send_file(method, field, chat, caption, file) {
+            Ok(id) => Outcome::Sent(Some(id.to_string())),
+            Err(ApiError::RetryAfter(secs)) => failed(
+                format!("Telegram rate limit: retry after {secs}s"),
+                Some(secs as i64 * 1000),
+            ),
+            Err(e) => failed(e.to_string(), None),
+        }
+    }
+}
+
+/// The Bot API method and file field for a file: photos (JPEG, PNG, WebP) as sendPhoto, OGG
+/// voice notes as sendVoice, other audio as sendAudio, MP4 as sendVideo, the rest as documents.
+pub fn upload_method(file: &crate::media::outfile::OutFile) -> (&'static str, &'static str) {
+    use crate::media::Kind;
+    match (file.kind, file.mime.as_str()) {
+        (Kind::Photo, "image/jpeg" | "image/png" | "image/webp") => ("sendPhoto", "photo"),
+        (Kind::Voice | Kind::Audio, "audio/ogg") => ("sendVoice", "voice"),
+        (Kind::Voice | Kind::Audio, _) => ("sendAudio", "audio"),
+        (Kind::Video, "video/mp4") => ("sendVideo", "video"),
+        _ => ("sendDocument", "document"),
     }
 }
 
