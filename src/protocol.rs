@@ -62,7 +62,12 @@ pub enum HostLine {
     /// First line of every run.
     Start(Box<Start>),
     /// A follow-up prompt (new chat messages) for the running conversation.
-    Message { text: String },
+    Message {
+        text: String,
+        /// Photos of these messages to show a vision model (paths under /workspace/group).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        images: Vec<String>,
+    },
     /// Finish the current turn, then exit.
     Close,
 }
@@ -88,6 +93,10 @@ pub struct Start {
     pub model: ModelSettings,
     #[serde(default)]
     pub limits: AgentLimits,
+    /// Photos of the prompt's messages to show the model as image blocks (paths relative to
+    /// /workspace/group); empty when the model takes no images.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
 }
 
 /// What the agent writes to its stdout.

@@ -202,6 +202,7 @@ fn compaction_archives_old_turns_and_keeps_going() {
     a.until_idle();
     a.send(&HostLine::Message {
         text: "NEW-QUESTION".into(),
+        images: vec![],
     });
     let lines = a.until_idle();
     assert!(

@@ -127,7 +127,7 @@ pub fn main() -> i32 {
             let mut texts = Vec::new();
             loop {
                 match rx.try_recv() {
-                    Ok(Input::Line(HostLine::Message { text })) => texts.push(text),
+                    Ok(Input::Line(HostLine::Message { text, .. })) => texts.push(text),
                     Ok(Input::Line(HostLine::Close))
                     | Ok(Input::Eof)
                     | Err(TryRecvError::Disconnected) => {
@@ -167,7 +167,7 @@ pub fn main() -> i32 {
         // Idle: wait for the next message, then take any others that already arrived.
         loop {
             match rx.recv() {
-                Ok(Input::Line(HostLine::Message { text })) => {
+                Ok(Input::Line(HostLine::Message { text, .. })) => {
                     pending.push(text);
                     break;
                 }

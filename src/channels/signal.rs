@@ -207,7 +207,10 @@ fn attachments_of(data: &Value) -> Vec<crate::media::AttachmentIn> {
             };
             Some(AttachmentIn {
                 kind: Some(kind),
-                name: x.get("filename").and_then(Value::as_str).map(str::to_string),
+                name: x
+                    .get("filename")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 caption: x.get("caption").and_then(Value::as_str).map(str::to_string),
                 size: x.get("size").and_then(Value::as_u64),
                 width: x.get("width").and_then(Value::as_u64).map(|n| n as u32),
@@ -252,7 +255,9 @@ impl crate::media::fetch::Source for SignalSource {
             return Err(Fail::Failed("no signal-cli attachment id".into()));
         };
         if id.is_empty() || id.contains('/') || id.starts_with('.') || id.len() > 255 {
-            return Err(Fail::Failed(format!("attachment id {id:?} is not a plain file name")));
+            return Err(Fail::Failed(format!(
+                "attachment id {id:?} is not a plain file name"
+            )));
         }
         let dir = crate::untrusted::Dir::open(&self.dir).map_err(|e| {
             Fail::Failed(format!(
@@ -317,10 +322,8 @@ pub fn poll(
     let stdout = String::from_utf8_lossy(&out.stdout);
     // Whatever signal-cli printed before failing was already taken from the server: store it.
     let source = SignalSource::new(settings.attachments_dir.clone());
-    let transcriber = crate::media::transcribe::Transcriber::from_config(
-        &config.media.transcription,
-        secrets,
-    );
+    let transcriber =
+        crate::media::transcribe::Transcriber::from_config(&config.media.transcription, secrets);
     let ctx = crate::media::save::Ctx::new(
         &store.conn,
         home,

@@ -67,7 +67,10 @@ impl Source for LineSource {
 /// secrets, the database and every agent-writable tree). The reason says what to configure.
 pub fn check_path(path: &Path, roots: &[PathBuf], home: &Path) -> Result<PathBuf, String> {
     if !path.is_absolute() {
-        return Err(format!("attachment path {} must be absolute", path.display()));
+        return Err(format!(
+            "attachment path {} must be absolute",
+            path.display()
+        ));
     }
     if roots.is_empty() {
         return Err(
@@ -94,7 +97,12 @@ pub fn check_path(path: &Path, roots: &[PathBuf], home: &Path) -> Result<PathBuf
 
 /// Open a regular file by path after [`check_path`]; refuses FIFOs and devices without
 /// blocking, and files already known to be over `cap`.
-pub fn open_path(path: &Path, roots: &[PathBuf], home: &Path, cap: u64) -> Result<Box<dyn Read>, Fail> {
+pub fn open_path(
+    path: &Path,
+    roots: &[PathBuf],
+    home: &Path,
+    cap: u64,
+) -> Result<Box<dyn Read>, Fail> {
     let real = check_path(path, roots, home).map_err(Fail::Failed)?;
     open_regular_path(&real, cap)
 }
@@ -182,10 +190,29 @@ mod tests {
         let roots = vec![root.canonicalize().unwrap()];
         let home = home.canonicalize().unwrap();
         assert!(check_path(&root.join("a.jpg"), &roots, &home).is_ok());
-        assert!(check_path(Path::new("a.jpg"), &roots, &home).unwrap_err().contains("absolute"));
-        assert!(check_path(&root.join("link"), &roots, &home).unwrap_err().contains("claw home"));
-        assert!(check_path(Path::new("/etc/passwd"), &roots, &home).unwrap_err().contains("not under"));
-        assert!(check_path(&root.join("a.jpg"), &[], &home).unwrap_err().contains("ingest_roots"));
-        assert!(matches!(open_regular_path(&root.join("a.jpg"), 0), Err(Fail::TooLarge(_))));
+        assert!(
+            check_path(Path::new("a.jpg"), &roots, &home)
+                .unwrap_err()
+                .contains("absolute")
+        );
+        assert!(
+            check_path(&root.join("link"), &roots, &home)
+                .unwrap_err()
+                .contains("claw home")
+        );
+        assert!(
+            check_path(Path::new("/etc/passwd"), &roots, &home)
+                .unwrap_err()
+                .contains("not under")
+        );
+        assert!(
+            check_path(&root.join("a.jpg"), &[], &home)
+                .unwrap_err()
+                .contains("ingest_roots")
+        );
+        assert!(matches!(
+            open_regular_path(&root.join("a.jpg"), 0),
+            Err(Fail::TooLarge(_))
+        ));
     }
 }

@@ -223,6 +223,7 @@ impl Default for TranscriptionConfig {
             // OpenAI's list; OGG/Opus (Telegram, WhatsApp) is among them.
             accepts: [
                 "audio/ogg",
+                "audio/opus",
                 "audio/mpeg",
                 "audio/mp4",
                 "audio/x-m4a",
@@ -249,7 +250,12 @@ impl MediaConfig {
             Some(Kind::Audio) => m.audio,
             Some(Kind::Document) => m.document,
             Some(Kind::Video) => m.video,
-            None => m.photo.max(m.voice).max(m.audio).max(m.document).max(m.video),
+            None => m
+                .photo
+                .max(m.voice)
+                .max(m.audio)
+                .max(m.document)
+                .max(m.video),
         };
         mb.saturating_mul(1024 * 1024)
     }
@@ -284,6 +290,34 @@ pub fn vision_default(model: &str) -> bool {
         || m.starts_with("o4")
 }
 
+/// The saved photos among `media` to hand a vision model, oldest first (at most
+/// [`MAX_IMAGES_PER_PROMPT`]); none when the group's model takes no images.
+pub fn images_for_model(
+    config: &crate::config::Config,
+    group: &crate::store::groups::Group,
+    media: &std::collections::HashMap<i64, Vec<crate::store::attachments::Attachment>>,
+) -> Vec<String> {
+    let model = group
+        .config
+        .model
+        .clone()
+        .unwrap_or_else(|| config.model.name.clone());
+    if !supports_vision(&config.models, &model) {
+        return vec![];
+    }
+    let mut seqs: Vec<&i64> = media.keys().collect();
+    seqs.sort();
+    seqs.into_iter()
+        .flat_map(|s| &media[s])
+        .filter(|a| a.kind == Kind::Photo && a.status == "ok")
+        .filter_map(|a| a.path.clone())
+        .take(MAX_IMAGES_PER_PROMPT)
+        .collect()
+}
+
+/// Most images sent with one prompt (providers cap images per request; tokens add up).
+pub const MAX_IMAGES_PER_PROMPT: usize = 8;
+
 /// Human size: `842 B`, `12 KB`, `1.2 MB`.
 pub fn human_size(bytes: u64) -> String {
     if bytes < 1024 {
@@ -307,9 +341,15 @@ mod tests {
             Kind::Document
         );
         assert_eq!(Kind::checked(Some(Kind::Voice), "audio/ogg"), Kind::Voice);
-        assert_eq!(Kind::checked(Some(Kind::Voice), "text/plain"), Kind::Document);
+        assert_eq!(
+            Kind::checked(Some(Kind::Voice), "text/plain"),
+            Kind::Document
+        );
         assert_eq!(Kind::checked(None, "image/png"), Kind::Photo);
-        assert_eq!(Kind::checked(Some(Kind::Document), "image/png"), Kind::Document);
+        assert_eq!(
+            Kind::checked(Some(Kind::Document), "image/png"),
+            Kind::Document
+        );
     }
 
     #[test]
@@ -318,12 +358,7 @@ mod tests {
         assert!(supports_vision(&models, "claude-sonnet-4-5"));
         assert!(supports_vision(&models, "gpt-4o-mini"));
         assert!(!supports_vision(&models, "llama3"));
-        models.insert(
-            "llama3".into(),
-            ModelEntry {
-                vision: Some(true),
-            },
-        );
+        models.insert("llama3".into(), ModelEntry { vision: Some(true) });
         models.insert(
             "gpt-4o".into(),
             ModelEntry {

@@ -23,7 +23,11 @@ pub fn build(
     file: Box<dyn Read + Send>,
     file_len: u64,
 ) -> Body {
-    let boundary = format!("claw-{:016x}{:08x}", crate::time::now_ms(), std::process::id());
+    let boundary = format!(
+        "claw-{:016x}{:08x}",
+        crate::time::now_ms(),
+        std::process::id()
+    );
     let mut head = String::new();
     for (k, v) in fields {
         head.push_str(&format!(
@@ -84,6 +88,9 @@ mod tests {
         assert!(text.contains("filename=\"a_b__X-Evil: 1.png\""));
         assert!(!text.contains("\r\nX-Evil"));
         assert!(text.contains("Content-Type: image/png\r\n\r\nPNGDATA\r\n--claw-"));
-        assert!(b.content_type.starts_with("multipart/form-data; boundary=claw-"));
+        assert!(
+            b.content_type
+                .starts_with("multipart/form-data; boundary=claw-")
+        );
     }
 }

@@ -55,7 +55,13 @@ fn bound(name: &str) -> String {
 pub fn safe_id(id: &str) -> String {
     let s: String = id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(MAX_ID_CHARS)
         .collect();
     if s.is_empty() { "msg".into() } else { s }

@@ -124,10 +124,7 @@ mod tests {
     #[test]
     fn paths_stay_inside_the_group_folder() {
         assert_eq!(split_path("out/chart.png").unwrap(), ["out", "chart.png"]);
-        assert_eq!(
-            split_path("/workspace/group/a.pdf").unwrap(),
-            ["a.pdf"]
-        );
+        assert_eq!(split_path("/workspace/group/a.pdf").unwrap(), ["a.pdf"]);
         for bad in ["../x", "/etc/passwd", "a//b", "a/./b", "a/../../b", ""] {
             assert!(split_path(bad).is_err(), "{bad}");
         }
@@ -167,6 +164,10 @@ mod tests {
         small.max_mb.voice = 0;
         small.max_mb.audio = 0;
         small.max_mb.video = 0;
-        assert!(copy_out(&g, "ok.txt", &out, "t3", &small).unwrap_err().contains("limit"));
+        assert!(
+            copy_out(&g, "ok.txt", &out, "t3", &small)
+                .unwrap_err()
+                .contains("limit")
+        );
     }
 }

@@ -108,16 +108,13 @@ fn outcome(a: &AttachmentIn, kind: Kind, name: &str, status: Status, error: Stri
 pub fn save_one(ctx: &Ctx, folder: &str, date: &str, id: &str, a: &AttachmentIn) -> Saved {
     let claimed = a.kind;
     let kind_guess = claimed.unwrap_or(Kind::Document);
-    let safe = name::sanitise(
-        a.name.as_deref().unwrap_or(""),
-        name::default_name(claimed),
-    );
+    let safe = name::sanitise(a.name.as_deref().unwrap_or(""), name::default_name(claimed));
     let cap = ctx.config.cap(claimed);
     if let Some(size) = a.size
         && size > cap
     {
         let why = format!(
-            "{} is over the {} limit for a {}",
+            "{} ({size} bytes) is over the {} ({cap} bytes) limit for a {}",
             super::human_size(size),
             super::human_size(cap),
             kind_guess.as_str()

@@ -111,7 +111,9 @@ impl Transcriber {
             .map_err(|e| scrub(format!("transcription answer unreadable: {e}")))?;
         if status != 200 {
             let head: String = text.chars().take(200).collect();
-            return Err(scrub(format!("transcription endpoint answered {status}: {head}")));
+            return Err(scrub(format!(
+                "transcription endpoint answered {status}: {head}"
+            )));
         }
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| format!("transcription answer is not JSON: {e}"))?;

@@ -152,10 +152,15 @@ pub fn insert_outbox_file(
 }
 
 /// The file of an outbox row, if it carries one.
-pub fn outbox_file(conn: &Connection, outbox_id: i64) -> Result<Option<crate::media::outfile::OutFile>> {
+pub fn outbox_file(
+    conn: &Connection,
+    outbox_id: i64,
+) -> Result<Option<crate::media::outfile::OutFile>> {
     use rusqlite::OptionalExtension;
     Ok(conn
-        .prepare_cached("SELECT path, kind, name, mime, size FROM outbox_files WHERE outbox_id = ?1")?
+        .prepare_cached(
+            "SELECT path, kind, name, mime, size FROM outbox_files WHERE outbox_id = ?1",
+        )?
         .query_row([outbox_id], |r| {
             let path: String = r.get(0)?;
             let kind: String = r.get(1)?;

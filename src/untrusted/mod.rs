@@ -15,11 +15,11 @@ mod tree;
 mod walk;
 
 pub use chown::{ChownReport, Owner, chown_tree};
+pub use stream::{Copied, copy_capped};
 pub use tree::{
     MEMORY_FILE, Parents, Prepared, chown_group, clear_abandoned_requests, create_global,
     create_group,
 };
-pub use stream::{Copied, copy_capped};
 pub use walk::{MAX_DEPTH, Usage, remove_tree, usage};
 
 use std::ffi::{CString, OsStr, OsString};

@@ -142,6 +142,7 @@ pub fn start(provider: &str, prompt: &str) -> Start {
             bash_timeout_secs: 10,
             tool_output_cap: 4000,
         },
+        images: vec![],
     }
 }
 

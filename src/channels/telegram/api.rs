@@ -218,8 +218,9 @@ impl Api {
         caption: &str,
         file: &crate::media::outfile::OutFile,
     ) -> Result<i64, ApiError> {
-        let f = std::fs::File::open(&file.path)
-            .map_err(|e| ApiError::Transport(format!("cannot open {}: {e}", file.path.display())))?;
+        let f = std::fs::File::open(&file.path).map_err(|e| {
+            ApiError::Transport(format!("cannot open {}: {e}", file.path.display()))
+        })?;
         let mut fields = vec![("chat_id", chat)];
         // Captions are at most 1024 characters; a longer one is cut rather than refused.
         let cut: String = caption.chars().take(1024).collect();
@@ -250,7 +251,11 @@ impl Api {
             .with_config()
             .limit(1024 * 1024)
             .read_json()
-            .map_err(|e| scrub(format!("{method} answered {status} with unreadable JSON: {e}")))?;
+            .map_err(|e| {
+                scrub(format!(
+                    "{method} answered {status} with unreadable JSON: {e}"
+                ))
+            })?;
         if env.ok {
             return Ok(env
                 .result

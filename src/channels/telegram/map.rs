@@ -184,9 +184,10 @@ fn map_message(msg: &Message, triggers: &Triggers) -> Result<Inbound, String> {
 /// The files of a message as attachments to fetch with getFile (a photo: its largest size).
 fn attachments(msg: &Message) -> Vec<AttachmentIn> {
     let caption = msg.caption.clone().filter(|c| !c.trim().is_empty());
-    let photo = msg.photo.iter().max_by_key(|p| {
-        (p.width.unwrap_or(0) as u64) * (p.height.unwrap_or(0) as u64)
-    });
+    let photo = msg
+        .photo
+        .iter()
+        .max_by_key(|p| (p.width.unwrap_or(0) as u64) * (p.height.unwrap_or(0) as u64));
     [
         (Kind::Photo, photo),
         (Kind::Voice, msg.voice.as_ref()),

@@ -245,7 +245,11 @@ impl TelegramSender {
     pub fn new(settings: &Settings) -> TelegramSender {
         TelegramSender {
             api: Api::new(&settings.api_base, &settings.token, Duration::ZERO),
-            files: Api::new(&settings.api_base, &settings.token, Duration::from_secs(120)),
+            files: Api::new(
+                &settings.api_base,
+                &settings.token,
+                Duration::from_secs(120),
+            ),
         }
     }
 
@@ -324,7 +328,7 @@ pub fn upload_method(file: &crate::media::outfile::OutFile) -> (&'static str, &'
     use crate::media::Kind;
     match (file.kind, file.mime.as_str()) {
         (Kind::Photo, "image/jpeg" | "image/png" | "image/webp") => ("sendPhoto", "photo"),
-        (Kind::Voice | Kind::Audio, "audio/ogg") => ("sendVoice", "voice"),
+        (Kind::Voice | Kind::Audio, "audio/ogg" | "audio/opus") => ("sendVoice", "voice"),
         (Kind::Voice | Kind::Audio, _) => ("sendAudio", "audio"),
         (Kind::Video, "video/mp4") => ("sendVideo", "video"),
         _ => ("sendDocument", "document"),
