@@ -280,11 +280,18 @@ mod tests {
 
     #[test]
     fn host_lines_round_trip_with_type_tags() {
-        let line = HostLine::Message { text: "hi".into(), images: vec![] }.to_line();
+        let line = HostLine::Message {
+            text: "hi".into(),
+            images: vec![],
+        }
+        .to_line();
         assert_eq!(line, "{\"type\":\"message\",\"text\":\"hi\"}\n");
         assert_eq!(
             serde_json::from_str::<HostLine>(&line).unwrap(),
-            HostLine::Message { text: "hi".into(), images: vec![] }
+            HostLine::Message {
+                text: "hi".into(),
+                images: vec![]
+            }
         );
         assert_eq!(
             serde_json::from_str::<HostLine>("{\"type\":\"close\"}").unwrap(),
