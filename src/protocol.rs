@@ -97,6 +97,9 @@ pub struct Start {
     /// /workspace/group); empty when the model takes no images.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<String>,
+    /// Whether the model takes images (`read_file` on an image then shows it to the model).
+    #[serde(default)]
+    pub vision: bool,
 }
 
 /// What the agent writes to its stdout.

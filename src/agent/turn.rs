@@ -95,6 +95,7 @@ pub fn run(
             return Ok(text);
         }
         let mut results = Vec::with_capacity(uses.len());
+        let mut images = Vec::new();
         for (id, name, input) in uses {
             emit(&AgentLine::Progress {
                 tool: format!("{}{name}", r.label),
@@ -111,7 +112,10 @@ pub fn run(
                 content: out.content,
                 is_error: out.is_error,
             });
+            images.extend(out.image);
         }
+        // Anthropic wants tool results first in the message; images follow them.
+        results.extend(images);
         s.messages.push(Message {
             role: Role::User,
             content: results,

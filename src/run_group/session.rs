@@ -131,6 +131,7 @@ pub fn execute(
     let disk_watch = disk::Watch::start(dirs, limit, disk::interval(measured.took));
 
     let model = sandbox::model_settings(config, &work.group);
+    let vision = crate::media::supports_vision(&config.models, &model.model);
     let start = HostLine::Start(Box::new(Start {
         prompt: work.prompt.clone(),
         group_folder: folder.clone(),
@@ -148,6 +149,7 @@ pub fn execute(
             ..Default::default()
         },
         images: work.images.clone(),
+        vision,
     }));
     send(&mut stdin, &start, log);
     log.line(format!(

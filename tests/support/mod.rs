@@ -143,6 +143,7 @@ pub fn start(provider: &str, prompt: &str) -> Start {
             tool_output_cap: 4000,
         },
         images: vec![],
+        vision: true,
     }
 }
 

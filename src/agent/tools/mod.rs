@@ -43,6 +43,8 @@ impl Ctx {
 pub struct Output {
     pub content: String,
     pub is_error: bool,
+    /// An image the tool opened, shown to a vision model after the results (`read_file`).
+    pub image: Option<super::transcript::Block>,
 }
 
 impl Output {
@@ -51,6 +53,7 @@ impl Output {
         Output {
             content: s.into(),
             is_error: false,
+            image: None,
         }
     }
     /// A failed result the model should read and react to.
@@ -58,6 +61,7 @@ impl Output {
         Output {
             content: s.into(),
             is_error: true,
+            image: None,
         }
     }
 }
