@@ -108,7 +108,12 @@ fn outcome(a: &AttachmentIn, kind: Kind, name: &str, status: Status, error: Stri
 pub fn save_one(ctx: &Ctx, folder: &str, date: &str, id: &str, a: &AttachmentIn) -> Saved {
     let claimed = a.kind;
     let kind_guess = claimed.unwrap_or(Kind::Document);
-    let safe = name::sanitise(a.name.as_deref().unwrap_or(""), name::default_name(claimed));
+    // A bridge that names no file still gave a path or URL whose last part is a name.
+    let given = a.name.as_deref().or_else(|| {
+        let src = a.path.as_deref().or(a.url.as_deref())?;
+        src.split(['?', '#']).next()?.rsplit('/').next()
+    });
+    let safe = name::sanitise(given.unwrap_or(""), name::default_name(claimed));
     let cap = ctx.config.cap(claimed);
     if let Some(size) = a.size
         && size > cap
