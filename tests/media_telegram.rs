@@ -225,6 +225,30 @@ fn photos_voice_and_hostile_files_land_safely_and_show_in_the_prompt() {
         .success();
     assert_eq!(fake.file_downloads(), before);
     assert_eq!(h.count("SELECT count(*) FROM attachments"), 8);
+
+    // `claw status` shows the inbox size; pruning by age removes the files, keeps the rows.
+    let status = |h: &TestHome| -> Value {
+        let out = h.claw(&["status", "--json"]).assert().success();
+        let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        v["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["folder"] == "family")
+            .unwrap()
+            .clone()
+    };
+    assert!(status(&h)["inbox_bytes"].as_i64().unwrap() > 0);
+    drop(db);
+    h.db()
+        .execute("UPDATE attachments SET created_at = 0", [])
+        .unwrap();
+    let out = h.claw(&["prune"]).assert().success();
+    let out = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(out.contains("media: deleted 5 inbox file(s)"), "{out}");
+    assert!(files_under(&group.join("inbox")).is_empty());
+    assert_eq!(status(&h)["inbox_bytes"].as_i64(), Some(0));
+    assert_eq!(h.count("SELECT count(*) FROM attachments"), 8);
 }
 
 fn request(h: &TestHome, name: &str, body: Value) {
@@ -327,4 +351,9 @@ fn send_file_uploads_by_type_and_refuses_links_and_fifos() {
         "{reasons}"
     );
     assert_eq!(h.count("SELECT count(*) FROM outbox_files"), 3);
+    // Once sent, the host copies are removed by housekeeping.
+    let copies = std::fs::read_dir(h.path("media-out")).unwrap().count();
+    assert_eq!(copies, 3);
+    h.claw(&["prune"]).assert().success();
+    assert_eq!(std::fs::read_dir(h.path("media-out")).unwrap().count(), 0);
 }

@@ -11,6 +11,7 @@ pub mod image_info;
 pub mod multipart;
 pub mod name;
 pub mod outfile;
+pub mod prune;
 pub mod save;
 pub mod transcribe;
 

@@ -117,6 +117,30 @@ pub fn copy_out(
     })
 }
 
+/// Remove the host copies of `send_file` rows that are sent or given up (the row keeps its
+/// record); returns how many. `dry_run` only counts.
+pub fn remove_settled(conn: &rusqlite::Connection, dry_run: bool) -> anyhow::Result<u64> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT f.outbox_id, f.path FROM outbox_files f JOIN outbox o ON o.id = f.outbox_id
+         WHERE o.status IN ('sent', 'failed') AND f.path != '' LIMIT 10000",
+    )?;
+    let rows: Vec<(i64, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    if dry_run {
+        return Ok(rows.len() as u64);
+    }
+    for (id, path) in &rows {
+        // media-out/ is the host's own folder; a copy already gone is fine.
+        let _ = std::fs::remove_file(path);
+        conn.execute(
+            "UPDATE outbox_files SET path = '' WHERE outbox_id = ?1",
+            [id],
+        )?;
+    }
+    Ok(rows.len() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
