@@ -118,11 +118,13 @@ pub fn copy_out(
 }
 
 /// Remove the host copies of `send_file` rows that are sent or given up (the row keeps its
-/// record); returns how many. `dry_run` only counts.
+/// record); returns how many. Terminal chats keep theirs: `claw chat` printed the copy's path
+/// as the delivery. `dry_run` only counts.
 pub fn remove_settled(conn: &rusqlite::Connection, dry_run: bool) -> anyhow::Result<u64> {
     let mut stmt = conn.prepare_cached(
         "SELECT f.outbox_id, f.path FROM outbox_files f JOIN outbox o ON o.id = f.outbox_id
-         WHERE o.status IN ('sent', 'failed') AND f.path != '' LIMIT 10000",
+         WHERE o.status IN ('sent', 'failed') AND f.path != ''
+           AND substr(o.chat_id, 1, 4) != 'cli:' LIMIT 10000",
     )?;
     let rows: Vec<(i64, String)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
