@@ -112,3 +112,49 @@ fn signal_attachments_land_safely_and_bad_ones_are_recorded() {
         "the file itself was copied"
     );
 }
+
+#[test]
+fn send_file_goes_out_as_a_signal_attachment() {
+    let h = TestHome::init();
+    let cli =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/signal/signal-cli");
+    h.config(&format!(
+        "[channels.signal]\nenabled = true\ncli = \"{}\"\naccount = \"+4915199999999\"\n",
+        cli.display()
+    ));
+    h.add_group(GROUP, "hiking");
+    std::fs::write(h.path("groups/hiking/map.pdf"), b"%PDF-1.4 map").unwrap();
+    let req = h.path("ipc/hiking/messages");
+    std::fs::create_dir_all(&req).unwrap();
+    std::fs::write(
+        req.join("1.json"),
+        json!({"type": "send_file", "path": "map.pdf", "caption": "-the route"}).to_string(),
+    )
+    .unwrap();
+    h.claw(&["ipc-apply"]).assert().success();
+    let log = h.path("send.log");
+    h.claw(&["deliver"])
+        .env("SIGNAL_SEND_LOG", &log)
+        .assert()
+        .success();
+    let args = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = args.lines().collect();
+    let copy = h.path("media-out");
+    let attach = lines
+        .iter()
+        .find(|l| l.starts_with("--attachment="))
+        .unwrap_or_else(|| panic!("{args}"));
+    assert!(
+        attach.starts_with(&format!("--attachment={}/", copy.display())),
+        "{attach}"
+    );
+    assert_eq!(
+        std::fs::read(attach.trim_start_matches("--attachment=")).unwrap(),
+        b"%PDF-1.4 map"
+    );
+    assert!(lines.contains(&"--message=-the route"), "{args}");
+    assert!(
+        lines.contains(&"--group-id=R3JvdXBJZEZvclRlc3Rz+/8="),
+        "{args}"
+    );
+}

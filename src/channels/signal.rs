@@ -449,7 +449,33 @@ impl Sender for SignalSender {
                 retry_after_ms: None,
             };
         };
-        let handle = match duct::cmd(&self.settings.cli, &args)
+        self.run_send(&args)
+    }
+
+    fn send_file(
+        &mut self,
+        _outbox_id: i64,
+        chat_id: &str,
+        caption: &str,
+        file: &crate::media::outfile::OutFile,
+    ) -> Outcome {
+        let Some(mut args) = send_args(&self.settings.account, chat_id, caption) else {
+            return Outcome::Failed {
+                error: format!("{chat_id} is not a Signal chat id"),
+                retry_after_ms: None,
+            };
+        };
+        // One element, `=` form: the host copy's path can never be read as an option.
+        let at = args.len() - 1;
+        args.insert(at, format!("--attachment={}", file.path.display()));
+        self.run_send(&args)
+    }
+}
+
+impl SignalSender {
+    /// Run `signal-cli … send` with `args` (bounded to 120 s) and read the sent timestamp.
+    fn run_send(&self, args: &[String]) -> Outcome {
+        let handle = match duct::cmd(&self.settings.cli, args)
             .stdout_capture()
             .stderr_capture()
             .unchecked()
