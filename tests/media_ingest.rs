@@ -226,3 +226,83 @@ fn bridge_paths_urls_and_voice_transcription() {
         .unwrap();
     assert!(!dump.contains("sk-transcribe-secret"));
 }
+
+#[test]
+fn audio_the_endpoint_does_not_take_is_converted_with_ffmpeg_only_then() {
+    use std::os::unix::fs::PermissionsExt;
+    let (base, seen) = serve(vec![]);
+    let h = TestHome::init();
+    let bridge = tempfile::tempdir().unwrap();
+    std::fs::write(bridge.path().join("a.ogg"), ogg()).unwrap();
+    // A stand-in ffmpeg: records its arguments, reads stdin, prints a tiny WAV.
+    let bin = tempfile::tempdir().unwrap();
+    let calls = bin.path().join("calls");
+    let script = bin.path().join("ffmpeg");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}\ncat > /dev/null\nprintf 'RIFF\\044\\000\\000\\000WAVEfmt converted'\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    h.config(&format!(
+        "[media]\ningest_roots = [\"{}\"]\n[media.transcription]\nbase_url = \"{base}\"\naccepts = [\"audio/wav\"]\n",
+        bridge.path().display()
+    ));
+    h.add_group("sig:+1", "v");
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let line = json!({"chat": "sig:+1", "id": "c1", "sender": "sig:+1", "text": "",
+        "attachments": [{"kind": "voice", "path": bridge.path().join("a.ogg")}]});
+    h.claw(&["ingest"])
+        .env("PATH", &path)
+        .write_stdin(line.to_string())
+        .assert()
+        .success();
+    let args = std::fs::read_to_string(&calls).unwrap();
+    assert!(
+        args.contains("-i pipe:0") && args.contains("-f wav pipe:1"),
+        "{args}"
+    );
+    let seen = seen.lock().unwrap();
+    let t = seen
+        .iter()
+        .find(|s| s.path == "/v1/audio/transcriptions")
+        .unwrap();
+    let body = String::from_utf8_lossy(&t.body);
+    assert!(
+        body.contains("filename=\"voice.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF"),
+        "{body}"
+    );
+    let text: String = h
+        .db()
+        .query_row("SELECT text FROM messages WHERE msg_id = 'c1'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(text, "[voice transcript] buy milk and call Ana");
+    drop(seen);
+
+    // OGG is taken as it is by default: no conversion, ffmpeg never started.
+    std::fs::remove_file(&calls).unwrap();
+    let h2 = TestHome::init();
+    h2.config(&format!(
+        "[media]\ningest_roots = [\"{}\"]\n[media.transcription]\nbase_url = \"{base}\"\n",
+        bridge.path().display()
+    ));
+    h2.add_group("sig:+1", "v");
+    h2.claw(&["ingest"])
+        .env("PATH", &path)
+        .write_stdin(line.to_string())
+        .assert()
+        .success();
+    assert!(
+        !calls.exists(),
+        "ffmpeg ran although the endpoint takes OGG"
+    );
+}
