@@ -110,3 +110,26 @@ fn read_file_on_an_image_shows_it_to_a_vision_model_only() {
         assert!(images(&sb.llm.requests()[1].body).is_empty(), "{provider}");
     }
 }
+
+#[test]
+fn photos_in_a_follow_up_message_reach_the_model_too() {
+    use claw::protocol::HostLine;
+    let sb = Sandbox::new();
+    photo(&sb, "inbox/d/9-photo.png", 20, 20);
+    sb.llm.push(Reply::text("first"));
+    sb.llm.push(Reply::text("second"));
+    let mut a = sb.spawn(start("openai", "hello"));
+    a.until_idle();
+    a.send(&HostLine::Message {
+        text: "[photo: inbox/d/9-photo.png, 20×20]".into(),
+        images: vec!["inbox/d/9-photo.png".into(), "../escape.png".into()],
+    });
+    a.until_idle();
+    let reqs = sb.llm.requests();
+    assert!(images(&reqs[0].body).is_empty());
+    assert_eq!(
+        images(&reqs[1].body).len(),
+        1,
+        "only the path inside the group folder"
+    );
+}

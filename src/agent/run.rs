@@ -131,7 +131,9 @@ pub fn main() -> i32 {
             let mut texts = Vec::new();
             loop {
                 match rx.try_recv() {
-                    Ok(Input::Line(HostLine::Message { text, .. })) => texts.push(text),
+                    Ok(Input::Line(HostLine::Message { text, images })) => {
+                        texts.push((text, images))
+                    }
                     Ok(Input::Line(HostLine::Close))
                     | Ok(Input::Eof)
                     | Err(TryRecvError::Disconnected) => {
@@ -185,7 +187,11 @@ pub fn main() -> i32 {
 
 /// Add the host's photos (paths under the group folder) to the last user message as image
 /// blocks; one that cannot be read is said in text instead, so the model knows it is missing.
-fn attach_images(ctx: &Ctx, messages: &mut [super::transcript::Message], images: &[String]) {
+pub(crate) fn attach_images(
+    ctx: &Ctx,
+    messages: &mut [super::transcript::Message],
+    images: &[String],
+) {
     let Some(last) = messages.last_mut() else {
         return;
     };
