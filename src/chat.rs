@@ -212,15 +212,22 @@ impl Chat {
     /// Report outbox rows for this chat newer than `after`; returns the newest id seen.
     fn print_new(&self, store: &Store, after: i64, ui: &mut dyn FnMut(Event)) -> Result<i64> {
         let mut stmt = store.conn.prepare_cached(
-            "SELECT id, text FROM outbox WHERE chat_id = ?1 AND id > ?2 ORDER BY id",
+            "SELECT o.id, o.text, f.path FROM outbox o LEFT JOIN outbox_files f ON f.outbox_id = o.id
+             WHERE o.chat_id = ?1 AND o.id > ?2 ORDER BY o.id",
         )?;
-        let rows: Vec<(i64, String)> = stmt
+        let rows: Vec<(i64, String, Option<String>)> = stmt
             .query_map(rusqlite::params![self.group.chat_id, after], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?
             .collect::<Result<_, _>>()?;
         let mut last = after;
-        for (id, text) in rows {
+        for (id, text, file) in rows {
+            // A file the agent sent (`send_file`) is shown as the host copy's path.
+            let text = match file {
+                Some(path) if text.is_empty() => format!("[file: {path}]"),
+                Some(path) => format!("[file: {path}] {text}"),
+                None => text,
+            };
             ui(Event::Reply(text));
             if self.group.chat_id.starts_with("cli:") {
                 crate::store::outbox::mark_shown(&store.conn, id, crate::time::now_ms())?;

@@ -25,6 +25,10 @@ pub struct Config {
     pub budget: crate::cost::budget::Caps,
     /// Channel settings by channel name (`telegram`, `signal`, or any `command` channel).
     pub channels: BTreeMap<String, ChannelConfig>,
+    /// Attachments in and out (`[media]`): size caps, inbox age, transcription.
+    pub media: crate::media::MediaConfig,
+    /// Per-model facts (`[models."NAME"] vision = true`).
+    pub models: BTreeMap<String, crate::media::ModelEntry>,
     /// Which acts that leave the sandbox need the owner's yes, and how long an act waits for it.
     pub approvals: crate::approvals::Settings,
     /// The host proxy's own settings (credential substitution).
@@ -160,6 +164,8 @@ impl Default for Config {
             pricing: Default::default(),
             budget: Default::default(),
             channels: BTreeMap::new(),
+            media: Default::default(),
+            models: BTreeMap::new(),
             approvals: Default::default(),
             proxy: ProxySettings::default(),
         }
@@ -459,11 +465,36 @@ key_env = "OPENAI_API_KEY"
 # cli = "signal-cli"                       # program name on PATH, or a path
 # account = "+4915112345678"               # or SIGNAL_ACCOUNT in secrets.env
 # receive_timeout_secs = 5
+# attachments_dir = "~/.local/share/signal-cli/attachments"   # where signal-cli saves files
 #
 # WhatsApp (`claw whatsapp run`, or any bridge using `claw outbox claim --channel wa`):
 # [channels.whatsapp]
 # enabled = true
 # claim_timeout_secs = 300                 # an unreported claim is released after this
+#
+# Attachments (photos, voice notes, audio, documents, video) land in the group's folder under
+# inbox/<date>/<message id>-<name>; the agent sees them in its prompt and can send files back.
+# [media]
+# inbox_max_age_days = 30                  # inbox files older than this are deleted (0 = keep)
+# ingest_roots = []                        # folders JSON-lines bridges may pass `path` files from
+# download_timeout_secs = 120
+# [media.max_mb]                           # largest file per kind, in MiB
+# photo = 20
+# voice = 20
+# audio = 20
+# document = 20
+# video = 20
+# Voice notes transcribed on the host by an OpenAI-compatible /v1/audio/transcriptions endpoint
+# (OpenAI, Groq, a local whisper server); the key stays in secrets.env. Empty base_url: off.
+# Audio of a type not in `accepts` is converted with ffmpeg first (`claw doctor` checks it).
+# [media.transcription]
+# base_url = "https://api.openai.com"
+# model = "whisper-1"
+# key_env = "TRANSCRIPTION_API_KEY"
+#
+# Whether a model takes images (default: true for Claude 3+, GPT-4o, GPT-4.1, GPT-5, o3/o4):
+# [models."llama3.2-vision"]
+# vision = true
 #
 # A channel whose outbox rows are piped as JSON lines to a script:
 # [channels.matrix]

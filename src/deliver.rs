@@ -132,10 +132,14 @@ fn send_all(
             return Ok(());
         }
         for row in rows {
+            // An approval card gets its buttons; a `send_file` row carries a host-owned copy,
+            // its text the caption.
             let card = crate::store::approvals::by_card(&store.conn, row.id)?;
-            let outcome = match &card {
-                Some(a) => sender.send_card(row.id, &row.chat_id, &row.text, (a.id, &a.nonce)),
-                None => sender.send(row.id, &row.chat_id, &row.text),
+            let file = crate::store::attachments::outbox_file(&store.conn, row.id)?;
+            let outcome = match (&card, &file) {
+                (Some(a), _) => sender.send_card(row.id, &row.chat_id, &row.text, (a.id, &a.nonce)),
+                (None, Some(f)) => sender.send_file(row.id, &row.chat_id, &row.text, f),
+                (None, None) => sender.send(row.id, &row.chat_id, &row.text),
             };
             match outcome {
                 Outcome::Sent(msg_id) => {

@@ -49,6 +49,8 @@ pub struct Report {
     pub dry_run: bool,
     pub audit: AuditReport,
     pub ipc_errors: ErrorsReport,
+    /// Old inbox files and settled `send_file` copies (`crate::media::prune`).
+    pub media: crate::media::prune::MediaReport,
 }
 
 /// Audit retention.
@@ -111,6 +113,7 @@ pub fn maybe_run(
 pub fn run(home: &Home, store: &mut Store, config: &Config, opts: &Options) -> Result<Report> {
     let audit = prune_audit(store, config.retention.audit_days, opts)?;
     let ipc_errors = prune_ipc_errors(home, config, opts)?;
+    let media = crate::media::prune::run(home, store, config, opts.now, opts.dry_run)?;
     if !opts.dry_run && (audit.deleted > 0 || ipc_errors.removed_entries > 0) {
         audit::record(
             &store.conn,
@@ -125,6 +128,7 @@ pub fn run(home: &Home, store: &mut Store, config: &Config, opts: &Options) -> R
         dry_run: opts.dry_run,
         audit,
         ipc_errors,
+        media,
     })
 }
 

@@ -35,7 +35,14 @@ pub struct Inbound {
     pub reply_to_sender: Option<String>,
     #[serde(default)]
     pub reply_to_text: Option<String>,
+    /// Files the message carried (`crate::media::AttachmentIn`): a path under
+    /// `media.ingest_roots` or a URL from bridges; channels' own handles from built-in pollers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<crate::media::AttachmentIn>,
 }
+
+/// Most attachments one message may carry.
+pub const MAX_ATTACHMENTS: usize = 16;
 
 /// Counts printed after a batch, plus the reasons for each rejected line.
 #[derive(Debug, Default, Clone, Serialize, PartialEq)]
@@ -95,6 +102,12 @@ pub fn validate(m: &Inbound, max_bytes: usize) -> Result<i64, String> {
     }
     if m.sender.is_empty() {
         return Err("`sender` must not be empty".into());
+    }
+    if m.attachments.len() > MAX_ATTACHMENTS {
+        return Err(format!(
+            "{} attachments; at most {MAX_ATTACHMENTS} per message",
+            m.attachments.len()
+        ));
     }
     if m.text.len() > max_bytes {
         return Err(format!(
@@ -172,6 +185,9 @@ pub fn store_in_tx(
             reply_to_text: m.reply_to_text.as_deref(),
         };
         if messages::insert(tx, &new)? {
+            if !m.attachments.is_empty() {
+                store_attachments(tx, tx.last_insert_rowid(), m)?;
+            }
             summary.stored += 1;
             if !summary.stored_chats.iter().any(|c| c == &m.chat) {
                 summary.stored_chats.push(m.chat.clone());
@@ -179,6 +195,32 @@ pub fn store_in_tx(
         } else {
             summary.duplicates += 1;
         }
+    }
+    Ok(())
+}
+
+/// Record what became of each attachment of the message just stored as `seq`. An attachment
+/// nobody tried to fetch (a path that takes no media, like `claw ingest --chat`) is recorded
+/// as failed, so the prompt still says a file was there.
+fn store_attachments(tx: &Transaction, seq: i64, m: &Inbound) -> Result<()> {
+    let folder: String = tx
+        .prepare_cached("SELECT folder FROM groups WHERE chat_id = ?1")?
+        .query_row([&m.chat], |r| r.get(0))?;
+    for a in &m.attachments {
+        let saved = a.outcome.clone().unwrap_or_else(|| crate::media::Saved {
+            kind: a.kind.unwrap_or(crate::media::Kind::Document),
+            name: crate::media::name::sanitise(a.name.as_deref().unwrap_or(""), "file"),
+            path: None,
+            mime: None,
+            size: a.size,
+            caption: a.caption.clone(),
+            width: a.width,
+            height: a.height,
+            status: crate::media::Status::Failed,
+            error: Some("not downloaded: this ingest path does not fetch attachments".into()),
+            transcript: None,
+        });
+        crate::store::attachments::insert(tx, seq, &folder, &saved)?;
     }
     Ok(())
 }
@@ -199,6 +241,17 @@ const BATCH_BYTES: usize = 4 << 20;
 
 /// Read JSON lines, store good ones in batches, and report bad ones by line number.
 pub fn ingest_lines(store: &mut Store, input: impl BufRead, max_bytes: usize) -> Result<Summary> {
+    ingest_lines_with(store, input, max_bytes, None)
+}
+
+/// [`ingest_lines`], saving attachments through `media` (downloads happen between reading a
+/// batch and its transaction, never inside it).
+pub fn ingest_lines_with(
+    store: &mut Store,
+    input: impl BufRead,
+    max_bytes: usize,
+    media: Option<&crate::media::save::Ctx>,
+) -> Result<Summary> {
     let registered = registered_chats(store)?;
     let mut summary = Summary::default();
     let mut batch: Vec<(Inbound, i64)> = Vec::with_capacity(BATCH);
@@ -244,11 +297,11 @@ pub fn ingest_lines(store: &mut Store, input: impl BufRead, max_bytes: usize) ->
             Err(reason) => summary.reject(line_no, reason),
         }
         if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES {
-            flush(store, &mut batch, &registered, &mut summary)?;
+            flush(store, &mut batch, &registered, &mut summary, media)?;
             batch_bytes = 0;
         }
     }
-    flush(store, &mut batch, &registered, &mut summary)?;
+    flush(store, &mut batch, &registered, &mut summary, media)?;
     Ok(summary)
 }
 
@@ -257,9 +310,13 @@ fn flush(
     batch: &mut Vec<(Inbound, i64)>,
     registered: &HashSet<String>,
     summary: &mut Summary,
+    media: Option<&crate::media::save::Ctx>,
 ) -> Result<()> {
     if batch.is_empty() {
         return Ok(());
+    }
+    if let Some(ctx) = media {
+        crate::media::save::prepare(ctx, &store.conn, batch);
     }
     let tx = store.write()?;
     store_in_tx(&tx, batch, registered, summary)?;
@@ -323,6 +380,7 @@ pub fn one_shot(
         reply_to: None,
         reply_to_sender: None,
         reply_to_text: None,
+        attachments: vec![],
     };
     let mut summary = Summary::default();
     match validate(&m, max_bytes) {

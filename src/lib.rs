@@ -28,6 +28,7 @@ pub mod limits;
 pub mod lock;
 pub mod logging;
 pub mod mcp;
+pub mod media;
 pub mod mounts;
 pub mod notice;
 pub mod output;

@@ -62,7 +62,12 @@ pub enum HostLine {
     /// First line of every run.
     Start(Box<Start>),
     /// A follow-up prompt (new chat messages) for the running conversation.
-    Message { text: String },
+    Message {
+        text: String,
+        /// Photos of these messages to show a vision model (paths under /workspace/group).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        images: Vec<String>,
+    },
     /// Finish the current turn, then exit.
     Close,
 }
@@ -88,6 +93,13 @@ pub struct Start {
     pub model: ModelSettings,
     #[serde(default)]
     pub limits: AgentLimits,
+    /// Photos of the prompt's messages to show the model as image blocks (paths relative to
+    /// /workspace/group); empty when the model takes no images.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
+    /// Whether the model takes images (`read_file` on an image then shows it to the model).
+    #[serde(default)]
+    pub vision: bool,
     /// The group's MCP servers (`mcp.toml`); left out of the line when there are none, so an
     /// agent that predates MCP still reads the start line of a group without servers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -235,6 +247,14 @@ pub enum IpcRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// Send a file from the group folder (`path` relative to it); `chat` as for send_message.
+    SendFile {
+        path: String,
+        #[serde(default)]
+        caption: Option<String>,
+        #[serde(default)]
+        chat: Option<String>,
+    },
     /// Create a scheduled task; `folder` (main only) targets another group.
     ScheduleTask {
         prompt: String,
@@ -335,11 +355,18 @@ mod tests {
 
     #[test]
     fn host_lines_round_trip_with_type_tags() {
-        let line = HostLine::Message { text: "hi".into() }.to_line();
+        let line = HostLine::Message {
+            text: "hi".into(),
+            images: vec![],
+        }
+        .to_line();
         assert_eq!(line, "{\"type\":\"message\",\"text\":\"hi\"}\n");
         assert_eq!(
             serde_json::from_str::<HostLine>(&line).unwrap(),
-            HostLine::Message { text: "hi".into() }
+            HostLine::Message {
+                text: "hi".into(),
+                images: vec![]
+            }
         );
         assert_eq!(
             serde_json::from_str::<HostLine>("{\"type\":\"close\"}").unwrap(),

@@ -25,6 +25,8 @@ pub struct GroupStatus {
     pub last_run: Option<runs::Run>,
     pub outbox_backlog: i64,
     pub active_tasks: i64,
+    /// Bytes of saved attachments in the group's inbox (from the attachment rows).
+    pub inbox_bytes: i64,
     /// Today's model use (local day), as the proxy measured it.
     pub today: crate::cost::report::Line,
 }
@@ -73,6 +75,7 @@ pub fn status(home: &Home, store: &Store, config: &Config) -> Result<Report> {
     }
     let prices = crate::cost::pricing::Prices::new(&config.pricing);
     let mut today = crate::cost::report::today_by_group(conn, &prices, now)?;
+    let inbox = crate::store::attachments::inbox_bytes(conn)?;
     let mut out = Vec::new();
     for g in groups::list(conn)? {
         let cursor = groups::cursor(conn, &g.folder)?;
@@ -155,6 +158,7 @@ pub fn status(home: &Home, store: &Store, config: &Config) -> Result<Report> {
             running,
             last_run,
             outbox_backlog: backlog.get(&g.chat_id).copied().unwrap_or(0),
+            inbox_bytes: inbox.get(&g.folder).copied().unwrap_or(0),
             active_tasks: task_counts.get(&g.folder).copied().unwrap_or(0),
             today: today
                 .remove(&g.folder)

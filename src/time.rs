@@ -50,3 +50,11 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         .ok()
         .map(|t| t.timestamp_millis())
 }
+
+/// The local calendar date of a time, `YYYY-MM-DD` (inbox folders are named by it).
+pub fn local_date(ms: i64) -> String {
+    match Local.timestamp_millis_opt(ms).single() {
+        Some(t) => t.format("%Y-%m-%d").to_string(),
+        None => "1970-01-01".into(),
+    }
+}

@@ -160,6 +160,7 @@ fn follow_up_messages_join_the_running_turn_and_close_ends_cleanly() {
     assert!(matches!(a.next(), AgentLine::Progress { .. }));
     a.send(&HostLine::Message {
         text: "FOLLOW-UP".into(),
+        images: vec![],
     });
     let lines = a.until_idle();
     assert!(
@@ -175,6 +176,7 @@ fn follow_up_messages_join_the_running_turn_and_close_ends_cleanly() {
     );
     a.send(&HostLine::Message {
         text: "next".into(),
+        images: vec![],
     });
     let lines = a.until_idle();
     assert!(lines.contains(&AgentLine::Result {

@@ -204,6 +204,7 @@ fn compaction_archives_old_turns_and_keeps_going() {
     a.until_idle();
     a.send(&HostLine::Message {
         text: "NEW-QUESTION".into(),
+        images: vec![],
     });
     let lines = a.until_idle();
     assert!(
@@ -267,6 +268,7 @@ fn compaction_lets_the_model_save_memory_before_archiving() {
     a.until_idle();
     a.send(&HostLine::Message {
         text: "what else?".into(),
+        images: vec![],
     });
     let lines = a.until_idle();
     assert!(

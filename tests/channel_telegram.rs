@@ -245,7 +245,7 @@ fn replies_captions_and_textless_updates() {
         "{stdout}"
     );
     assert!(
-        stderr.contains("telegram update skipped") && stderr.contains("no text or caption"),
+        stderr.contains("telegram update skipped") && stderr.contains("no text, caption or file"),
         "{stderr}"
     );
     let (text, reply_text, reply_sender): (String, String, String) = h

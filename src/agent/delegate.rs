@@ -98,7 +98,7 @@ fn one(ctx: &Ctx, base: &[ToolSpec], n: usize, task: &Value) -> String {
         tools: &tools,
         compact: false,
     };
-    match turn::run(ctx, &runner, &mut s, &mut Vec::<String>::new) {
+    match turn::run(ctx, &runner, &mut s, &mut Vec::<(String, Vec<String>)>::new) {
         Ok(text) if text.trim().is_empty() => "(no answer)".into(),
         Ok(text) => text,
         Err(e) => format!("ERROR: {e}"),

@@ -7,6 +7,7 @@
 //! except through the proxy socket.
 
 pub mod delegate;
+pub mod image;
 pub mod mcp;
 pub mod memory;
 pub mod prompt;

@@ -143,17 +143,23 @@ pub fn main() -> i32 {
         tools: &specs,
         compact: true,
     };
-    let mut pending = vec![super::prompt::first_prompt(&ctx.start)];
+    let mut pending = vec![(
+        super::prompt::first_prompt(&ctx.start),
+        ctx.start.images.clone(),
+    )];
     let mut closing = false;
     loop {
-        for text in pending.drain(..) {
+        for (text, images) in pending.drain(..) {
             push_user_text(&mut session.messages, &text);
+            attach_images(&ctx, &mut session.messages, &images);
         }
         let mut inbox = || {
             let mut texts = Vec::new();
             loop {
                 match rx.try_recv() {
-                    Ok(Input::Line(HostLine::Message { text })) => texts.push(text),
+                    Ok(Input::Line(HostLine::Message { text, images })) => {
+                        texts.push((text, images))
+                    }
                     Ok(Input::Line(HostLine::Close))
                     | Ok(Input::Eof)
                     | Err(TryRecvError::Disconnected) => {
@@ -193,14 +199,37 @@ pub fn main() -> i32 {
         // Idle: wait for the next message, then take any others that already arrived.
         loop {
             match rx.recv() {
-                Ok(Input::Line(HostLine::Message { text })) => {
-                    pending.push(text);
+                Ok(Input::Line(HostLine::Message { text, images })) => {
+                    pending.push((text, images));
                     break;
                 }
                 Ok(Input::Line(HostLine::Close)) | Ok(Input::Eof) | Err(_) => return 0,
                 Ok(Input::Line(HostLine::Start(_))) => super::log("ignoring a second start line"),
                 Ok(Input::Bad(e)) => super::log(&e),
             }
+        }
+    }
+}
+
+/// Add the host's photos (paths under the group folder) to the last user message as image
+/// blocks; one that cannot be read is said in text instead, so the model knows it is missing.
+pub(crate) fn attach_images(
+    ctx: &Ctx,
+    messages: &mut [super::transcript::Message],
+    images: &[String],
+) {
+    let Some(last) = messages.last_mut() else {
+        return;
+    };
+    for rel in images {
+        if rel.split('/').any(|p| p == ".." || p.is_empty()) {
+            continue;
+        }
+        match super::image::load(&ctx.paths.group().join(rel)) {
+            Ok((block, _, _)) => last.content.push(block),
+            Err(e) => last.content.push(super::transcript::Block::Text {
+                text: format!("[image {rel} could not be attached: {e}]"),
+            }),
         }
     }
 }

@@ -31,6 +31,11 @@ pub enum Block {
         #[serde(default)]
         is_error: bool,
     },
+    /// An image for a vision model (`crate::agent::image`): base64 data of `media_type`.
+    Image {
+        media_type: String,
+        data: String,
+    },
 }
 
 /// One message in the transcript.
@@ -82,6 +87,8 @@ impl Message {
                 Block::Text { text } => text.len(),
                 Block::ToolUse { name, input, .. } => name.len() + input.to_string().len(),
                 Block::ToolResult { content, .. } => content.len(),
+                // About what an image costs in tokens (~1,600), in characters.
+                Block::Image { .. } => 6_000,
             })
             .sum()
     }
@@ -121,6 +128,7 @@ pub fn to_markdown(messages: &[Message]) -> String {
                     };
                     out.push_str(&format!("*{label}*:\n```\n{content}\n```\n\n"))
                 }
+                Block::Image { .. } => out.push_str(&format!("**{who}**: [an image]\n\n")),
             }
         }
     }

@@ -24,18 +24,20 @@ pub struct Runner<'a> {
 
 /// Run until the model stops calling tools (or the step limit); returns the final text.
 ///
-/// `inbox` is polled before every model call; what it returns is added as user input.
+/// `inbox` is polled before every model call; what it returns (text and the photos the host
+/// listed with it) is added as user input.
 pub fn run(
     ctx: &Ctx,
     r: &Runner,
     s: &mut Session,
-    inbox: &mut dyn FnMut() -> Vec<String>,
+    inbox: &mut dyn FnMut() -> Vec<(String, Vec<String>)>,
 ) -> Result<String, CallError> {
     let max_steps = ctx.start.limits.max_steps.max(1);
     let mut steps = 0;
     loop {
-        for text in inbox() {
+        for (text, images) in inbox() {
             push_user_text(&mut s.messages, &text);
+            super::run::attach_images(ctx, &mut s.messages, &images);
         }
         if r.compact {
             match session::maybe_compact(ctx, r.system, s) {
@@ -95,6 +97,7 @@ pub fn run(
             return Ok(text);
         }
         let mut results = Vec::with_capacity(uses.len());
+        let mut images = Vec::new();
         for (id, name, input) in uses {
             emit(&AgentLine::Progress {
                 tool: format!("{}{name}", r.label),
@@ -111,7 +114,10 @@ pub fn run(
                 content: out.content,
                 is_error: out.is_error,
             });
+            images.extend(out.image);
         }
+        // Anthropic wants tool results first in the message; images follow them.
+        results.extend(images);
         s.messages.push(Message {
             role: Role::User,
             content: results,

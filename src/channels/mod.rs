@@ -36,6 +36,25 @@ pub trait Sender {
     /// Send one message. Must not panic; every failure is an `Outcome::Failed`.
     fn send(&mut self, outbox_id: i64, chat_id: &str, text: &str) -> Outcome;
 
+    /// Send a file (copied out by ipc-apply) with an optional caption. Channels without
+    /// uploads say so; the row then fails with that reason instead of vanishing.
+    fn send_file(
+        &mut self,
+        _outbox_id: i64,
+        chat_id: &str,
+        _caption: &str,
+        file: &crate::media::outfile::OutFile,
+    ) -> Outcome {
+        Outcome::Failed {
+            error: format!(
+                "the channel of {chat_id} cannot send files yet; {} stays at {}",
+                file.name,
+                file.path.display()
+            ),
+            retry_after_ms: None,
+        }
+    }
+
     /// Send an approval card: `approval` is its id and nonce, for channels with buttons
     /// (Telegram); others send the text, which says how to answer by typing.
     fn send_card(

@@ -30,6 +30,8 @@ pub struct Settings {
     pub account: String,
     /// How long `receive` waits for messages.
     pub receive_secs: u64,
+    /// Where signal-cli keeps received attachments (each file named by its id).
+    pub attachments_dir: PathBuf,
 }
 
 impl Settings {
@@ -57,6 +59,10 @@ impl Settings {
                 .and_then(|v| v.as_integer())
                 .map(|n| n.clamp(0, 300) as u64)
                 .unwrap_or(5),
+            attachments_dir: extra("attachments_dir")
+                .and_then(|v| v.as_str())
+                .map(PathBuf::from)
+                .unwrap_or_else(default_attachments_dir),
         })
     }
 }
@@ -127,10 +133,15 @@ pub fn map_line(line: &str, account: &str) -> Mapped {
                 .and_then(|a| a.iter().find_map(|x| s(x, "caption")))
                 .filter(|t| !t.trim().is_empty())
         });
-    let Some(text) = text else {
-        return Mapped::Skip(format!(
-            "message at {ts} in {chat} has no text (attachment, sticker or reaction only); skipped"
-        ));
+    let attachments = attachments_of(data);
+    let text = match text {
+        Some(t) => t,
+        None if !attachments.is_empty() => String::new(),
+        None => {
+            return Mapped::Skip(format!(
+                "message at {ts} in {chat} has no text or attachment (sticker or reaction only); skipped"
+            ));
+        }
     };
     let ts = data.get("timestamp").and_then(Value::as_i64).unwrap_or(ts);
     let quote = data.get("quote");
@@ -170,7 +181,96 @@ pub fn map_line(line: &str, account: &str) -> Mapped {
             .and_then(|q| s(q, "text"))
             .map(|t| t.chars().take(QUOTE_CHARS).collect()),
         chat,
+        attachments,
     }))
+}
+
+/// signal-cli's attachment list: each file sits in its attachment folder under its `id`; the
+/// id is the channel's handle (checked again when the file is opened), the rest are hints.
+fn attachments_of(data: &Value) -> Vec<crate::media::AttachmentIn> {
+    use crate::media::{AttachmentIn, Kind};
+    let Some(list) = data.get("attachments").and_then(Value::as_array) else {
+        return vec![];
+    };
+    list.iter()
+        .take(crate::ingest::MAX_ATTACHMENTS)
+        .filter_map(|x| {
+            let id = x.get("id").and_then(Value::as_str)?.to_string();
+            let ct = x.get("contentType").and_then(Value::as_str).unwrap_or("");
+            let is_voice = x.get("voiceNote").and_then(Value::as_bool).unwrap_or(false);
+            let kind = match ct.split('/').next().unwrap_or("") {
+                "image" => Kind::Photo,
+                "audio" if is_voice => Kind::Voice,
+                "audio" => Kind::Audio,
+                "video" => Kind::Video,
+                _ => Kind::Document,
+            };
+            Some(AttachmentIn {
+                kind: Some(kind),
+                name: x
+                    .get("filename")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                caption: x.get("caption").and_then(Value::as_str).map(str::to_string),
+                size: x.get("size").and_then(Value::as_u64),
+                width: x.get("width").and_then(Value::as_u64).map(|n| n as u32),
+                height: x.get("height").and_then(Value::as_u64).map(|n| n as u32),
+                channel_ref: Some(id),
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+/// signal-cli's default attachment folder (`$XDG_DATA_HOME/signal-cli/attachments`).
+fn default_attachments_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("/nonexistent"))
+        .join("signal-cli/attachments")
+}
+
+/// Opens attachments from signal-cli's folder by id: one plain name, never followed through a
+/// link, regular files only (`crate::untrusted::Dir`, since that folder is another program's).
+pub struct SignalSource {
+    dir: PathBuf,
+}
+
+impl SignalSource {
+    /// A source reading `dir`.
+    pub fn new(dir: PathBuf) -> SignalSource {
+        SignalSource { dir }
+    }
+}
+
+impl crate::media::fetch::Source for SignalSource {
+    fn open(
+        &self,
+        a: &crate::media::AttachmentIn,
+        cap: u64,
+    ) -> Result<Box<dyn std::io::Read>, crate::media::fetch::Fail> {
+        use crate::media::fetch::Fail;
+        let Some(id) = a.channel_ref.as_deref() else {
+            return Err(Fail::Failed("no signal-cli attachment id".into()));
+        };
+        if id.is_empty() || id.contains('/') || id.starts_with('.') || id.len() > 255 {
+            return Err(Fail::Failed(format!(
+                "attachment id {id:?} is not a plain file name"
+            )));
+        }
+        let dir = crate::untrusted::Dir::open(&self.dir).map_err(|e| {
+            Fail::Failed(format!(
+                "cannot open signal-cli's attachment folder {}: {e} (set attachments_dir under [channels.signal])",
+                self.dir.display()
+            ))
+        })?;
+        match dir.open_regular(std::ffi::OsStr::new(id), cap) {
+            Ok((f, _)) => Ok(Box::new(f)),
+            Err(why) if why.contains("the limit is") => Err(Fail::TooLarge(why)),
+            Err(why) => Err(Fail::Failed(format!("attachment {id}: {why}"))),
+        }
+    }
 }
 
 /// What one receive did.
@@ -221,11 +321,22 @@ pub fn poll(
     })?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     // Whatever signal-cli printed before failing was already taken from the server: store it.
+    let source = SignalSource::new(settings.attachments_dir.clone());
+    let transcriber =
+        crate::media::transcribe::Transcriber::from_config(&config.media.transcription, secrets);
+    let ctx = crate::media::save::Ctx::new(
+        &store.conn,
+        home,
+        &config.media,
+        &source,
+        transcriber.as_ref(),
+    )?;
     let report = store_lines(
         store,
         &stdout,
         &settings.account,
         config.limits.max_message_bytes,
+        Some(&ctx),
     )?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
@@ -245,6 +356,7 @@ pub fn store_lines(
     output: &str,
     account: &str,
     max_bytes: usize,
+    media: Option<&crate::media::save::Ctx>,
 ) -> Result<PollReport> {
     let mut report = PollReport::default();
     let mut items: Vec<(Inbound, i64)> = Vec::new();
@@ -280,6 +392,9 @@ pub fn store_lines(
         if m.chat_name.is_none() {
             m.chat_name = group_names.get(&m.chat).cloned();
         }
+    }
+    if let Some(ctx) = media {
+        crate::media::save::prepare(ctx, &store.conn, &mut items);
     }
     let registered = ingest::registered_chats(store)?;
     let tx = store.write()?;
@@ -334,7 +449,33 @@ impl Sender for SignalSender {
                 retry_after_ms: None,
             };
         };
-        let handle = match duct::cmd(&self.settings.cli, &args)
+        self.run_send(&args)
+    }
+
+    fn send_file(
+        &mut self,
+        _outbox_id: i64,
+        chat_id: &str,
+        caption: &str,
+        file: &crate::media::outfile::OutFile,
+    ) -> Outcome {
+        let Some(mut args) = send_args(&self.settings.account, chat_id, caption) else {
+            return Outcome::Failed {
+                error: format!("{chat_id} is not a Signal chat id"),
+                retry_after_ms: None,
+            };
+        };
+        // One element, `=` form: the host copy's path can never be read as an option.
+        let at = args.len() - 1;
+        args.insert(at, format!("--attachment={}", file.path.display()));
+        self.run_send(&args)
+    }
+}
+
+impl SignalSender {
+    /// Run `signal-cli … send` with `args` (bounded to 120 s) and read the sent timestamp.
+    fn run_send(&self, args: &[String]) -> Outcome {
+        let handle = match duct::cmd(&self.settings.cli, args)
             .stdout_capture()
             .stderr_capture()
             .unchecked()

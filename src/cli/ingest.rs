@@ -6,7 +6,7 @@ use crate::error::{Code, Coded};
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Each stdin line is one message:\n  {\"chat\":\"tg:-100123\",\"id\":\"842\",\"sender\":\"tg:55\",\"sender_name\":\"Ana\",\"text\":\"@Andy hi\",\n   \"time\":\"2026-11-21T10:00:00Z\",\"from_me\":false,\"chat_name\":\"Family\",\"is_group\":true}\nBad lines are reported on stderr with their line number; good lines are stored; exit code 4 if any was rejected."
+    after_help = "Each stdin line is one message:\n  {\"chat\":\"tg:-100123\",\"id\":\"842\",\"sender\":\"tg:55\",\"sender_name\":\"Ana\",\"text\":\"@Andy hi\",\n   \"time\":\"2026-11-21T10:00:00Z\",\"from_me\":false,\"chat_name\":\"Family\",\"is_group\":true}\nAttachments: \"attachments\":[{\"kind\":\"photo\",\"url\":\"https://…\"}] or {\"path\":\"/abs/file\"} under media.ingest_roots.\nBad lines are reported on stderr with their line number; good lines are stored; exit code 4 if any was rejected."
 )]
 pub struct Args {
     /// Poll a built-in channel once instead of reading stdin (telegram: long-poll then drain the
@@ -41,11 +41,28 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         (Some(chat), Some(text)) => {
             crate::ingest::one_shot(&mut store, chat, text, a.sender.as_deref(), max)?
         }
-        _ => crate::ingest::ingest_lines(
-            &mut store,
-            BufReader::with_capacity(256 * 1024, std::io::stdin().lock()),
-            max,
-        )?,
+        _ => {
+            // Attachments in the lines are fetched (path or URL) and voice notes transcribed.
+            let secrets = ctx.secrets().unwrap_or_default();
+            let source = crate::media::fetch::LineSource::new(&config.media, &ctx.home.root);
+            let transcriber = crate::media::transcribe::Transcriber::from_config(
+                &config.media.transcription,
+                &secrets,
+            );
+            let media = crate::media::save::Ctx::new(
+                &store.conn,
+                &ctx.home,
+                &config.media,
+                &source,
+                transcriber.as_ref(),
+            )?;
+            crate::ingest::ingest_lines_with(
+                &mut store,
+                BufReader::with_capacity(256 * 1024, std::io::stdin().lock()),
+                max,
+                Some(&media),
+            )?
+        }
     };
     chain(ctx, &config, &store, &summary);
     let notices = crate::notice::notify_unknown(

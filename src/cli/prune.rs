@@ -48,6 +48,13 @@ pub fn print(r: &Report) {
             }
         ),
     }
+    let m = &r.media;
+    println!(
+        "media: {verb} {} inbox file(s) ({} KiB) older than media.inbox_max_age_days, {} sent file copie(s)",
+        m.inbox_files,
+        m.inbox_bytes.div_ceil(1024),
+        m.sent_copies
+    );
     let e = &r.ipc_errors;
     let verb = if r.dry_run { "would remove" } else { "removed" };
     for x in &e.removed {

@@ -51,13 +51,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 }),
                 g.outbox_backlog.to_string(),
                 g.active_tasks.to_string(),
+                crate::media::human_size(g.inbox_bytes.max(0) as u64),
                 spend(&g.today, &prices),
             ]
         })
         .collect();
     crate::output::table(
         &[
-            "GROUP", "PENDING", "RUN NOW", "WHY", "LAST RUN", "OUTBOX", "TASKS", "TODAY",
+            "GROUP", "PENDING", "RUN NOW", "WHY", "LAST RUN", "OUTBOX", "TASKS", "INBOX", "TODAY",
         ],
         rows,
     );

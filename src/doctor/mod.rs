@@ -100,6 +100,7 @@ pub fn doctor(home: &Home, opts: &Options) -> Report {
     }
     check_timers(&opts.user_home, &mut r);
     check_extra_args(&cfg, &mut r);
+    check_media(&cfg, &mut r);
     let rt = check_runtime(&cfg, &mut r);
     if let Some(rt) = rt {
         let image_ok = check_image(rt, &cfg, &mut r);
@@ -109,6 +110,49 @@ pub fn doctor(home: &Home, opts: &Options) -> Report {
         }
     }
     r
+}
+
+/// Voice transcription: whether it is on, and whether ffmpeg is there to convert audio the
+/// endpoint does not take (only needed then; a warning, since text still works without it).
+fn check_media(cfg: &Config, r: &mut Report) {
+    let t = &cfg.media.transcription;
+    if t.base_url.trim().is_empty() {
+        r.push(
+            "transcription",
+            Level::Ok,
+            "voice transcription is off: agents get the voice note's file and a note saying so"
+                .into(),
+            None,
+        );
+        return;
+    }
+    r.push(
+        "transcription",
+        Level::Ok,
+        format!(
+            "voice notes are transcribed by {} ({})",
+            t.base_url, t.model
+        ),
+        None,
+    );
+    if crate::media::transcribe::ffmpeg_available() {
+        r.push(
+            "ffmpeg",
+            Level::Ok,
+            "ffmpeg found (converts audio the endpoint does not take)".into(),
+            None,
+        );
+    } else {
+        r.push(
+            "ffmpeg",
+            Level::Warn,
+            format!(
+                "ffmpeg is not installed: voice notes in types outside media.transcription.accepts ({}) cannot be transcribed",
+                t.accepts.join(", ")
+            ),
+            Some("install ffmpeg (apt-get install ffmpeg, brew install ffmpeg)".into()),
+        );
+    }
 }
 
 fn check_config(home: &Home, r: &mut Report) -> Option<Config> {

@@ -59,6 +59,7 @@ pub fn facts(conn: &Connection, origin: &Origin, req: &IpcRequest) -> Result<Fac
     let mut f = Facts::default();
     match req {
         IpcRequest::SendMessage { chat: Some(c), .. }
+        | IpcRequest::SendFile { chat: Some(c), .. }
         | IpcRequest::RegisterGroup { chat: c, .. } => {
             f.chat_known = c == &origin.chat_id || messages::chat(conn, c)?.is_some();
         }
@@ -84,7 +85,8 @@ pub fn facts(conn: &Connection, origin: &Origin, req: &IpcRequest) -> Result<Fac
 /// Decide whether `origin` may make `req`; the error is the reason, readable by the agent.
 pub fn authorise(origin: &Origin, req: &IpcRequest, facts: &Facts) -> Result<Allowed, String> {
     match req {
-        IpcRequest::SendMessage { chat, .. } => {
+        // A file goes where a message may go: the same rule, decided in one place.
+        IpcRequest::SendMessage { chat, .. } | IpcRequest::SendFile { chat, .. } => {
             let chat = chat.clone().unwrap_or_else(|| origin.chat_id.clone());
             if chat == origin.chat_id {
                 Ok(Allowed::Send { chat })

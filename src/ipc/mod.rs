@@ -14,6 +14,7 @@ mod finish;
 mod pass;
 pub mod quota;
 pub mod read;
+pub mod send_file;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -107,6 +108,7 @@ struct Touched {
 pub fn request_type(req: &IpcRequest) -> &'static str {
     match req {
         IpcRequest::SendMessage { .. } => "send_message",
+        IpcRequest::SendFile { .. } => "send_file",
         IpcRequest::ScheduleTask { .. } => "schedule_task",
         IpcRequest::UpdateTask { .. } => "update_task",
         IpcRequest::PauseTask { .. } => "pause_task",

@@ -219,8 +219,13 @@ fn apply_batch(
                                     }
                                     None => {
                                         let sp = tx.savepoint()?;
-                                        let o =
-                                            apply::apply(&sp, &origin, &tag, req, allowed, now)?;
+                                        let o = if let IpcRequest::SendFile { .. } = req {
+                                            super::send_file::apply(
+                                                &sp, home, config, &origin, &tag, req, allowed,
+                                            )?
+                                        } else {
+                                            apply::apply(&sp, &origin, &tag, req, allowed, now)?
+                                        };
                                         if o.is_ok() {
                                             sp.commit()?;
                                         }

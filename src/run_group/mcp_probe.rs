@@ -79,6 +79,7 @@ pub fn list_tools(
         handed: None,
         observer: None,
         close_when_idle: Default::default(),
+        images: vec![],
     };
     let mut log = RunLog::open(&home.logs(), folder, id, 256 * 1024);
     log.line(format!("mcp tools probe for group `{folder}`"));
@@ -128,6 +129,8 @@ pub fn list_tools(
         model: sandbox::model_settings(config, &work.group),
         limits: Default::default(),
         mcp: sb.mcp.clone(),
+        images: vec![],
+        vision: false,
     }));
     let mut child = Command::new(&sb.argv[0])
         .args(&sb.argv[1..])

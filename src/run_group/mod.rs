@@ -80,6 +80,8 @@ pub(crate) struct Work {
     pub check: Option<crate::store::tasks::Check>,
     /// Highest message seq in the prompt.
     pub handed: Option<i64>,
+    /// Saved photos of the prompt's messages, relative to the group folder, for a vision model.
+    pub images: Vec<String>,
     pub observer: Option<std::sync::mpsc::SyncSender<crate::protocol::AgentLine>>,
     pub close_when_idle: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -351,6 +353,7 @@ fn claim_work(
         task: None,
         check: None,
         handed: None,
+        images: vec![],
         observer: opts.observer.clone(),
         close_when_idle: opts.close_when_idle.clone(),
         group,
@@ -397,11 +400,14 @@ fn claim_work(
         }
         let undelivered =
             outbox::take_undelivered(&tx, &work.group.chat_id, crate::time::now_ms(), 5)?;
+        let seqs: Vec<i64> = pending.iter().map(|m| m.seq).collect();
+        let media = crate::store::attachments::for_messages(&tx, &seqs)?;
         work.prompt = format!(
             "{}{}",
             crate::prompt::delivery_note(&undelivered),
-            crate::prompt::messages(&pending)
+            crate::prompt::messages_with_media(&pending, &media)
         );
+        work.images = crate::media::images_for_model(config, &work.group, &media);
         work.handed = pending.last().map(|m| m.seq);
         if let (Some(first), Some(last)) = (pending.first(), pending.last()) {
             runs::set_seq_range(&tx, work.run.id, first.seq, last.seq)?;

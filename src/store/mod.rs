@@ -5,6 +5,7 @@
 //! ever held across a container run or a network call.
 
 pub mod approvals;
+pub mod attachments;
 pub mod audit;
 pub mod containers;
 pub mod groups;

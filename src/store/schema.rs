@@ -321,4 +321,37 @@ INSERT INTO outbox_fts (outbox_fts) VALUES ('rebuild');
     r#"
 CREATE INDEX IF NOT EXISTS approvals_card ON approvals (card_outbox_id);
 "#,
+    // 10: media. One `attachments` row per file a message carried, whether it was saved or not
+    // (a failed or oversize download is recorded and shown in the prompt, never dropped). `path`
+    // is relative to the group folder (`inbox/<date>/<msg id>-<name>`). `outbox_files` holds the
+    // host-owned copy of a file an agent asked to send (`send_file`), beside its outbox row.
+    r#"
+CREATE TABLE IF NOT EXISTS attachments (
+    id          INTEGER PRIMARY KEY,
+    message_seq INTEGER NOT NULL REFERENCES messages(seq) ON DELETE CASCADE,
+    folder      TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('photo', 'voice', 'audio', 'document', 'video')),
+    name        TEXT NOT NULL,               -- sanitised original name
+    path        TEXT,                        -- relative to groups/FOLDER; NULL unless status = 'ok'
+    mime        TEXT,                        -- from the content's first bytes
+    size        INTEGER,
+    caption     TEXT,
+    width       INTEGER,
+    height      INTEGER,
+    status      TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'too_large')),
+    error       TEXT,
+    transcript  TEXT,                        -- voice notes, when transcription is configured
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attachments_message ON attachments (message_seq);
+CREATE INDEX IF NOT EXISTS attachments_folder ON attachments (folder, created_at);
+CREATE TABLE IF NOT EXISTS outbox_files (
+    outbox_id INTEGER PRIMARY KEY REFERENCES outbox(id) ON DELETE CASCADE,
+    path      TEXT NOT NULL,                 -- absolute, under the home's media-out/ (host-owned)
+    kind      TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    mime      TEXT NOT NULL,
+    size      INTEGER NOT NULL
+);
+"#,
 ];

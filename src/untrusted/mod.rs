@@ -10,10 +10,12 @@
 //! may call `std::fs` on those trees; `tests/untrusted_boundary.rs` greps the crate for it.
 
 mod chown;
+mod stream;
 mod tree;
 mod walk;
 
 pub use chown::{ChownReport, Owner, chown_tree};
+pub use stream::{Copied, copy_capped};
 pub use tree::{
     MEMORY_FILE, Parents, Prepared, chown_group, clear_abandoned_requests, create_global,
     create_group,

@@ -39,6 +39,49 @@ struct State {
     /// The next this many sendMessage calls answer 500.
     fail_sends: usize,
     next_msg_id: i64,
+    /// Files served by getFile and /file/bot<token>/<path>: file_id → (file_path, bytes).
+    files: std::collections::HashMap<String, (String, Vec<u8>)>,
+    /// getFile answers without a file_size for these ids (a lying or silent server).
+    hide_size: std::collections::HashSet<String>,
+    /// Uploads (sendPhoto, sendDocument, sendVoice, …): method and the raw multipart request.
+    uploads: Vec<Upload>,
+    file_downloads: usize,
+}
+
+/// One multipart upload as the fake received it.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub method: String,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl Upload {
+    /// The value of a text field of the form.
+    pub fn field(&self, name: &str) -> Option<String> {
+        let text = String::from_utf8_lossy(&self.body);
+        let key = format!("name=\"{name}\"\r\n\r\n");
+        let at = text.find(&key)? + key.len();
+        let end = text[at..].find("\r\n--")?;
+        Some(text[at..at + end].to_string())
+    }
+
+    /// The bytes of the file part named `name`, with its file name.
+    pub fn file(&self, name: &str) -> Option<(String, Vec<u8>)> {
+        let key = format!("name=\"{name}\"; filename=\"");
+        let pos = find(&self.body, key.as_bytes())? + key.len();
+        let fname_end = pos + find(&self.body[pos..], b"\"")?;
+        let fname = String::from_utf8_lossy(&self.body[pos..fname_end]).to_string();
+        let data_start = fname_end + find(&self.body[fname_end..], b"\r\n\r\n")? + 4;
+        let boundary = self.content_type.split("boundary=").nth(1)?.to_string();
+        let end_key = format!("\r\n--{boundary}");
+        let data_end = data_start + find(&self.body[data_start..], end_key.as_bytes())?;
+        Some((fname, self.body[data_start..data_end].to_vec()))
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// A running fake server; it stops accepting when dropped.
@@ -150,6 +193,35 @@ impl FakeTelegram {
         self.state.lock().unwrap().serve_again_from = Some(id);
     }
 
+    /// Serve `bytes` as file `file_id` (getFile, then the download).
+    pub fn add_file(&self, file_id: &str, bytes: Vec<u8>) {
+        let path = format!("files/{file_id}.bin");
+        self.state
+            .lock()
+            .unwrap()
+            .files
+            .insert(file_id.to_string(), (path, bytes));
+    }
+
+    /// getFile for `file_id` leaves out file_size, so only the copy's cap can stop an oversize file.
+    pub fn hide_size(&self, file_id: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .hide_size
+            .insert(file_id.to_string());
+    }
+
+    /// Multipart uploads received.
+    pub fn uploads(&self) -> Vec<Upload> {
+        self.state.lock().unwrap().uploads.clone()
+    }
+
+    /// File downloads served.
+    pub fn file_downloads(&self) -> usize {
+        self.state.lock().unwrap().file_downloads
+    }
+
     /// Number of getUpdates calls so far.
     pub fn get_updates_calls(&self) -> usize {
         self.state.lock().unwrap().get_updates_calls
@@ -169,7 +241,7 @@ fn serve(mut conn: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
     let mut buf: Vec<u8> = Vec::new();
     loop {
         // Read until a full request (headers + Content-Length body) is buffered.
-        let (path, body, used) = loop {
+        let (path, body, used, raw, ctype) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut req = httparse::Request::new(&mut headers);
             if let Ok(httparse::Status::Complete(head)) = req.parse(&buf) {
@@ -187,9 +259,15 @@ fn serve(mut conn: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
                     .unwrap_or(0);
                 if buf.len() >= head + len {
                     let path = req.path.unwrap_or("/").to_string();
-                    let body: Value =
-                        serde_json::from_slice(&buf[head..head + len]).unwrap_or(json!({}));
-                    break (path, body, head + len);
+                    let raw = buf[head..head + len].to_vec();
+                    let ctype = req
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("content-type"))
+                        .map(|h| String::from_utf8_lossy(h.value).to_string())
+                        .unwrap_or_default();
+                    let body: Value = serde_json::from_slice(&raw).unwrap_or(json!({}));
+                    break (path, body, head + len, raw, ctype);
                 }
             }
             let mut chunk = [0u8; 16 * 1024];
@@ -199,6 +277,50 @@ fn serve(mut conn: TcpStream, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
             }
         };
         buf.drain(..used);
+        if let Some(file) = path.strip_prefix(&format!("/file/bot{TOKEN}/")) {
+            let bytes = {
+                let mut s = state.lock().unwrap();
+                s.file_downloads += 1;
+                s.files
+                    .values()
+                    .find(|(p, _)| p == file)
+                    .map(|(_, b)| b.clone())
+            };
+            let (status, bytes) = match bytes {
+                Some(b) => (200, b),
+                None => (404, b"not found".to_vec()),
+            };
+            let head = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n",
+                bytes.len()
+            );
+            if conn.write_all(head.as_bytes()).is_err() || conn.write_all(&bytes).is_err() {
+                return;
+            }
+            continue;
+        }
+        if ctype.starts_with("multipart/form-data") {
+            let method = path.rsplit('/').next().unwrap_or("").to_string();
+            let mut s = state.lock().unwrap();
+            s.uploads.push(Upload {
+                method,
+                content_type: ctype,
+                body: raw,
+            });
+            s.next_msg_id += 1;
+            let text = json!({"ok": true, "result": {"message_id": s.next_msg_id, "date": 0,
+                              "chat": {"id": 0, "type": "private"}}})
+            .to_string();
+            drop(s);
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{text}",
+                text.len()
+            );
+            if conn.write_all(resp.as_bytes()).is_err() {
+                return;
+            }
+            continue;
+        }
         let (status, answer) = handle(&path, &body, &state, &stop);
         let Some(answer) = answer else { return };
         let text = answer.to_string();
@@ -321,6 +443,25 @@ fn handle(
         "answerCallbackQuery" => {
             state.lock().unwrap().callback_answers.push(body.clone());
             (200, Some(json!({"ok": true, "result": true})))
+        }
+        "getFile" => {
+            let id = body.get("file_id").and_then(Value::as_str).unwrap_or("");
+            let s = state.lock().unwrap();
+            match s.files.get(id) {
+                Some((path, bytes)) => {
+                    let mut r = json!({"file_id": id, "file_unique_id": id, "file_path": path});
+                    if !s.hide_size.contains(id) {
+                        r["file_size"] = json!(bytes.len());
+                    }
+                    (200, Some(json!({"ok": true, "result": r})))
+                }
+                None => (
+                    400,
+                    Some(
+                        json!({"ok": false, "error_code": 400, "description": "Bad Request: invalid file_id"}),
+                    ),
+                ),
+            }
         }
         "sendChatAction" => {
             state.lock().unwrap().actions.push(body.clone());

@@ -143,6 +143,8 @@ pub fn start(provider: &str, prompt: &str) -> Start {
             tool_output_cap: 4000,
         },
         mcp: vec![],
+        images: vec![],
+        vision: true,
     }
 }
 

@@ -45,6 +45,8 @@ fn block(b: &Block) -> Option<Value> {
         } => {
             json!({"type": "tool_result", "tool_use_id": tool_use_id, "content": content, "is_error": is_error})
         }
+        Block::Image { media_type, data } => json!({"type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data}}),
     })
 }
 

@@ -66,7 +66,25 @@ pub fn body<'a>(req: &Request<'a>) -> Body<'a> {
                     }
                 }
                 let text = m.text();
-                if !text.is_empty() {
+                // Images (photos in the prompt, or opened with read_file) ride in a user message
+                // after the tool results, as data URLs: tool messages carry text only.
+                let images: Vec<Value> = m
+                    .content
+                    .iter()
+                    .filter_map(|b| match b {
+                        Block::Image { media_type, data } => Some(json!({"type": "image_url",
+                            "image_url": {"url": format!("data:{media_type};base64,{data}")}})),
+                        _ => None,
+                    })
+                    .collect();
+                if !images.is_empty() {
+                    let mut parts = Vec::with_capacity(images.len() + 1);
+                    if !text.is_empty() {
+                        parts.push(json!({"type": "text", "text": text}));
+                    }
+                    parts.extend(images);
+                    messages.push(json!({"role": "user", "content": parts}));
+                } else if !text.is_empty() {
                     messages.push(json!({"role": "user", "content": text}));
                 }
             }

@@ -29,10 +29,25 @@ macro_rules! arg {
 /// `read_file`: the file's text, optionally a window of lines.
 pub fn read(ctx: &Ctx, input: &Value) -> Output {
     let path = resolve(ctx, arg!(input, "path"));
-    let text = match std::fs::read(&path) {
-        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
         Err(e) => return Output::err(format!("cannot read {}: {e}", path.display())),
     };
+    // An image opened by a vision model is shown to it, not dumped as bytes.
+    if ctx.start.vision && crate::agent::image::is_image(&bytes) {
+        return match crate::agent::image::from_bytes(&bytes) {
+            Ok((block, w, h)) => Output {
+                content: format!(
+                    "{} is an image ({w}×{h} as sent); it is attached below.",
+                    path.display()
+                ),
+                is_error: false,
+                image: Some(block),
+            },
+            Err(e) => Output::err(format!("{}: {e}", path.display())),
+        };
+    }
+    let text = String::from_utf8_lossy(&bytes).into_owned();
     let offset = input["offset"].as_u64().unwrap_or(1).max(1) as usize;
     let limit = input["limit"].as_u64().map(|l| l as usize);
     if offset == 1 && limit.is_none() {

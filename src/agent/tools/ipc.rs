@@ -38,7 +38,10 @@ pub fn run(ctx: &Ctx, name: &str, input: &Value) -> Output {
         Ok(r) => r,
         Err(e) => return Output::err(format!("bad arguments for {name}: {e}")),
     };
-    let dir = if matches!(req, IpcRequest::SendMessage { .. }) {
+    let dir = if matches!(
+        req,
+        IpcRequest::SendMessage { .. } | IpcRequest::SendFile { .. }
+    ) {
         IPC_MESSAGES_DIR
     } else {
         IPC_TASKS_DIR

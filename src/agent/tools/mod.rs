@@ -46,6 +46,8 @@ impl Ctx {
 pub struct Output {
     pub content: String,
     pub is_error: bool,
+    /// An image the tool opened, shown to a vision model after the results (`read_file`).
+    pub image: Option<super::transcript::Block>,
 }
 
 impl Output {
@@ -54,6 +56,7 @@ impl Output {
         Output {
             content: s.into(),
             is_error: false,
+            image: None,
         }
     }
     /// A failed result the model should read and react to.
@@ -61,6 +64,7 @@ impl Output {
         Output {
             content: s.into(),
             is_error: true,
+            image: None,
         }
     }
 }
@@ -119,6 +123,11 @@ pub fn all_specs() -> Vec<ToolSpec> {
             "send_message",
             "Send a message to the chat now (before your final answer). chat defaults to this group's chat; another chat may need the owner's approval (then this waits for their answer; give a reason).",
             json!({"type":"object","properties":{"text":{"type":"string"},"chat":{"type":"string"},"reason":{"type":"string","description":"why, shown to the owner if the act needs approval"}},"required":["text"]}),
+        ),
+        s(
+            "send_file",
+            "Send a file from the group folder to the chat (a chart, a PDF, an audio note): path relative to /workspace/group, optional caption. Photos go as photos, OGG audio as a voice note, the rest as documents. chat as for send_message.",
+            json!({"type":"object","properties":{"path":{"type":"string"},"caption":{"type":"string"},"chat":{"type":"string"}},"required":["path"]}),
         ),
         s(
             "schedule_task",

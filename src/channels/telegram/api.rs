@@ -188,6 +188,140 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Resolve a file id with getFile and open its download as a stream. A file Telegram says
+    /// is over `cap` is refused before downloading; the caller still caps the copy.
+    pub fn open_file(
+        &self,
+        file_id: &str,
+        cap: u64,
+    ) -> Result<Box<dyn std::io::Read>, crate::media::fetch::Fail> {
+        use crate::media::fetch::Fail;
+        let f = self
+            .call("getFile", &json!({"file_id": file_id}))
+            .map_err(|e| Fail::Failed(format!("getFile failed: {e}")))?;
+        if let Some(size) = f.get("file_size").and_then(Value::as_u64)
+            && size > cap
+        {
+            return Err(Fail::TooLarge(format!(
+                "the file is {}, over the {} limit",
+                crate::media::human_size(size),
+                crate::media::human_size(cap)
+            )));
+        }
+        let Some(path) = f.get("file_path").and_then(Value::as_str) else {
+            return Err(Fail::Failed(
+                "getFile gave no file_path (Telegram serves bots files up to 20 MB)".into(),
+            ));
+        };
+        let url = format!("{}/file/bot{}/{}", self.base, self.token, path);
+        let scrub = |e: String| e.replace(&self.token, "<token>");
+        let resp = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| Fail::Failed(scrub(format!("download failed: {e}"))))?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return Err(Fail::Failed(format!("download answered HTTP {status}")));
+        }
+        Ok(Box::new(
+            resp.into_body()
+                .into_with_config()
+                .limit(cap.saturating_add(1))
+                .reader(),
+        ))
+    }
+
+    /// Upload a file with `method` (sendPhoto, sendDocument, sendVoice, …) as multipart, the file
+    /// in `field`; returns Telegram's message id.
+    pub fn send_file(
+        &self,
+        method: &str,
+        field: &str,
+        chat: &str,
+        caption: &str,
+        file: &crate::media::outfile::OutFile,
+    ) -> Result<i64, ApiError> {
+        let f = std::fs::File::open(&file.path).map_err(|e| {
+            ApiError::Transport(format!("cannot open {}: {e}", file.path.display()))
+        })?;
+        let mut fields = vec![("chat_id", chat)];
+        // Captions are at most 1024 characters; a longer one is cut rather than refused.
+        let cut: String = caption.chars().take(1024).collect();
+        if !cut.is_empty() {
+            fields.push(("caption", cut.as_str()));
+        }
+        let body = crate::media::multipart::build(
+            &fields,
+            field,
+            &file.name,
+            &file.mime,
+            Box::new(f),
+            file.size,
+        );
+        let url = format!("{}/bot{}/{method}", self.base, self.token);
+        let scrub = |e: String| ApiError::Transport(e.replace(&self.token, "<token>"));
+        let mut reader = body.reader;
+        let mut resp = self
+            .agent
+            .post(&url)
+            .header("content-type", &body.content_type)
+            .header("content-length", body.length.to_string())
+            .send(ureq::SendBody::from_reader(&mut reader))
+            .map_err(|e| scrub(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let env: Envelope = resp
+            .body_mut()
+            .with_config()
+            .limit(1024 * 1024)
+            .read_json()
+            .map_err(|e| {
+                scrub(format!(
+                    "{method} answered {status} with unreadable JSON: {e}"
+                ))
+            })?;
+        if env.ok {
+            return Ok(env
+                .result
+                .get("message_id")
+                .and_then(Value::as_i64)
+                .unwrap_or(0));
+        }
+        let code = env.error_code.unwrap_or(status);
+        if code == 429 {
+            return Err(ApiError::RetryAfter(
+                env.parameters.and_then(|p| p.retry_after).unwrap_or(5),
+            ));
+        }
+        Err(ApiError::Rejected {
+            code,
+            description: env
+                .description
+                .unwrap_or_else(|| "no description".into())
+                .replace(&self.token, "<token>"),
+        })
+    }
+}
+
+/// Opens Telegram attachments (file ids) for `crate::media::save`.
+pub struct TelegramSource<'a>(pub &'a Api);
+
+impl crate::media::fetch::Source for TelegramSource<'_> {
+    fn open(
+        &self,
+        a: &crate::media::AttachmentIn,
+        cap: u64,
+    ) -> Result<Box<dyn std::io::Read>, crate::media::fetch::Fail> {
+        match a.channel_ref.as_deref() {
+            Some(id) => self.0.open_file(id, cap),
+            None => Err(crate::media::fetch::Fail::Failed(
+                "no Telegram file id".into(),
+            )),
+        }
+    }
+}
+
 fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",

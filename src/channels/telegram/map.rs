@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use crate::channels::Mapped;
 use crate::ingest::Inbound;
+use crate::media::{AttachmentIn, Kind};
 
 /// Longest quoted text kept with a reply; the full message is already in the chat's history.
 const QUOTE_CHARS: usize = 500;
@@ -40,6 +41,33 @@ pub struct Message {
     /// The part of the replied-to message the user selected to quote.
     #[serde(default)]
     pub quote: Option<Quote>,
+    /// Sizes of one photo, smallest first.
+    #[serde(default)]
+    pub photo: Vec<FileRef>,
+    #[serde(default)]
+    pub voice: Option<FileRef>,
+    #[serde(default)]
+    pub audio: Option<FileRef>,
+    #[serde(default)]
+    pub document: Option<FileRef>,
+    #[serde(default)]
+    pub video: Option<FileRef>,
+    #[serde(default)]
+    pub video_note: Option<FileRef>,
+}
+
+/// A file Telegram holds for us: fetched later with getFile.
+#[derive(Debug, Deserialize)]
+pub struct FileRef {
+    pub file_id: String,
+    #[serde(default)]
+    pub file_name: Option<String>,
+    #[serde(default)]
+    pub file_size: Option<u64>,
+    #[serde(default)]
+    pub width: Option<u32>,
+    #[serde(default)]
+    pub height: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,11 +134,16 @@ pub fn chat_id(chat: i64) -> String {
 
 fn map_message(msg: &Message, triggers: &Triggers) -> Result<Inbound, String> {
     let chat = chat_id(msg.chat.id);
-    let Some(text) = body(msg) else {
-        return Err(format!(
-            "message {} in {chat} has no text or caption (photo, sticker, voice, …); skipped",
-            msg.message_id
-        ));
+    let attachments = attachments(msg);
+    let text = match body(msg) {
+        Some(t) => t,
+        None if !attachments.is_empty() => "",
+        None => {
+            return Err(format!(
+                "message {} in {chat} has no text, caption or file (sticker, poll, …); skipped",
+                msg.message_id
+            ));
+        }
     };
     let text = rewrite_mention(text, &chat, triggers);
     let (sender_id, sender_name, is_bot) = sender(msg);
@@ -144,7 +177,40 @@ fn map_message(msg: &Message, triggers: &Triggers) -> Result<Inbound, String> {
             .map(|q| q.text.as_str())
             .or_else(|| reply.and_then(body))
             .map(|t| t.chars().take(QUOTE_CHARS).collect()),
+        attachments,
     })
+}
+
+/// The files of a message as attachments to fetch with getFile (a photo: its largest size).
+fn attachments(msg: &Message) -> Vec<AttachmentIn> {
+    let caption = msg.caption.clone().filter(|c| !c.trim().is_empty());
+    let photo = msg
+        .photo
+        .iter()
+        .max_by_key(|p| (p.width.unwrap_or(0) as u64) * (p.height.unwrap_or(0) as u64));
+    [
+        (Kind::Photo, photo),
+        (Kind::Voice, msg.voice.as_ref()),
+        (Kind::Audio, msg.audio.as_ref()),
+        (Kind::Document, msg.document.as_ref()),
+        (Kind::Video, msg.video.as_ref()),
+        (Kind::Video, msg.video_note.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(kind, f)| {
+        let f = f?;
+        Some(AttachmentIn {
+            kind: Some(kind),
+            name: f.file_name.clone(),
+            caption: caption.clone(),
+            size: f.file_size,
+            width: f.width,
+            height: f.height,
+            channel_ref: Some(f.file_id.clone()),
+            ..Default::default()
+        })
+    })
+    .collect()
 }
 
 fn body(msg: &Message) -> Option<&str> {
@@ -291,7 +357,7 @@ mod tests {
         let Mapped::Skip(why) = map_update(&sticker, &triggers(&map)) else {
             panic!()
         };
-        assert!(why.contains("no text or caption"), "{why}");
+        assert!(why.contains("no text, caption or file"), "{why}");
         let edit = json!({"update_id": 4, "edited_message": {}});
         let Mapped::Skip(why) = map_update(&edit, &triggers(&map)) else {
             panic!()

@@ -164,6 +164,14 @@ pub fn poll(
     };
     let mut names: HashMap<String, String> = HashMap::new();
     let mut timeout = wait;
+    // Downloads use their own client: the long-poll one waits up to a poll's length only.
+    let media_api = Api::new(
+        &settings.api_base,
+        &settings.token,
+        Duration::from_secs(config.media.download_timeout_secs),
+    );
+    let transcriber =
+        crate::media::transcribe::Transcriber::from_config(&config.media.transcription, secrets);
     loop {
         let updates = api
             .get_updates(report.offset, timeout, BATCH)
@@ -173,15 +181,15 @@ pub fn poll(
         }
         let mut next = report.offset;
         let mut items: Vec<(Inbound, i64)> = Vec::with_capacity(updates.len());
-        let tx = store.write()?;
-        let mut presses = Vec::new();
+        // Button presses are decided in the transaction that stores the batch, after any files
+        // were downloaded (no network I/O inside a write transaction).
+        let mut press_updates = Vec::new();
         for raw in &updates {
             let id = raw.get("update_id").and_then(|v| v.as_i64()).unwrap_or(-1);
             next = next.max(id + 1);
             report.updates += 1;
-            if let Some(p) = buttons::take_press(&tx, raw, crate::time::now_ms())? {
-                presses.push(p);
-                report.summary.answers += 1;
+            if raw.get("callback_query").is_some() {
+                press_updates.push(raw);
                 continue;
             }
             match map::map_update(raw, &triggers) {
@@ -201,6 +209,27 @@ pub fn poll(
                     tracing::info!(update = id, %why, "telegram update skipped");
                     report.skipped += 1;
                 }
+            }
+        }
+        // Files are downloaded before the transaction; a crash before the commit re-fetches the
+        // updates, and their files are saved again under a fresh numbered name.
+        if items.iter().any(|(m, _)| !m.attachments.is_empty()) {
+            let source = api::TelegramSource(&media_api);
+            let ctx = crate::media::save::Ctx::new(
+                &store.conn,
+                home,
+                &config.media,
+                &source,
+                transcriber.as_ref(),
+            )?;
+            crate::media::save::prepare(&ctx, &store.conn, &mut items);
+        }
+        let tx = store.write()?;
+        let mut presses = Vec::new();
+        for raw in press_updates {
+            if let Some(p) = buttons::take_press(&tx, raw, crate::time::now_ms())? {
+                presses.push(p);
+                report.summary.answers += 1;
             }
         }
         ingest::store_in_tx(&tx, &items, &registered, &mut report.summary)?;
@@ -227,6 +256,8 @@ pub fn poll(
 /// Sends outbox rows with sendMessage, Markdown converted to HTML and split to fit.
 pub struct TelegramSender {
     api: Api,
+    /// Uploads get a longer timeout than text.
+    files: Api,
 }
 
 impl TelegramSender {
@@ -234,6 +265,11 @@ impl TelegramSender {
     pub fn new(settings: &Settings) -> TelegramSender {
         TelegramSender {
             api: Api::new(&settings.api_base, &settings.token, Duration::ZERO),
+            files: Api::new(
+                &settings.api_base,
+                &settings.token,
+                Duration::from_secs(120),
+            ),
         }
     }
 
@@ -307,6 +343,40 @@ impl Sender for TelegramSender {
             }
         }
         Outcome::Sent(Some(ids.join(",")))
+    }
+
+    fn send_file(
+        &mut self,
+        _outbox_id: i64,
+        chat_id: &str,
+        caption: &str,
+        file: &crate::media::outfile::OutFile,
+    ) -> Outcome {
+        let Some(chat) = chat_id.strip_prefix("tg:") else {
+            return failed(format!("{chat_id} is not a Telegram chat id"), None);
+        };
+        let (method, field) = upload_method(file);
+        match self.files.send_file(method, field, chat, caption, file) {
+            Ok(id) => Outcome::Sent(Some(id.to_string())),
+            Err(ApiError::RetryAfter(secs)) => failed(
+                format!("Telegram rate limit: retry after {secs}s"),
+                Some(secs as i64 * 1000),
+            ),
+            Err(e) => failed(e.to_string(), None),
+        }
+    }
+}
+
+/// The Bot API method and file field for a file: photos (JPEG, PNG, WebP) as sendPhoto, OGG
+/// voice notes as sendVoice, other audio as sendAudio, MP4 as sendVideo, the rest as documents.
+pub fn upload_method(file: &crate::media::outfile::OutFile) -> (&'static str, &'static str) {
+    use crate::media::Kind;
+    match (file.kind, file.mime.as_str()) {
+        (Kind::Photo, "image/jpeg" | "image/png" | "image/webp") => ("sendPhoto", "photo"),
+        (Kind::Voice | Kind::Audio, "audio/ogg" | "audio/opus") => ("sendVoice", "voice"),
+        (Kind::Voice | Kind::Audio, _) => ("sendAudio", "audio"),
+        (Kind::Video, "video/mp4") => ("sendVideo", "video"),
+        _ => ("sendDocument", "document"),
     }
 }
 

@@ -124,6 +124,8 @@ pub fn map_event(ev: &Event, lids: &HashMap<String, String>) -> Mapped {
         reply_to_text: quoted
             .and_then(|q| text_of(unwrap(q)))
             .map(|t| t.chars().take(QUOTE_CHARS).collect()),
+        // WhatsApp media is not downloaded yet (docs/channels/whatsapp.md).
+        attachments: vec![],
     }))
 }
 

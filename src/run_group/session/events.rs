@@ -362,10 +362,13 @@ fn feed_new_messages(
         return Ok(false);
     }
     let last = new.last().map(|m| m.seq).unwrap_or(after);
+    let seqs: Vec<i64> = new.iter().map(|m| m.seq).collect();
+    let media = crate::store::attachments::for_messages(&store.conn, &seqs)?;
     send(
         stdin,
         &HostLine::Message {
-            text: crate::prompt::messages(&new),
+            text: crate::prompt::messages_with_media(&new, &media),
+            images: crate::media::images_for_model(config, &work.group, &media),
         },
         log,
     );

@@ -171,6 +171,8 @@ pub fn launch(
 
 /// The first line the agent reads: its prompt, who it is, its model and limits, its MCP servers.
 fn start_line(config: &Config, work: &Work, sb: &sandbox::Sandbox) -> HostLine {
+    let model = sandbox::model_settings(config, &work.group);
+    let vision = crate::media::supports_vision(&config.models, &model.model);
     HostLine::Start(Box::new(Start {
         prompt: work.prompt.clone(),
         group_folder: work.group.folder.clone(),
@@ -184,12 +186,14 @@ fn start_line(config: &Config, work: &Work, sb: &sandbox::Sandbox) -> HostLine {
             &work.chat_id,
         ))
         .to_string(),
-        model: sandbox::model_settings(config, &work.group),
+        model,
         limits: crate::protocol::AgentLimits {
             max_steps: config.limits.max_steps,
             ..Default::default()
         },
         mcp: sb.mcp.clone(),
+        images: work.images.clone(),
+        vision,
     }))
 }
 
