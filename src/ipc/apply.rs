@@ -4,7 +4,7 @@
 //! Validation errors come back as `Ok(Err(reason))` so the file is rejected with that reason;
 //! store failures come back as `Err` and stop the batch (nothing half-applied is committed).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rusqlite::Connection;
 
 use super::auth::{Allowed, Origin};
@@ -178,29 +178,12 @@ pub fn add_mcp(
     req: &IpcRequest,
     allowed: Allowed,
 ) -> Result<Result<Effect, String>> {
-    let (
-        IpcRequest::AddMcpServer {
-            name,
-            command,
-            args,
-            url,
-            reason: why,
-            ..
-        },
-        Allowed::AddMcp { folder },
-    ) = (req, allowed)
+    let (IpcRequest::AddMcpServer { reason: why, .. }, Allowed::AddMcp { folder }) = (req, allowed)
     else {
         anyhow::bail!("internal: add_mcp called with {req:?}");
     };
-    let entry = crate::mcp::Entry {
-        group: folder.clone(),
-        name: name.clone(),
-        command: command.clone(),
-        args: args.clone(),
-        env: Default::default(),
-        url: url.clone(),
-        timeout_secs: None,
-    };
+    let entry = super::auth::mcp_entry(&folder, req).context("internal: not add_mcp_server")?;
+    let (name, remote) = (entry.name.clone(), entry.url.is_some());
     if crate::mcp::list(home)?.contains(&entry) {
         return Ok(Ok(Effect::default()));
     }
@@ -212,7 +195,7 @@ pub fn add_mcp(
         Some(&folder),
         None,
         "mcp.added",
-        serde_json::json!({"name": name, "remote": url.is_some(), "by": tag, "from": origin.folder, "reason": why.as_deref().map(|r| crate::output::clip(r, 300))}),
+        serde_json::json!({"name": name, "remote": remote, "by": tag, "from": origin.folder, "reason": why.as_deref().map(|r| crate::output::clip(r, 300))}),
     )?;
     Ok(Ok(Effect::default()))
 }

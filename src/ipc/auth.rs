@@ -142,14 +142,7 @@ pub fn authorise(origin: &Origin, req: &IpcRequest, facts: &Facts) -> Result<All
                 Ok(Allowed::Register)
             }
         }
-        IpcRequest::AddMcpServer {
-            folder,
-            name,
-            command,
-            args,
-            url,
-            ..
-        } => {
+        IpcRequest::AddMcpServer { folder, .. } => {
             let folder = folder.clone().unwrap_or_else(|| origin.folder.clone());
             if folder != origin.folder && !origin.is_main {
                 return Err(format!(
@@ -161,15 +154,9 @@ pub fn authorise(origin: &Origin, req: &IpcRequest, facts: &Facts) -> Result<All
                 return Err(format!("no group `{folder}` is registered"));
             }
             // A server that could never be added is refused before anyone is asked about it.
-            crate::mcp::validate(&crate::mcp::Entry {
-                group: folder.clone(),
-                name: name.clone(),
-                command: command.clone(),
-                args: args.clone(),
-                env: Default::default(),
-                url: url.clone(),
-                timeout_secs: None,
-            })?;
+            if let Some(entry) = mcp_entry(&folder, req) {
+                crate::mcp::validate(&entry)?;
+            }
             // Who may ask is decided here; whether it is added is the approval policy's
             // (`approvals::ipc::add_mcp_server`).
             Ok(Allowed::AddMcp { folder })
@@ -185,6 +172,29 @@ pub fn authorise(origin: &Origin, req: &IpcRequest, facts: &Facts) -> Result<All
             }
         }
     }
+}
+
+/// The `mcp.toml` entry an `add_mcp_server` request asks for, in group `folder`.
+pub fn mcp_entry(folder: &str, req: &IpcRequest) -> Option<crate::mcp::Entry> {
+    let IpcRequest::AddMcpServer {
+        name,
+        command,
+        args,
+        url,
+        ..
+    } = req
+    else {
+        return None;
+    };
+    Some(crate::mcp::Entry {
+        group: folder.to_string(),
+        name: name.clone(),
+        command: command.clone(),
+        args: args.clone(),
+        env: Default::default(),
+        url: url.clone(),
+        timeout_secs: None,
+    })
 }
 
 #[cfg(test)]
