@@ -136,14 +136,17 @@ fn planted_links_and_fifos_change_nothing_outside_and_runs_still_work() {
             r#"
 H='{h}'; F='{f}'
 report seen "$(for p in messages tasks replies current_tasks.json; do stat -c %F "/workspace/ipc/$p"; done | tr '\n' ,)"
-rm -rf /workspace/ipc/messages && ln -s "$H" /workspace/ipc/messages
-rm -rf /workspace/ipc/tasks && mkfifo /workspace/ipc/tasks
-rm -rf /workspace/ipc/replies && ln -s "$F" /workspace/ipc/replies
-rm -f /workspace/ipc/current_tasks.json && ln -s "$F" /workspace/ipc/current_tasks.json
+# Counted as planted when the plant succeeded: run-group polls IPC every second and may displace
+# a plant before a later `ls` could see it (that is the defence working, not a failed plant).
+n=0
+rm -rf /workspace/ipc/messages && ln -s "$H" /workspace/ipc/messages && n=$((n+1))
+rm -rf /workspace/ipc/tasks && mkfifo /workspace/ipc/tasks && n=$((n+1))
+rm -rf /workspace/ipc/replies && ln -s "$F" /workspace/ipc/replies && n=$((n+1))
+rm -f /workspace/ipc/current_tasks.json && ln -s "$F" /workspace/ipc/current_tasks.json && n=$((n+1))
 ln -sfn "$H" /home/agent/.claw/dirlink; mkfifo /home/agent/.claw/fifo 2>/dev/null
 ln -sfn "$H" /workspace/group/dirlink; mkfifo /workspace/group/pipe 2>/dev/null
 mkdir -p /workspace/group/sub && ln -sfn "$F" /workspace/group/sub/filelink
-report planted "$(ls -l /workspace/ipc | grep -c -e '^l' -e '^p')""#
+report planted "$n""#
         ),
     );
     let fresh = "directory,directory,directory,regular file,";
