@@ -3,9 +3,10 @@
 //!
 //! Sub-agents never get `delegate` themselves (no recursion), and their transcripts are not stored.
 
+use super::ctx::Ctx;
 use super::providers::ToolSpec;
 use super::session::Session;
-use super::tools::{Ctx, Output, all_specs};
+use super::tools::{Output, all_specs};
 use super::transcript::Message;
 use super::turn::{self, Runner};
 use serde_json::Value;

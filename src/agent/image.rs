@@ -5,7 +5,7 @@
 //! Runs inside the container on the agent's own files; decoding is bounded by a byte cap on
 //! the input and an allocation limit on the decoder.
 
-use super::transcript::Block;
+use super::transcript::{Block, Message};
 use base64::Engine;
 use std::io::{Cursor, Read};
 use std::path::Path;
@@ -77,6 +77,25 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Block, u32, u32), String> {
         rgb.width(),
         rgb.height(),
     ))
+}
+
+/// Add the host's photos (paths under the group folder) to the last user message as image
+/// blocks; one that cannot be read is said in text instead, so the model knows it is missing.
+pub fn attach(group: &Path, messages: &mut [Message], images: &[String]) {
+    let Some(last) = messages.last_mut() else {
+        return;
+    };
+    for rel in images {
+        if rel.split('/').any(|p| p == ".." || p.is_empty()) {
+            continue;
+        }
+        match load(&group.join(rel)) {
+            Ok((block, _, _)) => last.content.push(block),
+            Err(e) => last.content.push(Block::Text {
+                text: format!("[image {rel} could not be attached: {e}]"),
+            }),
+        }
+    }
 }
 
 #[cfg(test)]

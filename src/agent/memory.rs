@@ -5,10 +5,10 @@
 //! nothing of it reaches the chat. A failure here never stops compaction (the archive keeps the
 //! whole history, and stays searchable); only a fatal error (auth) ends the run as usual.
 
+use super::ctx::Ctx;
+use super::emit;
 use super::providers::{self, Request, ToolSpec};
-use super::run::emit;
-use super::session::Session;
-use super::tools::{self, Ctx, Output};
+use super::tools::{self, Output};
 use super::transcript::{Block, Message, Role, push_user_text};
 use super::transport::CallError;
 use crate::protocol::AgentLine;
@@ -34,13 +34,13 @@ pub fn flush_prompt(ctx: &Ctx) -> String {
     )
 }
 
-/// Run the memory turn over a copy of `s`; returns the model's closing line.
-pub fn flush(ctx: &Ctx, system: &str, s: &Session) -> Result<String, CallError> {
+/// Run the memory turn over a copy of the conversation; returns the model's closing line.
+pub fn flush(ctx: &Ctx, system: &str, conversation: &[Message]) -> Result<String, CallError> {
     let specs: Vec<ToolSpec> = tools::all_specs()
         .into_iter()
         .filter(|t| MEMORY_TOOLS.contains(&t.name))
         .collect();
-    let mut messages = s.messages.clone();
+    let mut messages = conversation.to_vec();
     push_user_text(&mut messages, &flush_prompt(ctx));
     for _ in 0..MAX_FLUSH_STEPS {
         let reply = providers::complete(

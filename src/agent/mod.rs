@@ -6,6 +6,7 @@
 //! for an API key, never write anything but protocol lines to stdout, and never reach the network
 //! except through the proxy socket.
 
+pub mod ctx;
 pub mod delegate;
 pub mod image;
 pub mod mcp;
@@ -21,7 +22,9 @@ pub mod transcript;
 pub mod transport;
 pub mod turn;
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
 
 /// Where the agent finds its world; container paths by default, overridable for tests.
 #[derive(Debug, Clone)]
@@ -65,4 +68,16 @@ impl Paths {
 /// Log one line to stderr; stdout is reserved for protocol lines.
 pub fn log(msg: &str) {
     eprintln!("claw-agent: {msg}");
+}
+
+/// Write one protocol line to stdout, whole, from any thread.
+pub fn emit(line: &crate::protocol::AgentLine) {
+    static OUT: OnceLock<Mutex<()>> = OnceLock::new();
+    let _guard = OUT
+        .get_or_init(|| Mutex::new(()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line.to_line().as_bytes());
+    let _ = out.flush();
 }

@@ -1,31 +1,20 @@
 //! The protocol side: read `start`, `message` and `close` lines from stdin, run turns, and write
 //! `session`, `progress`, `result`, `idle` and `error` lines to stdout.
 //!
-//! It is the only writer of stdout (through [`emit`]); everything else logs to stderr.
+//! It writes stdout only through [`super::emit`]; everything else logs to stderr.
 
-use super::Paths;
+use super::ctx::Ctx;
 use super::mcp::{Env as McpEnv, Mcp};
 use super::session::Session;
-use super::tools::{self, Ctx};
+use super::tools;
 use super::transcript::push_user_text;
 use super::transport::Http;
 use super::turn::{self, Runner};
+use super::{Paths, emit};
 use crate::protocol::{AgentLine, HostLine, Start};
-use std::io::{BufRead, Write};
+use std::io::BufRead;
+use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
-use std::sync::{Mutex, OnceLock};
-
-/// Write one protocol line to stdout, whole, from any thread.
-pub fn emit(line: &AgentLine) {
-    static OUT: OnceLock<Mutex<()>> = OnceLock::new();
-    let _guard = OUT
-        .get_or_init(|| Mutex::new(()))
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(line.to_line().as_bytes());
-    let _ = out.flush();
-}
 
 /// What the stdin thread hands over.
 enum Input {
@@ -151,7 +140,7 @@ pub fn main() -> i32 {
     loop {
         for (text, images) in pending.drain(..) {
             push_user_text(&mut session.messages, &text);
-            attach_images(&ctx, &mut session.messages, &images);
+            super::image::attach(&ctx.paths.group(), &mut session.messages, &images);
         }
         let mut inbox = || {
             let mut texts = Vec::new();
@@ -207,29 +196,6 @@ pub fn main() -> i32 {
                 Ok(Input::Line(HostLine::Start(_))) => super::log("ignoring a second start line"),
                 Ok(Input::Bad(e)) => super::log(&e),
             }
-        }
-    }
-}
-
-/// Add the host's photos (paths under the group folder) to the last user message as image
-/// blocks; one that cannot be read is said in text instead, so the model knows it is missing.
-pub(crate) fn attach_images(
-    ctx: &Ctx,
-    messages: &mut [super::transcript::Message],
-    images: &[String],
-) {
-    let Some(last) = messages.last_mut() else {
-        return;
-    };
-    for rel in images {
-        if rel.split('/').any(|p| p == ".." || p.is_empty()) {
-            continue;
-        }
-        match super::image::load(&ctx.paths.group().join(rel)) {
-            Ok((block, _, _)) => last.content.push(block),
-            Err(e) => last.content.push(super::transcript::Block::Text {
-                text: format!("[image {rel} could not be attached: {e}]"),
-            }),
         }
     }
 }

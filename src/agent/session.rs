@@ -3,8 +3,8 @@
 //! It owns `$CLAW_STATE_DIR/sessions/<id>.json` and the archives in `$group/conversations/`.
 //! It never deletes history without archiving it first.
 
+use super::ctx::Ctx;
 use super::providers::{self, Request};
-use super::tools::Ctx;
 use super::transcript::{Block, Message, to_markdown};
 use super::transport::CallError;
 use serde::{Deserialize, Serialize};
@@ -132,7 +132,7 @@ pub fn maybe_compact(
         return Ok(None);
     };
     // Memory first, while the model still sees every turn: what it writes outlives the archive.
-    match super::memory::flush(ctx, system, s) {
+    match super::memory::flush(ctx, system, &s.messages) {
         Ok(line) => super::log(&format!(
             "memory turn before compaction: {}",
             line.chars().take(200).collect::<String>()

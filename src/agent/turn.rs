@@ -3,10 +3,11 @@
 //! Shared by the lead agent and `delegate` sub-agents. It never writes the transcript file and
 //! never lets a tool failure end the turn; only model-call failures do.
 
+use super::ctx::Ctx;
+use super::emit;
 use super::providers::{self, Request, ToolSpec};
-use super::run::emit;
 use super::session::{self, Session};
-use super::tools::{self, Ctx, Output};
+use super::tools::{self, Output};
 use super::transcript::{Block, Message, Role, push_user_text};
 use super::transport::CallError;
 use crate::protocol::AgentLine;
@@ -37,7 +38,7 @@ pub fn run(
     loop {
         for (text, images) in inbox() {
             push_user_text(&mut s.messages, &text);
-            super::run::attach_images(ctx, &mut s.messages, &images);
+            super::image::attach(&ctx.paths.group(), &mut s.messages, &images);
         }
         if r.compact {
             match session::maybe_compact(ctx, r.system, s) {

@@ -12,7 +12,7 @@ use std::path::Path;
 use base64::Engine;
 use serde_json::Value;
 
-use crate::agent::tools::Output;
+use crate::agent::tools::output::Output;
 
 /// Binary attachments written per result; the rest are only described.
 const MAX_FILES: usize = 8;

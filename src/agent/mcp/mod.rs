@@ -22,7 +22,7 @@ use rmcp::service::{Peer, RoleClient, RunningService, ServiceExt};
 use serde_json::Value;
 
 use super::providers::ToolSpec;
-use super::tools::Output;
+use super::tools::output::Output;
 use crate::protocol::{MCP_START_SECS, McpServer, McpTransport};
 
 /// Tools taken from one server; the rest are left out (and logged).

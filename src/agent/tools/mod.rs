@@ -8,66 +8,14 @@ pub mod bash;
 pub mod files;
 pub mod history;
 pub mod ipc;
+pub mod output;
 pub mod web;
 
-use super::Paths;
+pub use super::ctx::Ctx;
+pub use output::Output;
+
 use super::providers::ToolSpec;
-use super::transport::Http;
-use crate::protocol::{Start, Usage};
 use serde_json::{Value, json};
-use std::sync::Mutex;
-
-/// What every tool may need: where things are, who we are, how to reach the proxy.
-pub struct Ctx {
-    pub paths: Paths,
-    pub start: Start,
-    pub http: Http,
-    /// `http://127.0.0.1:PORT`, the relay to the proxy socket, for egress.
-    pub proxy_url: String,
-    /// Token usage of every model call since the last idle line (sub-agents included).
-    pub usage: Mutex<Usage>,
-    /// The group's MCP servers, connected at start (tools `SERVER__tool`).
-    pub mcp: super::mcp::Mcp,
-}
-
-impl Ctx {
-    /// Add one model call's usage to the running total.
-    pub fn add_usage(&self, u: Usage) {
-        self.usage.lock().unwrap_or_else(|p| p.into_inner()).add(u);
-    }
-    /// Return the running usage total and reset it.
-    pub fn take_usage(&self) -> Usage {
-        std::mem::take(&mut *self.usage.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
-
-/// A tool's answer for the model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Output {
-    pub content: String,
-    pub is_error: bool,
-    /// An image the tool opened, shown to a vision model after the results (`read_file`).
-    pub image: Option<super::transcript::Block>,
-}
-
-impl Output {
-    /// A successful result.
-    pub fn ok(s: impl Into<String>) -> Output {
-        Output {
-            content: s.into(),
-            is_error: false,
-            image: None,
-        }
-    }
-    /// A failed result the model should read and react to.
-    pub fn err(s: impl Into<String>) -> Output {
-        Output {
-            content: s.into(),
-            is_error: true,
-            image: None,
-        }
-    }
-}
 
 /// Every tool, in the order offered.
 pub fn all_specs() -> Vec<ToolSpec> {
