@@ -3,7 +3,7 @@ use anyhow::Result;
 use super::Ctx;
 use crate::error::{Code, Coded};
 use crate::groups::NewGroup;
-use crate::store::groups::{self as q, ExtraMount};
+use crate::store::groups as q;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
@@ -360,164 +360,35 @@ fn show(ctx: &Ctx, folder: &str, json: bool) -> Result<()> {
 }
 
 fn set(ctx: &Ctx, a: SetArgs) -> Result<()> {
-    let mut store = ctx.store()?;
-    let tx = store.write()?;
-    let mut g = q::get(&tx, &a.folder)?.ok_or_else(|| {
-        Coded::err(
-            Code::Usage,
-            format!("no group `{}`; see `claw group list`", a.folder),
-        )
-    })?;
-    if let Some(n) = a.name {
-        g.name = n;
-    }
-    if let Some(t) = a.trigger {
-        crate::groups::validate_trigger(&t).map_err(|e| Coded::err(Code::Usage, e))?;
-        g.trigger = t;
-    }
-    if let Some(r) = a.requires_trigger {
-        g.requires_trigger = r;
-    }
-    if a.allow_everyone {
-        g.allowed_senders = None;
-    }
-    if !a.allow.is_empty() {
-        let list = g.allowed_senders.get_or_insert_with(Vec::new);
-        for s in a.allow {
-            if !list.contains(&s) {
-                list.push(s);
-            }
-        }
-    }
-    for h in a.egress {
-        if h.is_empty() || h.contains('/') || h.chars().any(char::is_whitespace) {
-            return Err(Coded::err(
-                Code::Usage,
-                format!("egress host `{h}` must be `host`, `host:port` or `*.domain`"),
-            ));
-        }
-        if !g.config.egress.contains(&h) {
-            g.config.egress.push(h);
-        }
-    }
-    g.config.egress.retain(|h| !a.no_egress.contains(h));
-    for setting in &a.approve {
-        g.config
-            .approve
-            .set(setting)
-            .map_err(|e| Coded::err(Code::Usage, format!("--approve {e}")))?;
-    }
-    if let Some(t) = a.timeout {
-        g.config.timeout_secs = Some(t);
-    }
-    if let Some(p) = a.provider {
-        if !matches!(p.as_str(), "anthropic" | "openai") {
-            return Err(Coded::err(
-                Code::Usage,
-                format!("provider `{p}` is unknown: use anthropic or openai"),
-            ));
-        }
-        g.config.provider = Some(p);
-    }
-    if let Some(m) = a.model {
-        g.config.model = Some(m);
-    }
-    for m in a.allow_model {
-        if m.trim().is_empty() || m.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(Coded::err(
-                Code::Usage,
-                format!("model name `{m}` must be one word, e.g. `claude-haiku-4-5`"),
-            ));
-        }
-        if !g.config.models.contains(&m) {
-            g.config.models.push(m);
-        }
-    }
-    g.config.models.retain(|m| !a.no_allow_model.contains(m));
-    if let Some(d) = a.disk_mb {
-        if d == 0 {
-            return Err(Coded::err(Code::Usage, "--disk-mb must be at least 1"));
-        }
-        g.config.disk_mb = Some(d);
-    }
-    if let Some(r) = a.runs_per_hour {
-        g.config.runs_per_hour = Some(r);
-    }
-    set_budget(&mut g.config.budget, &a.budget)?;
-    for spec in a.mount {
-        let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
-        let (host, name, rw) = match parts.as_slice() {
-            ["rw", name, host] => (*host, *name, true),
-            ["ro", name, host] => (*host, *name, false),
-            [name, host] => (*host, *name, false),
-            _ => {
-                return Err(Coded::err(
-                    Code::Usage,
-                    format!("mount `{spec}` must be HOST_PATH:NAME or HOST_PATH:NAME:rw"),
-                ));
-            }
-        };
-        g.config.extra_mounts.retain(|m| m.name != name);
-        g.config.extra_mounts.push(ExtraMount {
-            host_path: host.to_string(),
-            name: name.to_string(),
-            readonly: !rw,
-        });
-    }
-    g.config
-        .extra_mounts
-        .retain(|m| !a.unmount.contains(&m.name));
-    for spec in &a.credential {
-        match crate::credentials::parse_spec(spec).map_err(|e| Coded::err(Code::Usage, e))? {
-            Ok(b) => {
-                g.config.credentials.retain(|c| c.name != b.name);
-                g.config.credentials.push(b);
-            }
-            Err(name) => g.config.credentials.retain(|c| c.name != name),
-        }
-    }
-    q::update(&tx, &g)?;
-    crate::store::audit::record(
-        &tx,
-        Some(&g.folder),
-        None,
-        "group.updated",
-        serde_json::to_value(&g)?,
-    )?;
-    tx.commit()?;
+    let b = a.budget;
+    let change = crate::groups::change::Change {
+        name: a.name,
+        trigger: a.trigger,
+        requires_trigger: a.requires_trigger,
+        allow: a.allow,
+        allow_everyone: a.allow_everyone,
+        egress: a.egress,
+        no_egress: a.no_egress,
+        approve: a.approve,
+        timeout_secs: a.timeout,
+        provider: a.provider,
+        model: a.model,
+        allow_model: a.allow_model,
+        no_allow_model: a.no_allow_model,
+        disk_mb: a.disk_mb,
+        runs_per_hour: a.runs_per_hour,
+        budget: crate::groups::change::BudgetChange {
+            daily: b.budget_daily,
+            monthly: b.budget_monthly,
+            daily_tokens: b.budget_daily_tokens,
+            monthly_tokens: b.budget_monthly_tokens,
+            clear: b.no_budget,
+        },
+        mount: a.mount,
+        unmount: a.unmount,
+        credential: a.credential,
+    };
+    let g = crate::groups::change::change(&mut ctx.store()?, &a.folder, change)?;
     println!("updated group `{}`", g.folder);
-    Ok(())
-}
-
-/// Applies the budget flags: 0 clears one cap, `--no-budget` clears all first.
-fn set_budget(caps: &mut crate::cost::budget::Caps, a: &BudgetArgs) -> Result<()> {
-    if a.no_budget {
-        *caps = Default::default();
-    }
-    for (flag, v) in [
-        ("--budget-daily", a.budget_daily),
-        ("--budget-monthly", a.budget_monthly),
-    ] {
-        if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
-            return Err(Coded::err(
-                Code::Usage,
-                format!("{flag} must be an amount of at least 0 (0 removes the budget)"),
-            ));
-        }
-    }
-    let money = |v: f64| (v > 0.0).then_some(v);
-    let tokens = |v: u64| (v > 0).then_some(v);
-    if let Some(v) = a.budget_daily {
-        caps.daily = money(v);
-    }
-    if let Some(v) = a.budget_monthly {
-        caps.monthly = money(v);
-    }
-    if let Some(v) = a.budget_daily_tokens {
-        caps.daily_tokens = tokens(v);
-    }
-    if let Some(v) = a.budget_monthly_tokens {
-        caps.monthly_tokens = tokens(v);
-    }
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! Registering chats as groups: every rule about folder names and the one main group lives here.
 
+pub mod change;
+
 use anyhow::{Context, Result, bail};
 
 use crate::error::{Code, Coded};
