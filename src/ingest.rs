@@ -59,6 +59,12 @@ pub struct Summary {
     /// Unknown chats seen in this batch (for the owner's notice).
     #[serde(skip)]
     pub unknown_chats: Vec<String>,
+    /// The latest sender's display name in each unknown chat, for the notice.
+    #[serde(skip)]
+    pub unknown_names: HashMap<String, String>,
+    /// Notices queued to main about unknown chats (at most one per chat a day).
+    #[serde(skip)]
+    pub notices: usize,
     /// Registered chats that got at least one new message (for chaining: `crate::chain`).
     #[serde(skip)]
     pub stored_chats: Vec<String>,
@@ -147,8 +153,13 @@ pub fn store_in_tx(
             *at,
             Some(&m.sender),
         )?;
-        if !registered.contains(*chat) && !summary.unknown_chats.iter().any(|c| c == chat) {
-            summary.unknown_chats.push(chat.to_string());
+        if !registered.contains(*chat) {
+            if !summary.unknown_chats.iter().any(|c| c == chat) {
+                summary.unknown_chats.push(chat.to_string());
+            }
+            if let Some(name) = &m.sender_name {
+                summary.unknown_names.insert(chat.to_string(), name.clone());
+            }
         }
     }
     for (m, at) in items {
@@ -225,6 +236,26 @@ fn store_attachments(tx: &Transaction, seq: i64, m: &Inbound) -> Result<()> {
     Ok(())
 }
 
+/// Store validated messages in one IMMEDIATE transaction together with the caller's own writes
+/// (`also`, e.g. a poller's offset, so both commit or neither), then tell main once about chats
+/// first seen in this batch. Every way in (lines, one-shot, pollers, bridges) stores through here.
+pub fn store_batch<T>(
+    store: &mut Store,
+    items: &[(Inbound, i64)],
+    summary: &mut Summary,
+    also: impl FnOnce(&Transaction) -> Result<T>,
+) -> Result<T> {
+    let registered = registered_chats(store)?;
+    let known_before = summary.unknown_chats.len();
+    let tx = store.write()?;
+    let out = also(&tx)?;
+    store_in_tx(&tx, items, &registered, summary)?;
+    tx.commit()?;
+    let fresh = &summary.unknown_chats[known_before..];
+    summary.notices += crate::notice::notify_unknown(store, fresh, &summary.unknown_names)?.len();
+    Ok(out)
+}
+
 /// The set of registered chat ids.
 pub fn registered_chats(store: &Store) -> Result<HashSet<String>> {
     let mut stmt = store.conn.prepare("SELECT chat_id FROM groups")?;
@@ -252,7 +283,6 @@ pub fn ingest_lines_with(
     max_bytes: usize,
     media: Option<&crate::media::save::Ctx>,
 ) -> Result<Summary> {
-    let registered = registered_chats(store)?;
     let mut summary = Summary::default();
     let mut batch: Vec<(Inbound, i64)> = Vec::with_capacity(BATCH);
     let mut batch_bytes = 0usize;
@@ -297,18 +327,17 @@ pub fn ingest_lines_with(
             Err(reason) => summary.reject(line_no, reason),
         }
         if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES {
-            flush(store, &mut batch, &registered, &mut summary, media)?;
+            flush(store, &mut batch, &mut summary, media)?;
             batch_bytes = 0;
         }
     }
-    flush(store, &mut batch, &registered, &mut summary, media)?;
+    flush(store, &mut batch, &mut summary, media)?;
     Ok(summary)
 }
 
 fn flush(
     store: &mut Store,
     batch: &mut Vec<(Inbound, i64)>,
-    registered: &HashSet<String>,
     summary: &mut Summary,
     media: Option<&crate::media::save::Ctx>,
 ) -> Result<()> {
@@ -318,9 +347,7 @@ fn flush(
     if let Some(ctx) = media {
         crate::media::save::prepare(ctx, &store.conn, batch);
     }
-    let tx = store.write()?;
-    store_in_tx(&tx, batch, registered, summary)?;
-    tx.commit()?;
+    store_batch(store, batch, summary, |_| Ok(()))?;
     batch.clear();
     Ok(())
 }
@@ -384,12 +411,7 @@ pub fn one_shot(
     };
     let mut summary = Summary::default();
     match validate(&m, max_bytes) {
-        Ok(at) => {
-            let registered = registered_chats(store)?;
-            let tx = store.write()?;
-            store_in_tx(&tx, &[(m, at)], &registered, &mut summary)?;
-            tx.commit()?;
-        }
+        Ok(at) => store_batch(store, &[(m, at)], &mut summary, |_| Ok(()))?,
         Err(reason) => summary.reject(1, reason),
     }
     Ok(summary)

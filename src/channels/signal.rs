@@ -360,17 +360,11 @@ pub fn store_lines(
 ) -> Result<PollReport> {
     let mut report = PollReport::default();
     let mut items: Vec<(Inbound, i64)> = Vec::new();
-    let mut names = HashMap::new();
     for line in output.lines().filter(|l| !l.trim().is_empty()) {
         report.lines += 1;
         match map_line(line, account) {
             Mapped::Message(m) => match ingest::validate(&m, max_bytes) {
-                Ok(at) => {
-                    if let Some(n) = &m.sender_name {
-                        names.insert(m.chat.clone(), n.clone());
-                    }
-                    items.push((*m, at));
-                }
+                Ok(at) => items.push((*m, at)),
                 Err(why) => {
                     tracing::warn!(%why, "signal message rejected");
                     report.summary.rejected += 1;
@@ -396,12 +390,8 @@ pub fn store_lines(
     if let Some(ctx) = media {
         crate::media::save::prepare(ctx, &store.conn, &mut items);
     }
-    let registered = ingest::registered_chats(store)?;
-    let tx = store.write()?;
-    ingest::store_in_tx(&tx, &items, &registered, &mut report.summary)?;
-    tx.commit()?;
-    report.notices =
-        crate::notice::notify_unknown(store, &report.summary.unknown_chats, &names)?.len();
+    ingest::store_batch(store, &items, &mut report.summary, |_| Ok(()))?;
+    report.notices = report.summary.notices;
     Ok(report)
 }
 

@@ -65,15 +65,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         }
     };
     chain(ctx, &config, &store, &summary);
-    let notices = crate::notice::notify_unknown(
-        &mut store,
-        &summary.unknown_chats,
-        &std::collections::HashMap::new(),
-    )?;
-    if !notices.is_empty() {
+    if summary.notices > 0 {
         eprintln!(
             "{} unknown chat(s) wrote; main was told how to register them",
-            notices.len()
+            summary.notices
         );
     }
     for r in &summary.errors {

@@ -154,7 +154,6 @@ pub fn poll(
         by_chat: &by_chat,
         default: &default_trigger,
     };
-    let registered = ingest::registered_chats(store)?;
     let max_bytes = config.limits.max_message_bytes;
     let mut report = PollReport {
         offset: state(store, "offset")?
@@ -162,7 +161,6 @@ pub fn poll(
             .unwrap_or(0),
         ..Default::default()
     };
-    let mut names: HashMap<String, String> = HashMap::new();
     let mut timeout = wait;
     // Downloads use their own client: the long-poll one waits up to a poll's length only.
     let media_api = Api::new(
@@ -194,12 +192,7 @@ pub fn poll(
             }
             match map::map_update(raw, &triggers) {
                 super::Mapped::Message(m) => match ingest::validate(&m, max_bytes) {
-                    Ok(at) => {
-                        if let Some(n) = &m.sender_name {
-                            names.insert(m.chat.clone(), n.clone());
-                        }
-                        items.push((*m, at));
-                    }
+                    Ok(at) => items.push((*m, at)),
                     Err(why) => {
                         tracing::warn!(update = id, %why, "telegram message rejected");
                         report.summary.rejected += 1;
@@ -224,17 +217,17 @@ pub fn poll(
             )?;
             crate::media::save::prepare(&ctx, &store.conn, &mut items);
         }
-        let tx = store.write()?;
-        let mut presses = Vec::new();
-        for raw in press_updates {
-            if let Some(p) = buttons::take_press(&tx, raw, crate::time::now_ms())? {
-                presses.push(p);
-                report.summary.answers += 1;
+        let presses = ingest::store_batch(store, &items, &mut report.summary, |tx| {
+            let mut presses = Vec::new();
+            for raw in press_updates {
+                if let Some(p) = buttons::take_press(tx, raw, crate::time::now_ms())? {
+                    presses.push(p);
+                }
             }
-        }
-        ingest::store_in_tx(&tx, &items, &registered, &mut report.summary)?;
-        set_state(&tx, "offset", &next.to_string())?;
-        tx.commit()?;
+            set_state(tx, "offset", &next.to_string())?;
+            Ok(presses)
+        })?;
+        report.summary.answers += presses.len() as u64;
         for p in presses {
             if let Err(e) = api.answer_callback_query(&p.query_id, &p.text) {
                 tracing::info!(error = %e, "button press not acknowledged");
@@ -247,9 +240,7 @@ pub fn poll(
         // The backlog is being drained: do not wait for more.
         timeout = 0;
     }
-    let unknown = std::mem::take(&mut report.summary.unknown_chats);
-    report.notices = crate::notice::notify_unknown(store, &unknown, &names)?.len();
-    report.summary.unknown_chats = unknown;
+    report.notices = report.summary.notices;
     Ok(report)
 }
 

@@ -238,28 +238,17 @@ fn store_batch(
     max_bytes: usize,
 ) -> Result<()> {
     let mut items = Vec::new();
-    let mut names = HashMap::new();
     for ev in batch {
         match map::map_event(ev, lids) {
             Mapped::Message(m) => match ingest::validate(&m, max_bytes) {
-                Ok(at) => {
-                    if let Some(n) = &m.sender_name {
-                        names.insert(m.chat.clone(), n.clone());
-                    }
-                    items.push((*m, at));
-                }
+                Ok(at) => items.push((*m, at)),
                 Err(why) => tracing::warn!(%why, "WhatsApp message rejected"),
             },
             Mapped::Skip(why) => tracing::info!(%why, "WhatsApp message skipped"),
         }
     }
-    let registered = ingest::registered_chats(store)?;
     let mut summary = ingest::Summary::default();
-    let tx = store.write()?;
-    ingest::store_in_tx(&tx, &items, &registered, &mut summary)?;
-    tx.commit()?;
-    crate::notice::notify_unknown(store, &summary.unknown_chats, &names)?;
-    Ok(())
+    ingest::store_batch(store, &items, &mut summary, |_| Ok(()))
 }
 
 /// The client's message → the event shape `map` reads (protobuf JSON field names).
