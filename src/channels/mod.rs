@@ -108,6 +108,68 @@ pub fn sender_for(
     })
 }
 
+/// The built-in channels `claw ingest --from` can poll.
+pub const POLLABLE: [&str; 2] = ["telegram", "signal"];
+
+/// What one poll of a built-in channel did.
+pub struct Polled {
+    pub summary: crate::ingest::Summary,
+    /// One human line: the channel's counts and the batch summary.
+    pub line: String,
+    /// The channel's whole report, for `--json`.
+    pub report: serde_json::Value,
+}
+
+/// Poll the built-in channel `name` once (one of [`POLLABLE`]); telegram waits up to `wait`
+/// seconds for the first update.
+pub fn poll(
+    home: &crate::paths::Home,
+    store: &mut crate::store::Store,
+    config: &Config,
+    secrets: &Secrets,
+    name: &str,
+    wait: Option<u64>,
+) -> anyhow::Result<Polled> {
+    match name {
+        "telegram" => {
+            let r = telegram::poll(home, store, config, secrets, wait)?;
+            Ok(Polled {
+                line: format!(
+                    "telegram: {} update(s), {}, skipped {}, notices {}, offset {}",
+                    r.updates,
+                    r.summary.line(),
+                    r.skipped,
+                    r.notices,
+                    r.offset
+                ),
+                report: serde_json::to_value(&r)?,
+                summary: r.summary,
+            })
+        }
+        "signal" => {
+            let r = signal::poll(home, store, config, secrets)?;
+            Ok(Polled {
+                line: format!(
+                    "signal: {} line(s), {}, skipped {}, notices {}",
+                    r.lines,
+                    r.summary.line(),
+                    r.skipped,
+                    r.notices
+                ),
+                report: serde_json::to_value(&r)?,
+                summary: r.summary,
+            })
+        }
+        other => Err(crate::error::Coded::err(
+            crate::error::Code::Usage,
+            format!(
+                "`{other}` cannot be polled: use one of {}",
+                POLLABLE.join(", ")
+            ),
+        )),
+    }
+}
+
 /// Show a typing indicator in a chat while a run is active. Best effort: channels without one
 /// (or any failure) do nothing. Call it again every few seconds; Telegram's lasts about five.
 pub fn typing(config: &Config, secrets: &Secrets, chat_id: &str) {

@@ -11,7 +11,7 @@ use crate::error::{Code, Coded};
 pub struct Args {
     /// Poll a built-in channel once instead of reading stdin (telegram: long-poll then drain the
     /// backlog; signal: one `signal-cli receive`).
-    #[arg(long, value_name = "CHANNEL", value_parser = ["telegram", "signal"], conflicts_with = "chat")]
+    #[arg(long, value_name = "CHANNEL", value_parser = clap::builder::PossibleValuesParser::new(crate::channels::POLLABLE), conflicts_with = "chat")]
     pub from: Option<String>,
     /// With --from telegram: seconds to wait for the first update (default poll_timeout_secs, 25).
     #[arg(long, value_name = "SECS", requires = "from")]
@@ -97,40 +97,14 @@ fn poll(
     json: bool,
 ) -> Result<()> {
     let secrets = ctx.secrets()?;
-    let (summary, line) = match from {
-        "telegram" => {
-            let r = crate::channels::telegram::poll(&ctx.home, store, config, &secrets, wait)?;
-            let line = format!(
-                "telegram: {} update(s), {}, skipped {}, notices {}, offset {}",
-                r.updates,
-                r.summary.line(),
-                r.skipped,
-                r.notices,
-                r.offset
-            );
-            if json {
-                crate::output::json(&r)?;
-            }
-            (r.summary, line)
-        }
-        _ => {
-            let r = crate::channels::signal::poll(&ctx.home, store, config, &secrets)?;
-            let line = format!(
-                "signal: {} line(s), {}, skipped {}, notices {}",
-                r.lines,
-                r.summary.line(),
-                r.skipped,
-                r.notices
-            );
-            if json {
-                crate::output::json(&r)?;
-            }
-            (r.summary, line)
-        }
-    };
+    let polled = crate::channels::poll(&ctx.home, store, config, &secrets, from, wait)?;
+    let summary = polled.summary;
+    if json {
+        crate::output::json(&polled.report)?;
+    }
     chain(ctx, config, store, &summary);
     if !json {
-        println!("{line}");
+        println!("{}", polled.line);
     }
     if summary.rejected > 0 {
         return Err(Coded::err(
