@@ -53,7 +53,7 @@ fn site() -> Site {
 /// no trigger) asking before egress, and approvals expiring after `timeout` seconds.
 fn setup(llm: &FakeLlm, tg: &FakeTelegram, timeout: u64) -> Env {
     let mut env = Env::new();
-    std::fs::remove_dir_all(&env.home).unwrap();
+    std::fs::remove_dir_all(&env.root).unwrap();
     env.claw()
         .args(["init", "--main-chat", "tg:100"])
         .assert()
@@ -67,7 +67,7 @@ fn setup(llm: &FakeLlm, tg: &FakeTelegram, timeout: u64) -> Env {
     env.write_config();
     env.set_secret("ANTHROPIC_API_KEY", "sk-ant-e2e-key");
     env.set_secret("TELEGRAM_BOT_TOKEN", TOKEN);
-    env.add_group("fam", "tg:-100");
+    env.add_group("tg:-100", "fam", &["--no-trigger"]);
     env.claw()
         .args(["group", "set", "fam", "--approve", "egress=ask"])
         .assert()

@@ -4,7 +4,7 @@
 
 #[path = "support/fake_telegram.rs"]
 mod fake_telegram;
-#[path = "support/chan_home.rs"]
+#[path = "support/home.rs"]
 mod home;
 
 use fake_telegram::{FakeTelegram, TOKEN};
@@ -19,31 +19,35 @@ const GRANDMA: &str = "tg:-200";
 /// messages other chats, and a known chat `GRANDMA` it may ask to message.
 fn setup(timeout_secs: u64) -> (TestHome, FakeTelegram) {
     let fake = FakeTelegram::start();
-    let h = TestHome {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    h.claw(&["init", "--main-chat", MAIN]).assert().success();
+    let h = TestHome::new().with_log("info");
+    h.claw()
+        .args(["init", "--main-chat", MAIN])
+        .assert()
+        .success();
     let p = h.path("claw.toml");
     let text = std::fs::read_to_string(&p).unwrap().replace(
         "timeout_secs = 600       # how long",
         &format!("timeout_secs = {timeout_secs}       # how long"),
     );
     std::fs::write(&p, text).unwrap();
-    h.config(&format!(
+    h.append_config(&format!(
         "[channels.telegram]\nenabled = true\napi_base = \"{}\"\n",
         fake.base
     ));
-    h.secret(&format!("TELEGRAM_BOT_TOKEN={TOKEN}"));
-    h.claw(&[
-        "group", "add", "--chat", FAMILY, "--folder", "fam", "--name", "Family",
-    ])
-    .assert()
-    .success();
-    h.claw(&["group", "set", "fam", "--approve", "send_message=ask"])
+    h.set_secret("TELEGRAM_BOT_TOKEN", TOKEN);
+    h.claw()
+        .args([
+            "group", "add", "--chat", FAMILY, "--folder", "fam", "--name", "Family",
+        ])
+        .assert()
+        .success();
+    h.claw()
+        .args(["group", "set", "fam", "--approve", "send_message=ask"])
         .assert()
         .success();
     // A chat claw has seen (unregistered): main is told about it, which is fine here.
-    h.claw(&["ingest", "--chat", GRANDMA, "--text", "hello"])
+    h.claw()
+        .args(["ingest", "--chat", GRANDMA, "--text", "hello"])
         .assert()
         .success();
     (h, fake)
@@ -64,7 +68,7 @@ fn send_to_grandma(text: &str) -> Value {
 
 /// Run ipc-apply; it exits 4 when it rejected a request, which some tests expect.
 fn ipc_apply(h: &TestHome) -> Value {
-    let out = h.claw(&["ipc-apply", "--json"]).output().unwrap();
+    let out = h.claw().args(["ipc-apply", "--json"]).output().unwrap();
     assert!(
         matches!(out.status.code(), Some(0 | 4)),
         "ipc-apply failed: {}",
@@ -79,7 +83,11 @@ fn reply(h: &TestHome, folder: &str, stem: &str) -> Value {
 }
 
 fn approvals(h: &TestHome) -> Vec<Value> {
-    let out = h.claw(&["approvals", "--all", "--json"]).assert().success();
+    let out = h
+        .claw()
+        .args(["approvals", "--all", "--json"])
+        .assert()
+        .success();
     serde_json::from_slice(&out.get_output().stdout).unwrap()
 }
 
@@ -155,7 +163,8 @@ fn a_message_to_another_chat_waits_for_yes_typed_in_the_main_chat() {
         json!({"id": 100, "first_name": "Owner"}),
         &format!("yes {id}"),
     );
-    h.claw(&["ingest", "--from", "telegram", "--wait", "0"])
+    h.claw()
+        .args(["ingest", "--from", "telegram", "--wait", "0"])
         .assert()
         .success();
     let stored_answers = h.count(&format!(
@@ -200,7 +209,7 @@ fn telegram_buttons_carry_the_nonce_and_only_the_main_chat_can_press_them() {
     request(&h, "fam", "messages", "b1", &send_to_grandma("first"));
     ipc_apply(&h);
     let id = reply(&h, "fam", "b1")["approval_id"].as_i64().unwrap();
-    h.claw(&["deliver"]).assert().success();
+    h.claw().arg("deliver").assert().success();
     let card = fake
         .sent()
         .into_iter()
@@ -238,7 +247,8 @@ fn telegram_buttons_carry_the_nonce_and_only_the_main_chat_can_press_them() {
         7,
         &yes,
     );
-    h.claw(&["ingest", "--from", "telegram", "--wait", "0"])
+    h.claw()
+        .args(["ingest", "--from", "telegram", "--wait", "0"])
         .assert()
         .success();
     assert_eq!(approvals(&h)[0]["status"], "requested");
@@ -259,7 +269,8 @@ fn telegram_buttons_carry_the_nonce_and_only_the_main_chat_can_press_them() {
     // The owner's press approves; a second press says it is already decided.
     fake.push_callback(main_chat.clone(), owner.clone(), 7, &yes);
     fake.push_callback(main_chat, owner, 7, &no);
-    h.claw(&["ingest", "--from", "telegram", "--wait", "0"])
+    h.claw()
+        .args(["ingest", "--from", "telegram", "--wait", "0"])
         .assert()
         .success();
     let a = &approvals(&h)[0];
@@ -296,7 +307,10 @@ fn one_approval_never_unlocks_another_act() {
     let ida = reply(&h, "fam", "a")["approval_id"].as_i64().unwrap();
     let idb = reply(&h, "fam", "b")["approval_id"].as_i64().unwrap();
     assert_ne!(ida, idb, "a row per act");
-    h.claw(&["approve", &ida.to_string()]).assert().success();
+    h.claw()
+        .args(["approve", &ida.to_string()])
+        .assert()
+        .success();
     ipc_apply(&h);
     assert_eq!(outbox(&h, GRANDMA), vec!["act A".to_string()]);
     assert!(h.path("ipc/fam/messages/b.json").exists(), "B still waits");
@@ -314,10 +328,16 @@ fn one_approval_never_unlocks_another_act() {
     ipc_apply(&h);
     let idb2 = reply(&h, "fam", "b")["approval_id"].as_i64().unwrap();
     assert_ne!(idb2, idb);
-    h.claw(&["approve", &idb.to_string()]).assert().success();
+    h.claw()
+        .args(["approve", &idb.to_string()])
+        .assert()
+        .success();
     ipc_apply(&h);
     assert_eq!(outbox(&h, GRANDMA), vec!["act A".to_string()]);
-    h.claw(&["deny", &idb2.to_string()]).assert().success();
+    h.claw()
+        .args(["deny", &idb2.to_string()])
+        .assert()
+        .success();
     ipc_apply(&h);
     assert_eq!(outbox(&h, GRANDMA), vec!["act A".to_string()]);
     let r = reply(&h, "fam", "b");
@@ -332,16 +352,17 @@ fn one_approval_never_unlocks_another_act() {
     // The denied file went to ipc/errors with its reason, like any refusal.
     assert!(!h.path("ipc/fam/messages/b.json").exists());
     // A request the owner already answered cannot be answered again.
-    let again = h.claw(&["deny", &ida.to_string()]).assert().code(1);
+    let again = h.claw().args(["deny", &ida.to_string()]).assert().code(1);
     assert!(String::from_utf8_lossy(&again.get_output().stdout).contains("already approved"));
-    h.claw(&["approve", "9999"]).assert().code(2);
+    h.claw().args(["approve", "9999"]).assert().code(2);
 }
 
 #[test]
 fn an_unanswered_act_expires_denied_and_a_late_yes_changes_nothing() {
     let (h, _fake) = setup(1);
     // A non-main group scheduling a task, with the group's policy set to ask.
-    h.claw(&["group", "set", "fam", "--approve", "schedule_task=ask"])
+    h.claw()
+        .args(["group", "set", "fam", "--approve", "schedule_task=ask"])
         .assert()
         .success();
     request(
@@ -366,7 +387,7 @@ fn an_unanswered_act_expires_denied_and_a_late_yes_changes_nothing() {
         "{r}"
     );
     assert_eq!(h.count("SELECT count(*) FROM tasks"), 0);
-    let late = h.claw(&["approve", &id.to_string()]).assert().code(1);
+    let late = h.claw().args(["approve", &id.to_string()]).assert().code(1);
     assert!(String::from_utf8_lossy(&late.get_output().stdout).contains("already expired"));
     assert_eq!(approvals(&h)[0]["status"], "expired");
     assert_eq!(
@@ -374,7 +395,7 @@ fn an_unanswered_act_expires_denied_and_a_late_yes_changes_nothing() {
         vec!["approval.requested", "approval.expired"]
     );
     // Listing open approvals shows none, and says how to see the rest.
-    let out = h.claw(&["approvals"]).assert().success();
+    let out = h.claw().arg("approvals").assert().success();
     assert!(String::from_utf8_lossy(&out.get_output().stdout).contains("no open approvals"));
 }
 
@@ -382,22 +403,24 @@ fn an_unanswered_act_expires_denied_and_a_late_yes_changes_nothing() {
 fn policies_are_set_per_group_and_deny_refuses_without_asking() {
     let (h, _fake) = setup(600);
     let bad = h
-        .claw(&["group", "set", "fam", "--approve", "egress=perhaps"])
+        .claw()
+        .args(["group", "set", "fam", "--approve", "egress=perhaps"])
         .assert()
         .code(2);
     assert!(String::from_utf8_lossy(&bad.get_output().stderr).contains("allow, deny or ask"));
-    h.claw(&[
-        "group",
-        "set",
-        "fam",
-        "--approve",
-        "send_message=deny",
-        "--approve",
-        "egress=ask",
-    ])
-    .assert()
-    .success();
-    let show = h.claw(&["group", "show", "fam"]).assert().success();
+    h.claw()
+        .args([
+            "group",
+            "set",
+            "fam",
+            "--approve",
+            "send_message=deny",
+            "--approve",
+            "egress=ask",
+        ])
+        .assert()
+        .success();
+    let show = h.claw().args(["group", "show", "fam"]).assert().success();
     let show = String::from_utf8_lossy(&show.get_output().stdout).to_string();
     assert!(show.contains("egress=ask, credential=allow, send_message=deny, add_mcp_server=ask, schedule_task=allow"), "{show}");
     request(&h, "fam", "messages", "d1", &send_to_grandma("nope"));
@@ -413,7 +436,8 @@ fn policies_are_set_per_group_and_deny_refuses_without_asking() {
     );
     assert!(approvals(&h).is_empty(), "deny never asks");
     // Back to the built-in default (non-main: deny), and main's default (allow) never asks.
-    h.claw(&["group", "set", "fam", "--approve", "send_message=default"])
+    h.claw()
+        .args(["group", "set", "fam", "--approve", "send_message=default"])
         .assert()
         .success();
     request(
@@ -445,7 +469,8 @@ fn an_answer_claw_itself_sent_is_not_an_answer() {
         .unwrap();
     let echo = json!({"chat": MAIN, "id": "5002", "sender": "tg:100", "text": format!("yes {id}"),
                       "from_me": true});
-    h.claw(&["ingest"])
+    h.claw()
+        .arg("ingest")
         .write_stdin(format!("{echo}\n"))
         .assert()
         .success();
@@ -453,7 +478,8 @@ fn an_answer_claw_itself_sent_is_not_an_answer() {
     // The owner's own typed answer (a different message id) still counts.
     let typed = json!({"chat": MAIN, "id": "5003", "sender": "tg:100", "text": format!("no {id}")});
     let out = h
-        .claw(&["ingest"])
+        .claw()
+        .arg("ingest")
         .write_stdin(format!("{typed}\n"))
         .assert()
         .success();
@@ -492,24 +518,28 @@ fn a_flood_of_requests_sends_at_most_max_per_run_cards() {
 
 #[test]
 fn yes_typed_in_claw_chat_answers_without_waking_the_agent() {
-    let h = TestHome::init(); // main chat: the terminal (cli:local)
-    h.secret("ANTHROPIC_API_KEY=sk-ant-unused"); // chat checks for it; no model is called
-    h.claw(&[
-        "group", "add", "--chat", FAMILY, "--folder", "fam", "--name", "Family",
-    ])
-    .assert()
-    .success();
-    h.claw(&["group", "set", "fam", "--approve", "send_message=ask"])
+    let h = TestHome::init().with_log("info"); // main chat: the terminal (cli:local)
+    h.set_secret("ANTHROPIC_API_KEY", "sk-ant-unused"); // chat checks for it; no model is called
+    h.claw()
+        .args([
+            "group", "add", "--chat", FAMILY, "--folder", "fam", "--name", "Family",
+        ])
         .assert()
         .success();
-    h.claw(&["ingest", "--chat", GRANDMA, "--text", "hello"])
+    h.claw()
+        .args(["group", "set", "fam", "--approve", "send_message=ask"])
+        .assert()
+        .success();
+    h.claw()
+        .args(["ingest", "--chat", GRANDMA, "--text", "hello"])
         .assert()
         .success();
     request(&h, "fam", "messages", "c1", &send_to_grandma("via chat"));
     ipc_apply(&h);
     let id = reply(&h, "fam", "c1")["approval_id"].as_i64().unwrap();
     let out = h
-        .claw(&["chat", "-m", &format!("yes {id}")])
+        .claw()
+        .args(["chat", "-m", &format!("yes {id}")])
         .timeout(std::time::Duration::from_secs(60))
         .assert()
         .success();

@@ -45,12 +45,12 @@ fn a_group_budget_stops_it_mid_conversation_and_other_groups_keep_working() {
     env.extra_config = "[model]\nprovider = \"anthropic\"\nname = \"fake-model\"\n".into();
     env.write_config();
     // Keep the container waiting for a follow-up long enough to feed it one.
-    let path = env.home.join("claw.toml");
+    let path = env.root.join("claw.toml");
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replace("idle_secs = 1\n", "idle_secs = 60\n")).unwrap();
     env.set_secret("ANTHROPIC_API_KEY", "sk-ant-e2e-key");
-    env.add_group("family", FAMILY);
-    env.add_group("work", WORK);
+    env.add_group(FAMILY, "family", &["--no-trigger"]);
+    env.add_group(WORK, "work", &["--no-trigger"]);
     // The fake model reports 10 input and 5 output tokens per reply: one reply spends it.
     env.claw()
         .args(["group", "set", "family", "--budget-daily-tokens", "15"])

@@ -43,12 +43,12 @@ fn setup(llm: &FakeLlm, idle_secs: u64) -> (Env, PathBuf) {
         script.display()
     );
     env.write_config();
-    let toml = std::fs::read_to_string(env.home.join("claw.toml"))
+    let toml = std::fs::read_to_string(env.root.join("claw.toml"))
         .unwrap()
         .replace("idle_secs = 1", &format!("idle_secs = {idle_secs}"));
-    std::fs::write(env.home.join("claw.toml"), toml).unwrap();
+    std::fs::write(env.root.join("claw.toml"), toml).unwrap();
     env.set_secret("ANTHROPIC_API_KEY", "sk-ant-bench");
-    env.add_group("g1", "fx:1");
+    env.add_group("fx:1", "g1", &["--no-trigger"]);
     (env, sent)
 }
 
@@ -196,7 +196,7 @@ fn bench_chained_deliver_and_idle_tick() {
     let llm = FakeLlm::start();
     let (env, sent) = setup(&llm, 0);
     for g in 2..=4 {
-        env.add_group(&format!("g{g}"), &format!("fx:{g}"));
+        env.add_group(&format!("fx:{g}"), &format!("g{g}"), &["--no-trigger"]);
     }
     // The chained deliver: one row, one process.
     let (mut wall, mut cpu) = (Vec::new(), Vec::new());

@@ -39,12 +39,12 @@ fn setup(llm: &FakeLlm, idle_secs: u64) -> (Env, PathBuf) {
         script.display()
     );
     env.write_config();
-    let toml = std::fs::read_to_string(env.home.join("claw.toml"))
+    let toml = std::fs::read_to_string(env.root.join("claw.toml"))
         .unwrap()
         .replace("idle_secs = 1", &format!("idle_secs = {idle_secs}"));
-    std::fs::write(env.home.join("claw.toml"), toml).unwrap();
+    std::fs::write(env.root.join("claw.toml"), toml).unwrap();
     env.set_secret("ANTHROPIC_API_KEY", "sk-ant-chain");
-    env.add_group("g1", "fx:1");
+    env.add_group("fx:1", "g1", &["--no-trigger"]);
     (env, sent)
 }
 

@@ -61,12 +61,12 @@ fn setup() -> (Env, std::path::PathBuf) {
     env.extra_config = format!("[channels.fx]\nsend_command = [\"{}\"]\n", script.display());
     env.max_concurrent = 2;
     env.write_config();
-    let toml = std::fs::read_to_string(env.home.join("claw.toml"))
+    let toml = std::fs::read_to_string(env.root.join("claw.toml"))
         .unwrap()
         .replace("max_attempts = 3", "max_attempts = 50");
-    std::fs::write(env.home.join("claw.toml"), toml).unwrap();
+    std::fs::write(env.root.join("claw.toml"), toml).unwrap();
     for (f, c) in GROUPS {
-        env.add_group(f, c);
+        env.add_group(c, f, &["--no-trigger"]);
         env.install_probe(f, ECHO_AGENT);
     }
     (env, sent)
@@ -116,7 +116,7 @@ fn tick_loop(
 
 /// Pids and command lines of this home's chained processes (they carry `--home HOME`).
 fn chained(env: &Env) -> Vec<(i32, String)> {
-    let home = env.home.to_string_lossy().to_string();
+    let home = env.root.to_string_lossy().to_string();
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
@@ -161,7 +161,7 @@ fn settle(env: &Env, limit: Duration) {
             .iter()
             .map(|(g, _)| {
                 // A `.tmp-` file of a container killed mid-write is never a request.
-                std::fs::read_dir(env.home.join("ipc").join(g).join("messages"))
+                std::fs::read_dir(env.root.join("ipc").join(g).join("messages"))
                     .map(|d| {
                         d.flatten()
                             .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
@@ -238,7 +238,7 @@ fn check(env: &Env, sent: &std::path::Path) -> HashMap<i64, usize> {
 }
 
 fn no_stuck_locks(env: &Env) {
-    for entry in std::fs::read_dir(env.home.join("locks")).unwrap() {
+    for entry in std::fs::read_dir(env.root.join("locks")).unwrap() {
         let p = entry.unwrap().path();
         if p.extension().is_some_and(|e| e == "lock") {
             assert!(

@@ -4,7 +4,7 @@
 
 #[path = "support/fake_telegram.rs"]
 mod fake_telegram;
-#[path = "support/chan_home.rs"]
+#[path = "support/home.rs"]
 mod home;
 
 use fake_telegram::{FakeTelegram, TOKEN};
@@ -18,7 +18,8 @@ use std::time::Instant;
 fn measure(h: &TestHome, args: &[&str]) -> (f64, f64, String) {
     let started = Instant::now();
     let child = h
-        .claw_std(args)
+        .claw_std()
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -45,15 +46,15 @@ fn measure(h: &TestHome, args: &[&str]) -> (f64, f64, String) {
 #[ignore = "benchmark: run bin/bench-telegram"]
 fn bench_telegram_ingest_and_delivery() {
     let fake = FakeTelegram::start();
-    let h = TestHome::init();
-    h.config(&format!(
+    let h = TestHome::init().with_log("info");
+    h.append_config(&format!(
         "[channels.telegram]\nenabled = true\napi_base = \"{}\"\n",
         fake.base
     ));
-    h.secret(&format!("TELEGRAM_BOT_TOKEN={TOKEN}"));
+    h.set_secret("TELEGRAM_BOT_TOKEN", TOKEN);
     let chats = 20;
     for c in 0..chats {
-        h.add_group(&format!("tg:-{}", 1000 + c), &format!("g{c}"));
+        h.add_group(&format!("tg:-{}", 1000 + c), &format!("g{c}"), &[]);
     }
     let n = 10_000;
     for i in 0..n {
@@ -74,7 +75,7 @@ fn bench_telegram_ingest_and_delivery() {
 
     let rows = 1_000;
     {
-        let home = claw::paths::Home::new(h.root());
+        let home = claw::paths::Home::new(&h.root);
         let store = claw::store::Store::open(&home).unwrap();
         for i in 0..rows {
             claw::store::outbox::enqueue(

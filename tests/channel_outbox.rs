@@ -1,7 +1,7 @@
 //! The outbox claim protocol for long-running bridges, driven through real `claw` processes:
 //! parallel claimers never share a row, and a claim never reported back is released.
 
-#[path = "support/chan_home.rs"]
+#[path = "support/home.rs"]
 mod home;
 
 use home::TestHome;
@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 fn enqueue_many(h: &TestHome, chat: &str, n: usize) -> Vec<i64> {
-    let home = claw::paths::Home::new(h.root());
+    let home = claw::paths::Home::new(&h.root);
     let store = claw::store::Store::open(&home).unwrap();
     (0..n)
         .map(|i| {
@@ -21,7 +21,7 @@ fn enqueue_many(h: &TestHome, chat: &str, n: usize) -> Vec<i64> {
 fn claim(h: &TestHome, name: &str, extra: &[&str]) -> Vec<serde_json::Value> {
     let mut args = vec!["outbox", "claim", "--channel", "wa", "--as", name];
     args.extend_from_slice(extra);
-    let out = h.claw(&args).assert().success();
+    let out = h.claw().args(&args).assert().success();
     String::from_utf8_lossy(&out.get_output().stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -30,7 +30,7 @@ fn claim(h: &TestHome, name: &str, extra: &[&str]) -> Vec<serde_json::Value> {
 
 #[test]
 fn parallel_bridges_never_claim_the_same_row() {
-    let h = TestHome::init();
+    let h = TestHome::init().with_log("info");
     let ids: HashSet<i64> = enqueue_many(&h, "wa:1@s.whatsapp.net", 300)
         .into_iter()
         .collect();
@@ -38,7 +38,7 @@ fn parallel_bridges_never_claim_the_same_row() {
     enqueue_many(&h, "tg:5", 10);
     let bridges: Vec<_> = (0..4)
         .map(|b| {
-            let root = h.root().to_path_buf();
+            let root = h.root.clone();
             std::thread::spawn(move || {
                 let mut got = Vec::new();
                 loop {
@@ -106,7 +106,7 @@ fn parallel_bridges_never_claim_the_same_row() {
 
 #[test]
 fn an_unreported_claim_is_released_after_the_timeout() {
-    let h = TestHome::init();
+    let h = TestHome::init().with_log("info");
     let ids = enqueue_many(&h, "wa:1@s.whatsapp.net", 2);
     let a = claim(&h, "crashy", &[]);
     assert_eq!(a.len(), 2);
@@ -124,38 +124,41 @@ fn an_unreported_claim_is_released_after_the_timeout() {
 
     // The crashed bridge coming back cannot report rows it no longer holds.
     let out = h
-        .claw(&["outbox", "done", &ids[0].to_string(), "--as", "crashy"])
+        .claw()
+        .args(["outbox", "done", &ids[0].to_string(), "--as", "crashy"])
         .assert()
         .code(1);
     assert!(
         String::from_utf8_lossy(&out.get_output().stderr).contains("is not claimed by `crashy`")
     );
 
-    h.claw(&[
-        "outbox",
-        "done",
-        &ids[0].to_string(),
-        "--as",
-        "steady",
-        "--msg-id",
-        "WA-1",
-    ])
-    .assert()
-    .success();
+    h.claw()
+        .args([
+            "outbox",
+            "done",
+            &ids[0].to_string(),
+            "--as",
+            "steady",
+            "--msg-id",
+            "WA-1",
+        ])
+        .assert()
+        .success();
     let before = claw::time::now_ms();
-    h.claw(&[
-        "outbox",
-        "fail",
-        &ids[1].to_string(),
-        "--as",
-        "steady",
-        "--error",
-        "phone offline",
-        "--retry-after",
-        "60",
-    ])
-    .assert()
-    .success();
+    h.claw()
+        .args([
+            "outbox",
+            "fail",
+            &ids[1].to_string(),
+            "--as",
+            "steady",
+            "--error",
+            "phone offline",
+            "--retry-after",
+            "60",
+        ])
+        .assert()
+        .success();
     let db = h.db();
     let (s0, m0): (String, String) = db
         .query_row(
@@ -182,15 +185,15 @@ fn an_unreported_claim_is_released_after_the_timeout() {
 
 #[test]
 fn the_default_claim_timeout_comes_from_config() {
-    let h = TestHome::init();
-    h.config("[channels.wa]\nclaim_timeout_secs = 1\n");
+    let h = TestHome::init().with_log("info");
+    h.append_config("[channels.wa]\nclaim_timeout_secs = 1\n");
     enqueue_many(&h, "wa:1@s.whatsapp.net", 1);
     assert_eq!(claim(&h, "one", &[]).len(), 1);
     assert!(claim(&h, "two", &[]).is_empty());
     std::thread::sleep(Duration::from_millis(1_100));
     assert_eq!(claim(&h, "two", &[]).len(), 1);
     // `claw outbox` without a subcommand still lists.
-    let out = h.claw(&["outbox", "--json"]).assert().success();
+    let out = h.claw().args(["outbox", "--json"]).assert().success();
     let rows: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(rows[0]["claimed_by"], "two");
 }

@@ -1,7 +1,7 @@
 //! Signal through a stand-in `signal-cli` that prints recorded `-o json receive` output and
 //! records `send` argument vectors.
 
-#[path = "support/chan_home.rs"]
+#[path = "support/home.rs"]
 mod home;
 
 use home::TestHome;
@@ -9,10 +9,10 @@ use home::TestHome;
 const GROUP: &str = "sig:R3JvdXBJZEZvclRlc3Rz+/8=";
 
 fn setup() -> (TestHome, std::path::PathBuf) {
-    let h = TestHome::init();
+    let h = TestHome::init().with_log("info");
     let cli =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/signal/signal-cli");
-    h.config(&format!(
+    h.append_config(&format!(
         "[channels.signal]\nenabled = true\ncli = \"{}\"\naccount = \"+4915199999999\"\n",
         cli.display()
     ));
@@ -23,9 +23,13 @@ fn setup() -> (TestHome, std::path::PathBuf) {
 #[test]
 fn receive_output_maps_text_groups_dms_replies_captions_and_skips() {
     let (h, _) = setup();
-    h.add_group("sig:+4915100000001", "ana");
-    h.add_group(GROUP, "hiking");
-    let out = h.claw(&["ingest", "--from", "signal"]).assert().success();
+    h.add_group("sig:+4915100000001", "ana", &[]);
+    h.add_group(GROUP, "hiking", &[]);
+    let out = h
+        .claw()
+        .args(["ingest", "--from", "signal"])
+        .assert()
+        .success();
     let stdout = String::from_utf8_lossy(&out.get_output().stdout);
     let stderr = String::from_utf8_lossy(&out.get_output().stderr);
     assert!(
@@ -114,14 +118,18 @@ fn receive_output_maps_text_groups_dms_replies_captions_and_skips() {
     );
 
     // Receiving the same output again (signal-cli re-delivering) stores nothing twice.
-    let out = h.claw(&["ingest", "--from", "signal"]).assert().success();
+    let out = h
+        .claw()
+        .args(["ingest", "--from", "signal"])
+        .assert()
+        .success();
     assert!(String::from_utf8_lossy(&out.get_output().stdout).contains("stored 0, duplicates 6"));
 }
 
 #[test]
 fn delivery_runs_signal_cli_send_with_one_argument_per_value() {
     let (h, log) = setup();
-    let home = claw::paths::Home::new(h.root());
+    let home = claw::paths::Home::new(&h.root);
     {
         let store = claw::store::Store::open(&home).unwrap();
         claw::store::outbox::enqueue(
@@ -133,7 +141,8 @@ fn delivery_runs_signal_cli_send_with_one_argument_per_value() {
         .unwrap();
         claw::store::outbox::enqueue(&store.conn, GROUP, "hello group", "test").unwrap();
     }
-    h.claw(&["deliver", "--channel", "sig"])
+    h.claw()
+        .args(["deliver", "--channel", "sig"])
         .env("SIGNAL_SEND_LOG", &log)
         .assert()
         .success();

@@ -3,7 +3,7 @@
 
 #[path = "support/fake_telegram.rs"]
 mod fake_telegram;
-#[path = "support/chan_home.rs"]
+#[path = "support/home.rs"]
 mod home;
 
 use fake_telegram::{FakeTelegram, TOKEN};
@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 fn setup() -> (TestHome, FakeTelegram) {
     let fake = FakeTelegram::start();
-    let h = TestHome::init();
-    h.config(&format!(
+    let h = TestHome::init().with_log("info");
+    h.append_config(&format!(
         "[channels.telegram]\nenabled = true\napi_base = \"{}\"\n",
         fake.base
     ));
-    h.secret(&format!("TELEGRAM_BOT_TOKEN={TOKEN}"));
+    h.set_secret("TELEGRAM_BOT_TOKEN", TOKEN);
     (h, fake)
 }
 
@@ -32,7 +32,8 @@ fn ana() -> Value {
 
 fn ingest(h: &TestHome) -> String {
     let out = h
-        .claw(&["ingest", "--from", "telegram", "--wait", "0"])
+        .claw()
+        .args(["ingest", "--from", "telegram", "--wait", "0"])
         .assert()
         .success();
     String::from_utf8_lossy(&out.get_output().stdout).to_string()
@@ -58,7 +59,7 @@ fn stored(h: &TestHome, chat: &str) -> i64 {
 #[test]
 fn long_poll_stores_each_update_exactly_once_across_restarts() {
     let (h, fake) = setup();
-    h.add_group("tg:-100", "family");
+    h.add_group("tg:-100", "family", &[]);
     for i in 0..150 {
         fake.push_message(family(), ana(), &format!("message {i}"));
     }
@@ -90,7 +91,7 @@ fn long_poll_stores_each_update_exactly_once_across_restarts() {
 #[test]
 fn a_crash_between_fetch_and_commit_refetches_without_loss_or_doubling() {
     let (h, fake) = setup();
-    h.add_group("tg:-100", "family");
+    h.add_group("tg:-100", "family", &[]);
     for i in 0..40 {
         fake.push_message(family(), ana(), &format!("first {i}"));
     }
@@ -104,7 +105,8 @@ fn a_crash_between_fetch_and_commit_refetches_without_loss_or_doubling() {
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
     let calls_before = fake.get_updates_calls();
     let mut child = h
-        .claw_std(&["ingest", "--from", "telegram", "--wait", "0"])
+        .claw_std()
+        .args(["ingest", "--from", "telegram", "--wait", "0"])
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -151,14 +153,15 @@ fn a_crash_between_fetch_and_commit_refetches_without_loss_or_doubling() {
 #[test]
 fn killed_while_waiting_on_the_network_loses_nothing() {
     let (h, fake) = setup();
-    h.add_group("tg:-100", "family");
+    h.add_group("tg:-100", "family", &[]);
     for i in 0..250 {
         fake.push_message(family(), ana(), &format!("m{i}"));
     }
     // First batch answers, the drain call hangs: the process is killed mid-poll.
     fake.stall_get_updates_from(1);
     let mut child = h
-        .claw_std(&["ingest", "--from", "telegram", "--wait", "0"])
+        .claw_std()
+        .args(["ingest", "--from", "telegram", "--wait", "0"])
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -185,19 +188,20 @@ fn killed_while_waiting_on_the_network_loses_nothing() {
 #[test]
 fn bot_mention_at_the_start_becomes_the_trigger() {
     let (h, fake) = setup();
-    h.add_group("tg:-100", "family");
-    h.claw(&[
-        "group",
-        "add",
-        "--chat",
-        "tg:-300",
-        "--folder",
-        "work",
-        "--trigger",
-        "@Max",
-    ])
-    .assert()
-    .success();
+    h.add_group("tg:-100", "family", &[]);
+    h.claw()
+        .args([
+            "group",
+            "add",
+            "--chat",
+            "tg:-300",
+            "--folder",
+            "work",
+            "--trigger",
+            "@Max",
+        ])
+        .assert()
+        .success();
     fake.push_message(family(), ana(), "@Claw_Test_Bot what's for dinner?");
     fake.push_message(family(), ana(), "tell @claw_test_bot later");
     fake.push_message(
@@ -227,7 +231,7 @@ fn bot_mention_at_the_start_becomes_the_trigger() {
 #[test]
 fn replies_captions_and_textless_updates() {
     let (h, fake) = setup();
-    h.add_group("tg:-100", "family");
+    h.add_group("tg:-100", "family", &[]);
     fake.push(|id| json!({"update_id": id, "message": {"message_id": 10, "date": 1, "chat": family(), "from": ana(),
         "caption": "our cat", "photo": [{"file_id": "p"}]}}));
     fake.push(|id| json!({"update_id": id, "message": {"message_id": 11, "date": 2, "chat": family(), "from": ana(),
@@ -235,7 +239,8 @@ fn replies_captions_and_textless_updates() {
     fake.push(|id| json!({"update_id": id, "message": {"message_id": 12, "date": 3, "chat": family(), "from": ana(),
         "sticker": {"file_id": "s"}}}));
     let out = h
-        .claw(&["ingest", "--from", "telegram", "--wait", "0"])
+        .claw()
+        .args(["ingest", "--from", "telegram", "--wait", "0"])
         .assert()
         .success();
     let stdout = String::from_utf8_lossy(&out.get_output().stdout);
@@ -334,14 +339,14 @@ fn unknown_chats_get_one_notice_to_main_not_one_per_message() {
     );
 
     // The suggested command works, and after it the chat's messages are stored.
-    h.add_group("tg:-200", "book-club");
+    h.add_group("tg:-200", "book-club", &[]);
     fake.push_message(stranger, ana(), "now I'm in");
     let out = ingest(&h);
     assert!(out.contains("stored 1"), "{out}");
 }
 
 fn enqueue(h: &TestHome, chat: &str, text: &str) -> i64 {
-    let home = claw::paths::Home::new(h.root());
+    let home = claw::paths::Home::new(&h.root);
     let store = claw::store::Store::open(&home).unwrap();
     claw::store::outbox::enqueue(&store.conn, chat, text, "test").unwrap()
 }
@@ -355,7 +360,10 @@ fn long_replies_are_split_at_paragraphs_and_sent_as_html() {
     let text = paras.join("\n\n");
     assert!(text.chars().count() > 8192);
     let id = enqueue(&h, "tg:-100", &text);
-    h.claw(&["deliver", "--channel", "tg"]).assert().success();
+    h.claw()
+        .args(["deliver", "--channel", "tg"])
+        .assert()
+        .success();
     let sent = fake.sent();
     assert!(sent.len() >= 3, "{} pieces", sent.len());
     for m in &sent {
@@ -402,7 +410,10 @@ fn rate_limit_retry_after_is_honoured() {
     let id = enqueue(&h, "tg:-100", "hello");
     fake.script_sends(&[Some(2)]);
     let before = claw::time::now_ms();
-    h.claw(&["deliver", "--channel", "tg"]).assert().code(1);
+    h.claw()
+        .args(["deliver", "--channel", "tg"])
+        .assert()
+        .code(1);
     let (status, next, err): (String, i64, String) = h
         .db()
         .query_row(
@@ -419,12 +430,18 @@ fn rate_limit_retry_after_is_honoured() {
         "retry scheduled {wait} ms later, not the 5 s default backoff"
     );
     // Not due yet: a deliver right away sends nothing.
-    h.claw(&["deliver", "--channel", "tg"]).assert().success();
+    h.claw()
+        .args(["deliver", "--channel", "tg"])
+        .assert()
+        .success();
     assert!(fake.sent().is_empty());
     std::thread::sleep(Duration::from_millis(
         (next - claw::time::now_ms()).max(0) as u64 + 100,
     ));
-    h.claw(&["deliver", "--channel", "tg"]).assert().success();
+    h.claw()
+        .args(["deliver", "--channel", "tg"])
+        .assert()
+        .success();
     assert_eq!(fake.sent().len(), 1);
     assert_eq!(fake.sent()[0]["text"], "hello");
 }
@@ -440,7 +457,10 @@ fn a_rate_limit_mid_message_is_waited_out_without_resending_pieces() {
     );
     enqueue(&h, "tg:-100", &text);
     fake.script_sends(&[None, Some(1)]);
-    h.claw(&["deliver", "--channel", "tg"]).assert().success();
+    h.claw()
+        .args(["deliver", "--channel", "tg"])
+        .assert()
+        .success();
     let firsts: Vec<char> = fake
         .sent()
         .iter()
@@ -462,11 +482,12 @@ fn typing_indicator_and_token_never_in_logs() {
     );
 
     // A dead API base: the error names the problem but never the token.
-    let h2 = TestHome::init();
-    h2.config("[channels.telegram]\napi_base = \"http://127.0.0.1:9\"\n");
-    h2.secret(&format!("TELEGRAM_BOT_TOKEN={TOKEN}"));
+    let h2 = TestHome::init().with_log("info");
+    h2.append_config("[channels.telegram]\napi_base = \"http://127.0.0.1:9\"\n");
+    h2.set_secret("TELEGRAM_BOT_TOKEN", TOKEN);
     let out = h2
-        .claw(&["ingest", "--from", "telegram", "--wait", "0"])
+        .claw()
+        .args(["ingest", "--from", "telegram", "--wait", "0"])
         .env("CLAW_LOG", "trace")
         .assert()
         .failure();

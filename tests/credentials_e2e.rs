@@ -229,12 +229,12 @@ http.request({{host: p.hostname, port: p.port, method: "CONNECT", path: "{api_ho
     assert!(reqs.iter().all(|r| !r.text().contains(REAL)));
     let mut hits = vec![];
     for d in ["sessions", "groups", "ipc", "logs", "run"] {
-        grep_tree(&env.home.join(d), REAL, &mut hits);
+        grep_tree(&env.root.join(d), REAL, &mut hits);
     }
     assert!(hits.is_empty(), "the real value is in {hits:?}");
     let mut ph = vec![];
     grep_tree(
-        &env.home.join("sessions"),
+        &env.root.join("sessions"),
         "claw-placeholder-fake-",
         &mut ph,
     );

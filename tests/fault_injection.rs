@@ -62,12 +62,12 @@ fn setup() -> (Env, std::path::PathBuf) {
     env.max_concurrent = 2;
     env.write_config();
     // Many kills make many failed attempts; the suite checks loss, not the attempt limit.
-    let toml = std::fs::read_to_string(env.home.join("claw.toml"))
+    let toml = std::fs::read_to_string(env.root.join("claw.toml"))
         .unwrap()
         .replace("max_attempts = 3", "max_attempts = 50");
-    std::fs::write(env.home.join("claw.toml"), toml).unwrap();
+    std::fs::write(env.root.join("claw.toml"), toml).unwrap();
     for (f, c) in GROUPS {
-        env.add_group(f, c);
+        env.add_group(c, f, &["--no-trigger"]);
         env.install_probe(f, ECHO_AGENT);
     }
     (env, sent)
@@ -127,7 +127,7 @@ fn settle(env: &Env, limit: Duration) {
             .map(|g| {
                 // A `.tmp-…` file is a request a killed container never finished writing: it
                 // was never committed, so it is not pending work (the group's next run clears it).
-                std::fs::read_dir(env.home.join("ipc").join(g).join("messages"))
+                std::fs::read_dir(env.root.join("ipc").join(g).join("messages"))
                     .map(|d| {
                         d.flatten()
                             .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
@@ -292,7 +292,7 @@ fn kill_nine_anywhere_loses_nothing() {
         );
     }
     // No stuck lock, no orphaned container, nothing left running.
-    for entry in std::fs::read_dir(env.home.join("locks")).unwrap() {
+    for entry in std::fs::read_dir(env.root.join("locks")).unwrap() {
         let p = entry.unwrap().path();
         assert!(
             claw::lock::try_acquire(&p).unwrap().is_some(),
@@ -404,7 +404,7 @@ fn runtime_missing_or_dying_mid_run_is_a_retried_failure() {
 fn corrupt_ipc_folders_are_reported_and_the_rest_carries_on() {
     let (env, _) = setup();
     // g1's IPC folder is a file; g2's messages folder points at a host folder.
-    let ipc = env.home.join("ipc");
+    let ipc = env.root.join("ipc");
     std::fs::remove_dir_all(ipc.join("g1")).unwrap();
     std::fs::write(ipc.join("g1"), "not a folder").unwrap();
     let outside = env.dir.path().join("outside");

@@ -1,7 +1,7 @@
 //! The authorisation matrix, request by request, through real files in real folders.
 
-#[path = "ipc_common.rs"]
-mod common;
+#[path = "support/ipc.rs"]
+mod ipc;
 
 use claw::store::tasks;
 
@@ -11,7 +11,7 @@ fn in_future() -> i64 {
 
 #[test]
 fn non_main_group_is_confined_to_its_own_chat_and_tasks() {
-    let mut e = common::env();
+    let mut e = ipc::env();
     let now = in_future();
     let own = e.task("fam", "interval", "3600", now);
     let others = e.task("other", "interval", "3600", now);
@@ -106,7 +106,7 @@ fn non_main_group_is_confined_to_its_own_chat_and_tasks() {
 
 #[test]
 fn main_may_act_on_any_group_and_known_chat() {
-    let mut e = common::env();
+    let mut e = ipc::env();
     let main = e.main_folder();
     let now = in_future();
     let fams = e.task("fam", "interval", "3600", now);

@@ -1,8 +1,8 @@
 //! Every kind of bad request file ends in ipc/errors with a reason, and the good ones beside it
 //! are still applied. Planted links are never followed.
 
-#[path = "ipc_common.rs"]
-mod common;
+#[path = "support/ipc.rs"]
+mod ipc;
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -18,7 +18,7 @@ fn mkfifo(p: &std::path::Path) {
 }
 
 /// Apply on a thread so a FIFO that blocked would fail the test instead of hanging it.
-fn apply_with_watchdog(e: common::Env, folder: &'static str) -> (common::Env, claw::ipc::Report) {
+fn apply_with_watchdog(e: ipc::Env, folder: &'static str) -> (ipc::Env, claw::ipc::Report) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut e = e;
@@ -31,7 +31,7 @@ fn apply_with_watchdog(e: common::Env, folder: &'static str) -> (common::Env, cl
 
 #[test]
 fn each_bad_file_is_rejected_with_a_reason_and_the_rest_applied() {
-    let e = common::env();
+    let e = ipc::env();
     let secret = e.outside.join("host-secret.json");
     // If this were ever read it would parse as a valid request and reach the outbox.
     std::fs::write(&secret, r#"{"type":"send_message","text":"HOST SECRET"}"#).unwrap();
@@ -177,7 +177,7 @@ fn each_bad_file_is_rejected_with_a_reason_and_the_rest_applied() {
 
 #[test]
 fn a_symlinked_tasks_folder_is_not_followed() {
-    let mut e = common::env();
+    let mut e = ipc::env();
     let host_dir = e.outside.join("hostdir");
     std::fs::create_dir_all(&host_dir).unwrap();
     let planted = host_dir.join("req.json");
@@ -211,7 +211,7 @@ fn a_symlinked_tasks_folder_is_not_followed() {
 
 #[test]
 fn replies_and_snapshots_never_write_through_planted_links() {
-    let mut e = common::env();
+    let mut e = ipc::env();
     let host_dir = e.outside.join("replies-target");
     std::fs::create_dir_all(&host_dir).unwrap();
     let host_file = e.outside.join("victim.txt");

@@ -1,8 +1,8 @@
 //! Spending limits on non-main groups, through real request files, the real `claw` binary and a
 //! real SQLite file (no container: the limits stop things before one would start).
 
-#[path = "ipc_common.rs"]
-mod common;
+#[path = "support/ipc.rs"]
+mod ipc;
 #[path = "support/rss.rs"]
 #[allow(clippy::zombie_processes)] // wait_measured reaps it with wait4
 mod rss;
@@ -10,7 +10,7 @@ mod rss;
 use assert_cmd::Command;
 use claw::protocol::IpcReply;
 
-fn claw(e: &common::Env) -> Command {
+fn claw(e: &ipc::Env) -> Command {
     let mut c = Command::cargo_bin("claw").unwrap();
     // Steps are driven by hand here (dry runs see the work ingest stored): no chaining.
     c.arg("--home")
@@ -27,7 +27,7 @@ fn schedule(kind: &str, value: &str) -> String {
     )
 }
 
-fn notices(e: &common::Env, origin_like: &str) -> Vec<(String, String)> {
+fn notices(e: &ipc::Env, origin_like: &str) -> Vec<(String, String)> {
     let mut st = e
         .store
         .conn
@@ -39,13 +39,13 @@ fn notices(e: &common::Env, origin_like: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn live_tasks(e: &common::Env, folder: &str) -> i64 {
+fn live_tasks(e: &ipc::Env, folder: &str) -> i64 {
     claw::store::tasks::count_live(&e.store.conn, folder).unwrap()
 }
 
 #[test]
 fn agent_schedules_more_frequent_than_the_minimum_are_refused() {
-    let mut e = common::env();
+    let mut e = ipc::env();
     // (file stem, kind, value, allowed) with the default minimum of 300 s.
     let cases = [
         ("i1", "interval", "1", false),
@@ -96,7 +96,7 @@ fn agent_schedules_more_frequent_than_the_minimum_are_refused() {
 
 #[test]
 fn an_agent_keeps_at_most_max_tasks_and_main_is_not_limited() {
-    let mut e = common::env();
+    let mut e = ipc::env();
     for i in 0..25 {
         e.put(
             "fam",
@@ -158,11 +158,11 @@ fn an_agent_keeps_at_most_max_tasks_and_main_is_not_limited() {
 
 #[test]
 fn update_and_resume_cannot_make_a_task_more_frequent() {
-    let mut e = common::env();
+    let mut e = ipc::env();
     let now = claw::time::now_ms();
     // The owner may set a short schedule in any group (the owner chose it).
     let owners = e.task("fam", "interval", "60", now);
-    let put = |e: &common::Env, stem: &str, body: String| {
+    let put = |e: &ipc::Env, stem: &str, body: String| {
         e.put("fam", "tasks", &format!("{stem}.json"), &body);
     };
     put(
@@ -223,7 +223,7 @@ fn update_and_resume_cannot_make_a_task_more_frequent() {
 
 #[test]
 fn the_owner_cli_is_not_limited_by_the_minimum() {
-    let e = common::env();
+    let e = ipc::env();
     let out = claw(&e)
         .args([
             "task", "add", "--group", "fam", "--prompt", "x", "--every", "60", "--json",
@@ -239,7 +239,7 @@ fn the_owner_cli_is_not_limited_by_the_minimum() {
     assert_eq!(t["schedule"], "60");
 }
 
-fn fake_runs(e: &common::Env, folder: &str, n: i64, minutes_ago: i64) {
+fn fake_runs(e: &ipc::Env, folder: &str, n: i64, minutes_ago: i64) {
     let now = claw::time::now_ms();
     for i in 0..n {
         let t = now - minutes_ago * 60_000 - i * 1000;
@@ -254,7 +254,7 @@ fn fake_runs(e: &common::Env, folder: &str, n: i64, minutes_ago: i64) {
     }
 }
 
-fn dry_run(e: &common::Env) -> Vec<serde_json::Value> {
+fn dry_run(e: &ipc::Env) -> Vec<serde_json::Value> {
     let out = claw(e)
         .args(["dispatch", "--dry-run", "--json"])
         .output()
@@ -270,7 +270,7 @@ fn dry_run(e: &common::Env) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_group_over_its_runs_per_hour_is_not_started_and_its_chat_is_told_once() {
-    let e = common::env();
+    let e = ipc::env();
     // 30 runs in the last hour (the default limit) and more from earlier that no longer count.
     fake_runs(&e, "fam", 30, 10);
     fake_runs(&e, "fam", 50, 70);
@@ -363,7 +363,7 @@ fn a_group_over_its_runs_per_hour_is_not_started_and_its_chat_is_told_once() {
 
 #[test]
 fn dispatch_skips_a_limited_queued_task_run_and_tells_the_chat_once() {
-    let e = common::env();
+    let e = ipc::env();
     std::fs::write(
         e.home.config(),
         std::fs::read_to_string(e.home.config())
@@ -411,7 +411,7 @@ fn dispatch_skips_a_limited_queued_task_run_and_tells_the_chat_once() {
 
 #[test]
 fn ipc_apply_memory_does_not_grow_with_what_an_agent_wrote() {
-    let e = common::env();
+    let e = ipc::env();
     // 100 valid requests of 1 MiB each (the old scan held them all: over 100 MB) and 2,500 small.
     let text = "x".repeat(1024 * 1024 - 64);
     let dir = e.home.ipc_dir("fam").join("messages");

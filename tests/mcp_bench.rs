@@ -58,7 +58,7 @@ fn mcp_tool_call_overhead_in_a_container() {
     env.extra_config = "[model]\nprovider = \"anthropic\"\nname = \"fake-model\"\n".into();
     env.timeout_secs = 600;
     env.write_config();
-    let cfg = env.home.join("claw.toml");
+    let cfg = env.root.join("claw.toml");
     let text = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace(

@@ -53,7 +53,7 @@ fn env_with(llm: &FakeLlm) -> Env {
     env.extra_config = "[model]\nprovider = \"anthropic\"\nname = \"fake-model\"\n".into();
     env.timeout_secs = 120;
     env.write_config();
-    let cfg = env.home.join("claw.toml");
+    let cfg = env.root.join("claw.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
     let text = text.replace(
         &format!("image = \"{}\"", e2e::image()),

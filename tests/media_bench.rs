@@ -10,7 +10,7 @@
 
 #[path = "support/fake_telegram.rs"]
 mod fake_telegram;
-#[path = "support/chan_home.rs"]
+#[path = "support/home.rs"]
 mod home;
 #[path = "support/rss.rs"]
 mod rss;
@@ -22,13 +22,13 @@ use std::io::{Read, Write};
 use std::time::Instant;
 
 fn setup(fake: &FakeTelegram) -> TestHome {
-    let h = TestHome::init();
-    h.config(&format!(
+    let h = TestHome::init().with_log("info");
+    h.append_config(&format!(
         "[channels.telegram]\nenabled = true\napi_base = \"{}\"\n",
         fake.base
     ));
-    h.secret(&format!("TELEGRAM_BOT_TOKEN={TOKEN}"));
-    h.add_group("tg:-100", "family");
+    h.set_secret("TELEGRAM_BOT_TOKEN", TOKEN);
+    h.add_group("tg:-100", "family", &[]);
     h
 }
 
@@ -53,8 +53,10 @@ fn push_files(fake: &FakeTelegram, n: usize, bytes: usize, field: &str) {
 
 fn ingest(h: &TestHome) -> (f64, u64) {
     let t = Instant::now();
-    let (code, rss) =
-        rss::run_measured(&mut h.claw_std(&["ingest", "--from", "telegram", "--wait", "0"]));
+    let (code, rss) = rss::run_measured(
+        h.claw_std()
+            .args(["ingest", "--from", "telegram", "--wait", "0"]),
+    );
     assert_eq!(code, Some(0));
     (t.elapsed().as_secs_f64(), rss)
 }
@@ -112,9 +114,9 @@ fn bench_media() {
             let _ = std::io::copy(&mut f, &mut c);
         }
     });
-    let h = TestHome::init();
-    h.config("[media.max_mb]\ndocument = 100\n");
-    h.add_group("sig:+2", "big");
+    let h = TestHome::init().with_log("info");
+    h.append_config("[media.max_mb]\ndocument = 100\n");
+    h.add_group("sig:+2", "big", &[]);
     for (name, label) in [("small.bin", "64 KiB"), ("large.bin", "64 MiB")] {
         let lines: Vec<String> = (0..5)
             .map(|i| {
@@ -127,7 +129,8 @@ fn bench_media() {
         std::fs::write(&input, lines.join("\n")).unwrap();
         let t = Instant::now();
         let (code, rss) = rss::run_measured(
-            h.claw_std(&["ingest"])
+            h.claw_std()
+                .arg("ingest")
                 .stdin(std::fs::File::open(&input).unwrap()),
         );
         assert_eq!(code, Some(0));
@@ -185,18 +188,19 @@ fn bench_media() {
     ogg.extend_from_slice(b"OpusHead");
     ogg.resize(40 * 1024, 7);
     std::fs::write(bridge.path().join("v.ogg"), &ogg).unwrap();
-    let h = TestHome::init();
-    h.config(&format!(
+    let h = TestHome::init().with_log("info");
+    h.append_config(&format!(
         "[media]\ningest_roots = [\"{}\"]\n[media.transcription]\nbase_url = \"{base}\"\n",
         bridge.path().display()
     ));
-    h.add_group("sig:+1", "v");
+    h.add_group("sig:+1", "v", &[]);
     let mut times = vec![];
     for i in 0..5 {
         let line = json!({"chat": "sig:+1", "id": format!("v{i}"), "sender": "sig:+1", "text": "",
             "attachments": [{"kind": "voice", "path": bridge.path().join("v.ogg")}]});
         let t = Instant::now();
-        h.claw(&["ingest"])
+        h.claw()
+            .arg("ingest")
             .write_stdin(line.to_string())
             .assert()
             .success();

@@ -94,7 +94,7 @@ fn round_trip(provider: &str) {
         (kind.as_str(), caption.as_str()),
         ("document", "the report")
     );
-    assert!(path.starts_with(env.home.join("media-out").to_str().unwrap()));
+    assert!(path.starts_with(env.root.join("media-out").to_str().unwrap()));
     assert_eq!(std::fs::read(&path).unwrap(), b"%PDF-1.4\nreport");
     assert_eq!(env.last_run("main").0, "succeeded");
 }

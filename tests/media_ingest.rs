@@ -3,7 +3,7 @@
 //! Path attachments are taken only from `media.ingest_roots`, never from the claw home; the
 //! transcription key stays on the host and the transcript joins the message text.
 
-#[path = "support/chan_home.rs"]
+#[path = "support/home.rs"]
 mod home;
 
 use home::TestHome;
@@ -99,16 +99,16 @@ fn bridge_paths_urls_and_voice_transcription() {
             out.into_inner()
         }),
     ]);
-    let h = TestHome::init();
+    let h = TestHome::init().with_log("info");
     let bridge = tempfile::tempdir().unwrap();
     std::fs::write(bridge.path().join("scan.pdf"), b"%PDF-1.5\nscan").unwrap();
     std::os::unix::fs::symlink(h.path("secrets.env"), bridge.path().join("sneaky.pdf")).unwrap();
-    h.config(&format!(
+    h.append_config(&format!(
         "[media]\ningest_roots = [\"{}\"]\n[media.transcription]\nbase_url = \"{base}\"\nkey_env = \"STT_KEY\"\n",
         bridge.path().display()
     ));
-    h.secret("STT_KEY=sk-transcribe-secret");
-    h.add_group("sig:+4915", "ana");
+    h.set_secret("STT_KEY", "sk-transcribe-secret");
+    h.add_group("sig:+4915", "ana", &[]);
     let line = |id: &str, att: serde_json::Value| {
         json!({"chat": "sig:+4915", "id": id, "sender": "sig:+4915", "text": "",
                "time": "2026-12-02T10:00:00Z", "attachments": [att]})
@@ -136,7 +136,7 @@ fn bridge_paths_urls_and_voice_transcription() {
         line("d5", json!({"url": "file:///etc/passwd"})),
     ]
     .join("\n");
-    let out = h.claw(&["ingest"]).write_stdin(input).assert().success();
+    let out = h.claw().arg("ingest").write_stdin(input).assert().success();
     let out = String::from_utf8_lossy(&out.get_output().stdout).to_string();
     assert!(out.contains("stored 7"), "{out}");
 
@@ -231,7 +231,7 @@ fn bridge_paths_urls_and_voice_transcription() {
 fn audio_the_endpoint_does_not_take_is_converted_with_ffmpeg_only_then() {
     use std::os::unix::fs::PermissionsExt;
     let (base, seen) = serve(vec![]);
-    let h = TestHome::init();
+    let h = TestHome::init().with_log("info");
     let bridge = tempfile::tempdir().unwrap();
     std::fs::write(bridge.path().join("a.ogg"), ogg()).unwrap();
     // A stand-in ffmpeg: records its arguments, reads stdin, prints a tiny WAV.
@@ -247,11 +247,11 @@ fn audio_the_endpoint_does_not_take_is_converted_with_ffmpeg_only_then() {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    h.config(&format!(
+    h.append_config(&format!(
         "[media]\ningest_roots = [\"{}\"]\n[media.transcription]\nbase_url = \"{base}\"\naccepts = [\"audio/wav\"]\n",
         bridge.path().display()
     ));
-    h.add_group("sig:+1", "v");
+    h.add_group("sig:+1", "v", &[]);
     let path = format!(
         "{}:{}",
         bin.path().display(),
@@ -259,7 +259,8 @@ fn audio_the_endpoint_does_not_take_is_converted_with_ffmpeg_only_then() {
     );
     let line = json!({"chat": "sig:+1", "id": "c1", "sender": "sig:+1", "text": "",
         "attachments": [{"kind": "voice", "path": bridge.path().join("a.ogg")}]});
-    h.claw(&["ingest"])
+    h.claw()
+        .arg("ingest")
         .env("PATH", &path)
         .write_stdin(line.to_string())
         .assert()
@@ -290,13 +291,14 @@ fn audio_the_endpoint_does_not_take_is_converted_with_ffmpeg_only_then() {
 
     // OGG is taken as it is by default: no conversion, ffmpeg never started.
     std::fs::remove_file(&calls).unwrap();
-    let h2 = TestHome::init();
-    h2.config(&format!(
+    let h2 = TestHome::init().with_log("info");
+    h2.append_config(&format!(
         "[media]\ningest_roots = [\"{}\"]\n[media.transcription]\nbase_url = \"{base}\"\n",
         bridge.path().display()
     ));
-    h2.add_group("sig:+1", "v");
-    h2.claw(&["ingest"])
+    h2.add_group("sig:+1", "v", &[]);
+    h2.claw()
+        .arg("ingest")
         .env("PATH", &path)
         .write_stdin(line.to_string())
         .assert()

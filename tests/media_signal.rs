@@ -2,7 +2,7 @@
 //! folder by id into the group's inbox with safe names; a link, a FIFO, a hostile id, a missing
 //! file and an oversize file are recorded as not saved, and the messages are stored anyway.
 
-#[path = "support/chan_home.rs"]
+#[path = "support/home.rs"]
 mod home;
 
 use home::TestHome;
@@ -21,7 +21,7 @@ fn envelope(ts: i64, text: Option<&str>, attachments: serde_json::Value) -> Stri
 
 #[test]
 fn signal_attachments_land_safely_and_bad_ones_are_recorded() {
-    let h = TestHome::init();
+    let h = TestHome::init().with_log("info");
     let atts = tempfile::tempdir().unwrap();
     let a = atts.path();
     let mut png = std::io::Cursor::new(Vec::new());
@@ -36,12 +36,12 @@ fn signal_attachments_land_safely_and_bad_ones_are_recorded() {
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
     let cli =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/signal/signal-cli");
-    h.config(&format!(
+    h.append_config(&format!(
         "[channels.signal]\nenabled = true\ncli = \"{}\"\naccount = \"+4915199999999\"\nattachments_dir = \"{}\"\n[media.max_mb]\ndocument = 1\n",
         cli.display(),
         a.display()
     ));
-    h.add_group(GROUP, "hiking");
+    h.add_group(GROUP, "hiking", &[]);
     let lines = [
         envelope(1_795_255_300_000, Some("the summit"), json!([{"contentType": "image/jpeg", "filename": "summit.jpg", "id": "ok1", "size": 100}])),
         envelope(1_795_255_301_000, None, json!([{"contentType": "application/pdf", "filename": "../../x\nevil.pdf", "id": "named"}])),
@@ -55,7 +55,8 @@ fn signal_attachments_land_safely_and_bad_ones_are_recorded() {
     let fixture = h.path("receive.jsonl");
     std::fs::write(&fixture, lines + "\n").unwrap();
     let out = h
-        .claw(&["ingest", "--from", "signal"])
+        .claw()
+        .args(["ingest", "--from", "signal"])
         .env("SIGNAL_FIXTURE", &fixture)
         .assert()
         .success();
@@ -115,14 +116,14 @@ fn signal_attachments_land_safely_and_bad_ones_are_recorded() {
 
 #[test]
 fn send_file_goes_out_as_a_signal_attachment() {
-    let h = TestHome::init();
+    let h = TestHome::init().with_log("info");
     let cli =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/signal/signal-cli");
-    h.config(&format!(
+    h.append_config(&format!(
         "[channels.signal]\nenabled = true\ncli = \"{}\"\naccount = \"+4915199999999\"\n",
         cli.display()
     ));
-    h.add_group(GROUP, "hiking");
+    h.add_group(GROUP, "hiking", &[]);
     std::fs::write(h.path("groups/hiking/map.pdf"), b"%PDF-1.4 map").unwrap();
     let req = h.path("ipc/hiking/messages");
     std::fs::create_dir_all(&req).unwrap();
@@ -131,9 +132,10 @@ fn send_file_goes_out_as_a_signal_attachment() {
         json!({"type": "send_file", "path": "map.pdf", "caption": "-the route"}).to_string(),
     )
     .unwrap();
-    h.claw(&["ipc-apply"]).assert().success();
+    h.claw().arg("ipc-apply").assert().success();
     let log = h.path("send.log");
-    h.claw(&["deliver"])
+    h.claw()
+        .arg("deliver")
         .env("SIGNAL_SEND_LOG", &log)
         .assert()
         .success();

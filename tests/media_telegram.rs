@@ -5,7 +5,7 @@
 
 #[path = "support/fake_telegram.rs"]
 mod fake_telegram;
-#[path = "support/chan_home.rs"]
+#[path = "support/home.rs"]
 mod home;
 
 use fake_telegram::{FakeTelegram, TOKEN};
@@ -14,13 +14,13 @@ use serde_json::{Value, json};
 
 fn setup(extra: &str) -> (TestHome, FakeTelegram) {
     let fake = FakeTelegram::start();
-    let h = TestHome::init();
-    h.config(&format!(
+    let h = TestHome::init().with_log("info");
+    h.append_config(&format!(
         "[channels.telegram]\nenabled = true\napi_base = \"{}\"\n{extra}",
         fake.base
     ));
-    h.secret(&format!("TELEGRAM_BOT_TOKEN={TOKEN}"));
-    h.add_group("tg:-100", "family");
+    h.set_secret("TELEGRAM_BOT_TOKEN", TOKEN);
+    h.add_group("tg:-100", "family", &[]);
     (h, fake)
 }
 
@@ -119,7 +119,8 @@ fn photos_voice_and_hostile_files_land_safely_and_show_in_the_prompt() {
     );
 
     let out = h
-        .claw(&["ingest", "--from", "telegram", "--wait", "0"])
+        .claw()
+        .args(["ingest", "--from", "telegram", "--wait", "0"])
         .assert()
         .success();
     let out = String::from_utf8_lossy(&out.get_output().stdout).to_string();
@@ -220,7 +221,8 @@ fn photos_voice_and_hostile_files_land_safely_and_show_in_the_prompt() {
     // A re-fetch of the same updates downloads nothing again.
     let before = fake.file_downloads();
     fake.serve_again_from(1);
-    h.claw(&["ingest", "--from", "telegram", "--wait", "0"])
+    h.claw()
+        .args(["ingest", "--from", "telegram", "--wait", "0"])
         .assert()
         .success();
     assert_eq!(fake.file_downloads(), before);
@@ -228,7 +230,7 @@ fn photos_voice_and_hostile_files_land_safely_and_show_in_the_prompt() {
 
     // `claw status` shows the inbox size; pruning by age removes the files, keeps the rows.
     let status = |h: &TestHome| -> Value {
-        let out = h.claw(&["status", "--json"]).assert().success();
+        let out = h.claw().args(["status", "--json"]).assert().success();
         let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
         v["groups"]
             .as_array()
@@ -243,7 +245,7 @@ fn photos_voice_and_hostile_files_land_safely_and_show_in_the_prompt() {
     h.db()
         .execute("UPDATE attachments SET created_at = 0", [])
         .unwrap();
-    let out = h.claw(&["prune"]).assert().success();
+    let out = h.claw().arg("prune").assert().success();
     let out = String::from_utf8_lossy(&out.get_output().stdout).to_string();
     assert!(out.contains("media: deleted 5 inbox file(s)"), "{out}");
     assert!(files_under(&group.join("inbox")).is_empty());
@@ -306,10 +308,10 @@ fn send_file_uploads_by_type_and_refuses_links_and_fifos() {
         json!({"type": "send_file", "path": "out/chart.png", "chat": "tg:-999"}),
     );
 
-    let _ = h.claw(&["ipc-apply"]).assert();
+    let _ = h.claw().arg("ipc-apply").assert();
     // The agent swapping the file after ipc-apply changes nothing: the copy is what is sent.
     std::fs::write(out.join("chart.png"), b"swapped").unwrap();
-    h.claw(&["deliver"]).assert().success();
+    h.claw().arg("deliver").assert().success();
 
     let ups = fake.uploads();
     let methods: Vec<&str> = ups.iter().map(|u| u.method.as_str()).collect();
@@ -354,6 +356,6 @@ fn send_file_uploads_by_type_and_refuses_links_and_fifos() {
     // Once sent, the host copies are removed by housekeeping.
     let copies = std::fs::read_dir(h.path("media-out")).unwrap().count();
     assert_eq!(copies, 3);
-    h.claw(&["prune"]).assert().success();
+    h.claw().arg("prune").assert().success();
     assert_eq!(std::fs::read_dir(h.path("media-out")).unwrap().count(), 0);
 }

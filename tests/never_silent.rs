@@ -30,7 +30,7 @@ fn setup(send_script: &str) -> Env {
     std::fs::write(&script, format!("#!/bin/bash\n{send_script}\n")).unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     env.extra_config = format!("[channels.fx]\nsend_command = [\"{}\"]\n", script.display());
-    env.add_group("g1", "fx:1");
+    env.add_group("fx:1", "g1", &["--no-trigger"]);
     env.install_probe("g1", ECHO_PROMPT);
     env
 }
@@ -134,10 +134,10 @@ fn a_run_without_a_runtime_tells_the_chat_once_then_main_and_keeps_the_message()
 #[test]
 fn a_missing_image_is_named_with_the_command_that_fixes_it() {
     let env = setup("cat >/dev/null");
-    let cfg = std::fs::read_to_string(env.home.join("claw.toml"))
+    let cfg = std::fs::read_to_string(env.root.join("claw.toml"))
         .unwrap()
         .replace(&e2e::image(), "localhost/claw-no-such-image:gone");
-    std::fs::write(env.home.join("claw.toml"), cfg).unwrap();
+    std::fs::write(env.root.join("claw.toml"), cfg).unwrap();
     env.say("fx:1", "anyone?");
     assert_eq!(run_group(&env, None), 6);
     let chat = env.outbox("fx:1");
@@ -231,10 +231,10 @@ fn bot_api_500s_are_retried_listed_and_finally_told_to_main() {
     let env = setup("cat >/dev/null");
     let cfg = format!(
         "{}\n[channels.telegram]\nenabled = true\napi_base = \"{}\"\n",
-        std::fs::read_to_string(env.home.join("claw.toml")).unwrap(),
+        std::fs::read_to_string(env.root.join("claw.toml")).unwrap(),
         fake.base
     );
-    std::fs::write(env.home.join("claw.toml"), cfg).unwrap();
+    std::fs::write(env.root.join("claw.toml"), cfg).unwrap();
     env.set_secret("TELEGRAM_BOT_TOKEN", fake_telegram::TOKEN);
     env.claw()
         .args([
@@ -288,10 +288,10 @@ fn bot_api_500s_are_retried_listed_and_finally_told_to_main() {
 #[test]
 fn a_message_left_waiting_is_flagged_by_status_doctor_and_the_tick_log() {
     let env = setup("cat >/dev/null");
-    let cfg = std::fs::read_to_string(env.home.join("claw.toml"))
+    let cfg = std::fs::read_to_string(env.root.join("claw.toml"))
         .unwrap()
         .replace("[limits]\n", "[limits]\nstale_after_secs = 1\n");
-    std::fs::write(env.home.join("claw.toml"), cfg).unwrap();
+    std::fs::write(env.root.join("claw.toml"), cfg).unwrap();
     env.say("fx:1", "is anyone there");
     // Held: a failed run with its retry far in the future, nothing running.
     assert_eq!(run_group(&env, Some("/nonexistent")), 6);

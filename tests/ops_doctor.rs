@@ -72,7 +72,7 @@ fn healthy_home_passes_and_the_probe_proves_the_sandbox() {
     // The probe removed its container and its folder.
     assert!(env.containers().is_empty());
     assert!(
-        std::fs::read_dir(env.home.join("run"))
+        std::fs::read_dir(env.root.join("run"))
             .map(|d| d.count() == 0)
             .unwrap_or(true)
     );
@@ -81,7 +81,7 @@ fn healthy_home_passes_and_the_probe_proves_the_sandbox() {
 #[test]
 fn secrets_readable_by_others_is_a_failure_with_chmod_fix() {
     let env = healthy();
-    let secrets = env.home.join("secrets.env");
+    let secrets = env.root.join("secrets.env");
     std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (ok, text, report) = doctor(&env, &["--no-probe"]);
     assert!(!ok);
@@ -117,7 +117,7 @@ fn missing_provider_key_names_the_variable() {
 fn corrupt_config_is_reported_with_its_line() {
     let env = healthy();
     std::fs::write(
-        env.home.join("claw.toml"),
+        env.root.join("claw.toml"),
         "assistant_name = \"Andy\"\n[runtime\nkind = 1\n",
     )
     .unwrap();
@@ -132,11 +132,11 @@ fn corrupt_config_is_reported_with_its_line() {
 #[test]
 fn corrupt_database_fails_the_integrity_check() {
     let env = healthy();
-    let db = env.home.join("claw.db");
+    let db = env.root.join("claw.db");
     // Keep SQLite's header so the file opens, and overwrite the pages behind it.
     let mut bytes = std::fs::read(&db).unwrap();
-    let _ = std::fs::remove_file(env.home.join("claw.db-wal"));
-    let _ = std::fs::remove_file(env.home.join("claw.db-shm"));
+    let _ = std::fs::remove_file(env.root.join("claw.db-wal"));
+    let _ = std::fs::remove_file(env.root.join("claw.db-shm"));
     for b in bytes.iter_mut().skip(100) {
         *b = 0xA5;
     }
@@ -185,12 +185,12 @@ fn missing_image_tag_says_how_to_build_it() {
     let mut env = healthy();
     env.extra_config = String::new();
     env.write_config();
-    let cfg = std::fs::read_to_string(env.home.join("claw.toml")).unwrap();
+    let cfg = std::fs::read_to_string(env.root.join("claw.toml")).unwrap();
     let cfg = cfg.replace(
         &format!("image = \"{}\"", e2e::image()),
         "image = \"claw-agent:no-such-tag\"",
     );
-    std::fs::write(env.home.join("claw.toml"), cfg).unwrap();
+    std::fs::write(env.root.join("claw.toml"), cfg).unwrap();
     let (ok, text, report) = doctor(&env, &[]);
     assert!(!ok);
     let c = check(&report, "image");
@@ -219,7 +219,7 @@ fn malformed_allowlist_is_a_failure() {
 #[test]
 fn stray_container_of_this_home_is_found_and_others_are_ignored() {
     let env = healthy();
-    let tag = claw::paths::Home::new(&env.home).tag();
+    let tag = claw::paths::Home::new(&env.root).tag();
     let ours = format!("claw-main-424242x{tag}");
     let other = "claw-main-424242x00000000".to_string();
     for name in [&ours, &other] {
@@ -261,12 +261,12 @@ fn stray_container_of_this_home_is_found_and_others_are_ignored() {
 #[test]
 fn extra_args_that_weaken_the_sandbox_are_a_failure() {
     let env = healthy();
-    let cfg = std::fs::read_to_string(env.home.join("claw.toml")).unwrap();
+    let cfg = std::fs::read_to_string(env.root.join("claw.toml")).unwrap();
     let cfg = cfg.replace(
         "extra_args = []",
         r#"extra_args = ["--privileged", "--ulimit", "nofile=1024:1024"]"#,
     );
-    std::fs::write(env.home.join("claw.toml"), cfg).unwrap();
+    std::fs::write(env.root.join("claw.toml"), cfg).unwrap();
     let (ok, _, report) = doctor(&env, &["--no-probe"]);
     assert!(!ok);
     let c = check(&report, "extra-args");
@@ -283,9 +283,9 @@ fn missing_runtime_points_at_setup_runtime() {
     let env = healthy();
     let empty = env.dir.path().join("empty-bin");
     std::fs::create_dir_all(&empty).unwrap();
-    let cfg = std::fs::read_to_string(env.home.join("claw.toml")).unwrap();
+    let cfg = std::fs::read_to_string(env.root.join("claw.toml")).unwrap();
     std::fs::write(
-        env.home.join("claw.toml"),
+        env.root.join("claw.toml"),
         cfg.replace(&format!("kind = \"{}\"", e2e::runtime()), "kind = \"auto\""),
     )
     .unwrap();
@@ -324,7 +324,7 @@ fn image_older_than_the_agent_binary_beside_claw_is_flagged() {
     std::thread::sleep(std::time::Duration::from_secs(6));
     std::fs::write(bin.join("claw-agent"), b"newer agent").unwrap();
     let out = Command::new(bin.join("claw"))
-        .env("CLAW_HOME", &env.home)
+        .env("CLAW_HOME", &env.root)
         .env("CLAW_MOUNT_ALLOWLIST", &env.allowlist)
         .env("HOME", env.dir.path())
         .args(["doctor", "--no-probe", "--json"])

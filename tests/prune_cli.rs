@@ -1,8 +1,8 @@
 //! `claw prune` and tick's hourly housekeeping: audit retention and `ipc/errors/` by age and size,
 //! with ages faked through `at` values and file times.
 
-#[path = "ipc_common.rs"]
-mod common;
+#[path = "support/ipc.rs"]
+mod ipc;
 
 use assert_cmd::Command;
 use std::os::unix::ffi::OsStrExt;
@@ -12,14 +12,14 @@ use std::time::{Duration, SystemTime};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
-fn claw(e: &common::Env) -> Command {
+fn claw(e: &ipc::Env) -> Command {
     let mut c = Command::cargo_bin("claw").unwrap();
     c.arg("--home").arg(&e.home.root).env_remove("CLAW_LOG");
     c.timeout(Duration::from_secs(120));
     c
 }
 
-fn json(e: &common::Env, args: &[&str]) -> serde_json::Value {
+fn json(e: &ipc::Env, args: &[&str]) -> serde_json::Value {
     let out = claw(e).args(args).output().unwrap();
     assert!(
         out.status.success(),
@@ -64,13 +64,13 @@ fn rejected(errors: &Path, name: &str, bytes: usize, ago: Duration) {
     set_mtime(&reason, ago);
 }
 
-fn config(e: &common::Env, from: &str, to: &str) {
+fn config(e: &ipc::Env, from: &str, to: &str) {
     let text = std::fs::read_to_string(e.home.config()).unwrap();
     assert!(text.contains(from), "{from}");
     std::fs::write(e.home.config(), text.replace(from, to)).unwrap();
 }
 
-fn audit_rows(e: &common::Env) -> i64 {
+fn audit_rows(e: &ipc::Env) -> i64 {
     e.store
         .conn
         .query_row(
@@ -83,7 +83,7 @@ fn audit_rows(e: &common::Env) -> i64 {
 
 #[test]
 fn prune_removes_old_audit_rows_and_old_rejected_files_with_their_reasons() {
-    let e = common::env();
+    let e = ipc::env();
     let now = claw::time::now_ms();
     for (kind, days) in [
         ("test.old", 100),
@@ -152,7 +152,7 @@ fn prune_removes_old_audit_rows_and_old_rejected_files_with_their_reasons() {
 
 #[test]
 fn ipc_errors_is_kept_under_its_size_oldest_first_and_zero_turns_rules_off() {
-    let e = common::env();
+    let e = ipc::env();
     config(&e, "ipc_errors_mb = 64", "ipc_errors_mb = 1");
     let errors = e.home.ipc_errors();
     std::fs::create_dir_all(&errors).unwrap();
@@ -195,7 +195,7 @@ fn ipc_errors_is_kept_under_its_size_oldest_first_and_zero_turns_rules_off() {
 
 #[test]
 fn tick_runs_housekeeping_at_most_once_an_hour() {
-    let e = common::env();
+    let e = ipc::env();
     let errors = e.home.ipc_errors();
     std::fs::create_dir_all(&errors).unwrap();
     rejected(&errors, "fam-old-1", 10, 30 * DAY);
@@ -235,7 +235,7 @@ fn tick_runs_housekeeping_at_most_once_an_hour() {
 
 #[test]
 fn a_flood_of_rejected_files_is_pruned_by_ipc_apply_itself() {
-    let mut e = common::env();
+    let mut e = ipc::env();
     config(&e, "ipc_errors_mb = 64", "ipc_errors_mb = 1");
     e.config = claw::config::Config::load(&e.home.config()).unwrap();
     for i in 0..600 {
@@ -260,7 +260,7 @@ fn a_flood_of_rejected_files_is_pruned_by_ipc_apply_itself() {
 
 #[test]
 fn big_rejected_files_are_not_kept_so_errors_cannot_launder_disk() {
-    let mut e = common::env();
+    let mut e = ipc::env();
     config(&e, "ipc_errors_mb = 64", "ipc_errors_mb = 1");
     e.config = claw::config::Config::load(&e.home.config()).unwrap();
     let dir = e.home.ipc_dir("fam").join("messages");

@@ -91,7 +91,7 @@ fn an_agent_that_hides_its_usage_and_loops_is_stopped_at_its_budget() {
     env.extra_config = "[model]\nprovider = \"openai\"\nname = \"gpt-4o-mini\"\n".into();
     env.write_config();
     env.set_secret("OPENAI_API_KEY", "sk-oai-REDTEAM-budget");
-    env.add_group("alpha", "tg:1");
+    env.add_group("tg:1", "alpha", &["--no-trigger"]);
     // 150 tokens a request: the third request spends the budget.
     env.claw()
         .args(["group", "set", "alpha", "--budget-daily-tokens", "400"])

@@ -82,8 +82,8 @@ fn a_memory_file_linked_to_a_host_path_is_never_written_through() {
     let mut env = Env::new();
     let victim = Victim::new(&env);
     let missing = env.dir.path().join("created-by-host");
-    env.add_group("alpha", "tg:1");
-    env.add_group("beta", "tg:2");
+    env.add_group("tg:1", "alpha", &["--no-trigger"]);
+    env.add_group("tg:2", "beta", &["--no-trigger"]);
     let before = victim.state();
     // alpha points its memory at a host path that does not exist, beta at an existing host file.
     for (folder, chat, target) in [("alpha", "tg:1", &missing), ("beta", "tg:2", &victim.file)] {
@@ -101,7 +101,7 @@ fn a_memory_file_linked_to_a_host_path_is_never_written_through() {
     // Everything that creates folders or memory files runs again.
     run_again(&env, "alpha", "tg:1");
     run_again(&env, "beta", "tg:2");
-    env.add_group("gamma", "tg:3");
+    env.add_group("tg:3", "gamma", &["--no-trigger"]);
     env.claw().arg("init").assert().success();
     env.claw().arg("ipc-apply").assert().success();
 
@@ -125,7 +125,7 @@ fn a_memory_file_linked_to_a_host_path_is_never_written_through() {
 fn planted_links_and_fifos_change_nothing_outside_and_runs_still_work() {
     let mut env = Env::new();
     let victim = Victim::new(&env);
-    env.add_group("alpha", "tg:1");
+    env.add_group("tg:1", "alpha", &["--no-trigger"]);
     let before = victim.state();
     let (h, f) = (victim.dir.display(), victim.file.display());
     let r = run_probe(
@@ -208,7 +208,7 @@ while True:
 impl Swapper {
     fn start(env: &Env, folder: &str, host_dir: &Path) -> Swapper {
         let name = format!("redteam-swap-{}-{folder}", std::process::id());
-        let h = &env.home;
+        let h = &env.root;
         let v = |host: PathBuf, at: &str| format!("{}:{at}", host.display());
         let out = Command::new(runtime())
             .args(["run", "-d", "--rm", "--name", &name])
@@ -264,7 +264,7 @@ fn swapping_a_folder_for_a_host_link_during_preparation_never_chowns_the_host() 
     }
     let mut env = Env::new();
     let victim = Victim::new(&env);
-    env.add_group("alpha", "tg:1");
+    env.add_group("tg:1", "alpha", &["--no-trigger"]);
     // Thirty runs in a row: lift the non-main runs-per-hour limit this test is not about.
     env.claw()
         .args(["group", "set", "alpha", "--runs-per-hour", "0"])

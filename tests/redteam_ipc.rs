@@ -32,8 +32,8 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 fn a_request_flood_keeps_ipc_apply_small_and_other_groups_served() {
     let mut env = Env::new();
     env.timeout_secs = 900;
-    env.add_group("fam", "tg:2");
-    env.add_group("zeta", "tg:3");
+    env.add_group("tg:2", "fam", &["--no-trigger"]);
+    env.add_group("tg:3", "zeta", &["--no-trigger"]);
     // The flood is the subject here, not the disk limit (tested elsewhere).
     env.claw()
         .args(["group", "set", "fam", "--disk-mb", "16384"])
@@ -72,7 +72,7 @@ finish
     let big: u64 = r["big"].as_str().unwrap().parse().unwrap();
     assert!(big > 1_040_000 && big <= 1 << 20, "{r}");
     let left = || {
-        std::fs::read_dir(env.home.join("ipc/fam/messages"))
+        std::fs::read_dir(env.root.join("ipc/fam/messages"))
             .unwrap()
             .count()
     };
@@ -83,7 +83,7 @@ finish
     );
 
     // Other groups' requests, written while fam floods.
-    let zeta = env.home.join("ipc/zeta/messages");
+    let zeta = env.root.join("ipc/zeta/messages");
     std::fs::create_dir_all(&zeta).unwrap();
     for i in 0..5 {
         std::fs::write(
@@ -133,7 +133,7 @@ finish
     assert_eq!(r["zeta"], "ran", "{r}");
     assert!(left() > 19_000, "each pass is capped: {} left", left());
     // Big rejected requests are not kept (they would leave the group's disk limit).
-    let kept = std::fs::read_dir(env.home.join("ipc/errors"))
+    let kept = std::fs::read_dir(env.root.join("ipc/errors"))
         .unwrap()
         .filter(|d| d.as_ref().unwrap().metadata().unwrap().len() > 64 * 1024)
         .count();
@@ -144,7 +144,7 @@ finish
 fn a_task_flood_is_refused_with_reasons_the_agent_reads() {
     let mut env = Env::new();
     env.timeout_secs = 600;
-    env.add_group("fam", "tg:2");
+    env.add_group("tg:2", "fam", &["--no-trigger"]);
     env.install_probe(
         "fam",
         &format!(
@@ -202,7 +202,7 @@ finish
 #[test]
 fn a_group_over_its_runs_per_hour_is_not_started_and_its_chat_is_told_once() {
     let mut env = Env::new();
-    env.add_group("fam", "tg:2");
+    env.add_group("tg:2", "fam", &["--no-trigger"]);
     env.claw()
         .args(["group", "set", "fam", "--runs-per-hour", "2"])
         .assert()

@@ -123,7 +123,7 @@ fn env_for(url: &str) -> Env {
     env.write_config();
     env.set_secret("ANTHROPIC_API_KEY", "sk-ant-REDTEAM-k1");
     env.set_secret("OPENAI_API_KEY", "sk-oai-REDTEAM-k2");
-    env.add_group("alpha", "tg:1");
+    env.add_group("tg:1", "alpha", &["--no-trigger"]);
     env
 }
 
@@ -324,7 +324,7 @@ fn run_group_with_hosts(env: &Env, hosts: &str) {
         .arg(&file)
         .arg(env!("CARGO_BIN_EXE_claw"))
         .args(["run-group", "alpha"])
-        .env("CLAW_HOME", &env.home)
+        .env("CLAW_HOME", &env.root)
         .env("CLAW_MOUNT_ALLOWLIST", &env.allowlist)
         .env_remove("CLAW_LOG")
         .status()

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// Set one `[limits]` key in claw.toml (Env writes the table; a second one would be invalid).
 fn set_limit(env: &Env, key: &str, value: u64) {
-    let p = env.home.join("claw.toml");
+    let p = env.root.join("claw.toml");
     let toml = std::fs::read_to_string(&p).unwrap().replacen(
         "[limits]\n",
         &format!("[limits]\n{key} = {value}\n"),
@@ -24,7 +24,7 @@ fn set_limit(env: &Env, key: &str, value: u64) {
 
 /// The newest run log of a group.
 fn run_log(env: &Env, folder: &str) -> Vec<u8> {
-    let dir = env.home.join("logs").join(folder);
+    let dir = env.root.join("logs").join(folder);
     let newest = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -35,7 +35,7 @@ fn run_log(env: &Env, folder: &str) -> Vec<u8> {
 
 /// Every container of this home in any state (not only running ones).
 fn any_containers(env: &Env) -> Vec<String> {
-    let tag = format!("x{}", claw::paths::Home::new(&env.home).tag());
+    let tag = format!("x{}", claw::paths::Home::new(&env.root).tag());
     let out = Command::new(e2e::runtime())
         .args(["ps", "-a", "--format", "{{.Names}}"])
         .output()
@@ -109,7 +109,7 @@ finish
 fn flooding_stdout_and_stderr_keeps_run_group_small_and_its_log_capped() {
     let mut env = Env::new();
     env.timeout_secs = 1200;
-    env.add_group("flood", "tg:91");
+    env.add_group("tg:91", "flood", &["--no-trigger"]);
     env.install_probe("flood", &format!("{PROBE_HEAD}{FLOOD}"));
     set_limit(&env, "run_log_kb", 256);
     env.say("tg:91", "go");
@@ -165,7 +165,7 @@ fn flooding_stdout_and_stderr_keeps_run_group_small_and_its_log_capped() {
 #[test]
 fn disk_filling_agent_is_stopped_and_the_next_run_refuses_once() {
     let mut env = Env::new();
-    env.add_group("filler", "tg:92");
+    env.add_group("tg:92", "filler", &["--no-trigger"]);
     env.claw()
         .args(["group", "set", "filler", "--disk-mb", "20"])
         .assert()
@@ -243,7 +243,7 @@ fn disk_filling_agent_is_stopped_and_the_next_run_refuses_once() {
 #[test]
 fn sigkill_of_run_group_leaves_no_container_and_the_next_run_clears_its_row() {
     let mut env = Env::new();
-    env.add_group("victim", "tg:93");
+    env.add_group("tg:93", "victim", &["--no-trigger"]);
     env.install_probe("victim", &format!("{PROBE_HEAD}sleep 300\n"));
     env.say("tg:93", "go");
     let mut rg = env
@@ -304,7 +304,7 @@ fn podman_ends_the_container_at_its_lifetime_when_run_group_and_watchdog_both_di
         return;
     }
     let mut env = Env::new();
-    env.add_group("orphan", "tg:94");
+    env.add_group("tg:94", "orphan", &["--no-trigger"]);
     // Lifetime = timeout + 60 s grace.
     env.claw()
         .args(["group", "set", "orphan", "--timeout", "15"])
@@ -348,7 +348,7 @@ fn podman_ends_the_container_at_its_lifetime_when_run_group_and_watchdog_both_di
 #[test]
 fn agent_output_cannot_forge_log_lines_or_reach_a_terminal() {
     let mut env = Env::new();
-    env.add_group("forger", "tg:95");
+    env.add_group("tg:95", "forger", &["--no-trigger"]);
     env.install_probe(
         "forger",
         &format!(
@@ -397,7 +397,7 @@ finish
 #[test]
 fn a_store_error_mid_run_still_removes_the_container() {
     let mut env = Env::new();
-    env.add_group("locked", "tg:96");
+    env.add_group("tg:96", "locked", &["--no-trigger"]);
     // The result comes once the test holds the database: writing it fails after the busy timeout.
     env.install_probe(
         "locked",

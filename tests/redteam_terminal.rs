@@ -53,7 +53,7 @@ fn on_pty(env: &Env, args: &[&str]) -> String {
 fn hostile_text_is_shown_without_its_escapes() {
     let mut env = Env::new();
     env.set_secret("ANTHROPIC_API_KEY", "sk-ant-terminal-test");
-    env.add_group("alpha", "tg:-1001");
+    env.add_group("tg:-1001", "alpha", &["--no-trigger"]);
     let probe = format!(
         r#"{PROBE_HEAD}
 P=$(printf '{payload}')

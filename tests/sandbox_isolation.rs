@@ -19,11 +19,11 @@ fn run_probe(env: &mut Env, folder: &str, chat: &str, body: &str) -> serde_json:
 #[test]
 fn non_main_group_sees_only_its_own_folder() {
     let mut env = Env::new();
-    env.add_group("alpha", "tg:1");
-    env.add_group("beta", "tg:2");
+    env.add_group("tg:1", "alpha", &["--no-trigger"]);
+    env.add_group("tg:2", "beta", &["--no-trigger"]);
     // Markers the probe must not find anywhere in its container.
     std::fs::write(env.group_dir("beta").join("secret.txt"), "MARK-BETA-q7").unwrap();
-    std::fs::write(env.home.join("marker.txt"), "MARK-HOME-q7").unwrap();
+    std::fs::write(env.root.join("marker.txt"), "MARK-HOME-q7").unwrap();
     env.set_secret("ANTHROPIC_API_KEY", "sk-MARK-KEY-q7");
     std::fs::write(
         &env.allowlist,
@@ -51,7 +51,7 @@ if echo x > /workspace/group/probe-write 2>/dev/null; then report group_write ye
     assert_eq!(r["global_write"], "no", "non-main wrote global memory: {r}");
     assert_eq!(r["global_read"], "# Shared memor", "{r}");
     assert_eq!(r["group_write"], "yes", "{r}");
-    assert!(!env.home.join("groups/global/probe-write").exists());
+    assert!(!env.root.join("groups/global/probe-write").exists());
     assert!(env.group_dir("alpha").join("probe-write").exists());
 }
 
@@ -66,7 +66,7 @@ fn main_group_can_write_global_memory() {
     );
     assert_eq!(r["global_write"], "yes", "{r}");
     assert_eq!(
-        std::fs::read_to_string(env.home.join("groups/global/notes.md")).unwrap(),
+        std::fs::read_to_string(env.root.join("groups/global/notes.md")).unwrap(),
         "main-was-here\n"
     );
 }
@@ -251,7 +251,7 @@ report denied "$(tunnel {denied})"
 #[test]
 fn extra_mounts_follow_the_allowlist_even_through_symlinks() {
     let mut env = Env::new();
-    env.add_group("alpha", "tg:1");
+    env.add_group("tg:1", "alpha", &["--no-trigger"]);
     let projects = env.dir.path().join("projects");
     std::fs::create_dir_all(projects.join("site")).unwrap();
     std::fs::write(projects.join("site/readme.txt"), "site-readme").unwrap();

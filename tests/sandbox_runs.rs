@@ -102,7 +102,7 @@ fn parallel_dispatches_respect_group_locks_and_max_concurrent() {
     env.max_concurrent = 1;
     env.write_config();
     for (f, c) in [("g1", "tg:1"), ("g2", "tg:2"), ("g3", "tg:3")] {
-        env.add_group(f, c);
+        env.add_group(c, f, &["--no-trigger"]);
         env.install_probe(
             f,
             &format!("{PROBE_HEAD}sleep 2\nreport done {f}\nfinish\n"),

@@ -1,7 +1,7 @@
 //! `claw schedule`: atomic claims, no double start, paused tasks, once tasks, catch-up.
 
-#[path = "ipc_common.rs"]
-mod common;
+#[path = "support/ipc.rs"]
+mod ipc;
 
 use assert_cmd::Command;
 use claw::schedule::{claim_due, finish_task_run, start_task_run};
@@ -11,13 +11,13 @@ fn ms(s: &str) -> i64 {
     claw::time::parse_rfc3339(s).unwrap()
 }
 
-fn task_runs(e: &common::Env, id: i64) -> Vec<tasks::TaskRun> {
+fn task_runs(e: &ipc::Env, id: i64) -> Vec<tasks::TaskRun> {
     tasks::runs(&e.store.conn, id, 100).unwrap()
 }
 
 #[test]
 fn a_queued_or_running_task_is_never_claimed_again() {
-    let mut e = common::env();
+    let mut e = ipc::env();
     let t0 = ms("2026-06-01T12:00:00Z");
     let id = e.task("fam", "interval", "60", t0);
     let r1 = claim_due(&mut e.store, t0 + 60_000).unwrap();
@@ -56,7 +56,7 @@ fn a_queued_or_running_task_is_never_claimed_again() {
 
 #[test]
 fn two_schedule_processes_at_once_queue_exactly_one_run() {
-    let e = common::env();
+    let e = ipc::env();
     let t0 = claw::time::now_ms();
     let ids: Vec<i64> = (0..20)
         .map(|_| e.task("fam", "interval", "60", t0))
@@ -94,7 +94,7 @@ fn two_schedule_processes_at_once_queue_exactly_one_run() {
 
 #[test]
 fn a_paused_task_never_runs_and_resumes_from_the_next_slot() {
-    let mut e = common::env();
+    let mut e = ipc::env();
     let t0 = ms("2026-06-01T12:00:00Z");
     let id = e.task("fam", "interval", "60", t0);
     claw::tasks::pause(&e.store.conn, id, "test").unwrap();
@@ -118,7 +118,7 @@ fn a_paused_task_never_runs_and_resumes_from_the_next_slot() {
 
 #[test]
 fn a_once_task_runs_once_and_completes() {
-    let mut e = common::env();
+    let mut e = ipc::env();
     let t0 = ms("2026-06-01T12:00:00Z");
     let id = e.task("fam", "once", "2026-06-01T13:00:00Z", t0);
     assert!(
@@ -161,7 +161,7 @@ fn a_once_task_runs_once_and_completes() {
 
 #[test]
 fn after_downtime_an_overdue_task_runs_once() {
-    let mut e = common::env();
+    let mut e = ipc::env();
     let t0 = ms("2026-06-01T12:00:00Z");
     let iv = e.task("fam", "interval", "60", t0);
     let cr = e.task("fam", "cron", "*/15 * * * *", t0);
@@ -194,7 +194,7 @@ fn after_downtime_an_overdue_task_runs_once() {
 
 #[test]
 fn schedule_cli_reports_and_refuses_a_bad_now() {
-    let e = common::env();
+    let e = ipc::env();
     Command::cargo_bin("claw")
         .unwrap()
         .arg("--home")
@@ -215,7 +215,7 @@ fn schedule_cli_reports_and_refuses_a_bad_now() {
 
 #[test]
 fn a_run_that_ended_without_reporting_stops_blocking_its_task() {
-    let mut e = common::env();
+    let mut e = ipc::env();
     let t0 = claw::time::now_ms() - 3_600_000;
     let id = e.task("fam", "interval", "60", t0);
     let r = claim_due(&mut e.store, t0 + 60_000).unwrap();

@@ -19,7 +19,7 @@ fn agent_schedules_a_task_that_later_runs_and_answers_in_its_chat() {
     env.anthropic_base = llm.url();
     env.write_config();
     env.set_secret("ANTHROPIC_API_KEY", "sk-ant-sched");
-    env.add_group("family", "fx:42");
+    env.add_group("fx:42", "family", &["--no-trigger"]);
     let at = (chrono::Utc::now() + chrono::Duration::seconds(4))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     llm.push(Reply::tool(

@@ -32,8 +32,8 @@ report dbfiles "$(find / -xdev -name 'claw.db*' 2>/dev/null | tr '\n' ' ')"
 #[test]
 fn a_non_main_group_cannot_search_another_groups_history_by_any_request() {
     let mut env = Env::new();
-    env.add_group("alpha", "tg:1");
-    env.add_group("beta", "tg:2");
+    env.add_group("tg:1", "alpha", &["--no-trigger"]);
+    env.add_group("tg:2", "beta", &["--no-trigger"]);
     env.say("tg:2", "BETASECRET-z9 the vault code is 4711");
     env.say("tg:1", "ALPHAWORD shopping list");
     env.install_probe("alpha", &format!("{PROBE_HEAD}{FORGE}\nfinish\n"));
@@ -123,7 +123,7 @@ fn the_agent_finds_an_old_message_and_its_compaction_archive_becomes_searchable(
         "[model]\nprovider = \"anthropic\"\nname = \"fake-model\"\ncontext_window = 1000\n".into();
     env.write_config();
     env.set_secret("ANTHROPIC_API_KEY", "sk-ant-e2e-key");
-    env.add_group("family", "tg:-1");
+    env.add_group("tg:-1", "family", &["--no-trigger"]);
     // A message from months ago, long handled (the cursor is past it).
     let old = json!({"chat": "tg:-1", "id": "old1", "sender": "tg:55", "sender_name": "Ana",
         "text": "The spare key is under the GERANIUM pot by the door", "time": "2026-02-10T09:00:00Z"});

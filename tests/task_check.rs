@@ -19,7 +19,7 @@ fn setup(llm: &FakeLlm) -> Env {
     env.extra_config = "[model]\nprovider = \"anthropic\"\nname = \"fake-model\"\n".into();
     env.write_config();
     env.set_secret("ANTHROPIC_API_KEY", "sk-ant-check");
-    env.add_group("g1", "fx:1");
+    env.add_group("fx:1", "g1", &["--no-trigger"]);
     env
 }
 

@@ -1,18 +1,18 @@
 //! `claw task …` at the shell: the owner's view of the same operations IPC uses.
 
-#[path = "ipc_common.rs"]
-mod common;
+#[path = "support/ipc.rs"]
+mod ipc;
 
 use assert_cmd::Command;
 use predicates::str::contains;
 
-fn claw(e: &common::Env) -> Command {
+fn claw(e: &ipc::Env) -> Command {
     let mut c = Command::cargo_bin("claw").unwrap();
     c.arg("--home").arg(&e.home.root);
     c
 }
 
-fn json(e: &common::Env, args: &[&str]) -> serde_json::Value {
+fn json(e: &ipc::Env, args: &[&str]) -> serde_json::Value {
     let out = claw(e).args(args).arg("--json").output().unwrap();
     assert!(
         out.status.success(),
@@ -24,7 +24,7 @@ fn json(e: &common::Env, args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn add_list_show_pause_resume_update_cancel_runs() {
-    let e = common::env();
+    let e = ipc::env();
     let t = json(
         &e,
         &[
@@ -112,7 +112,7 @@ fn add_list_show_pause_resume_update_cancel_runs() {
 
 #[test]
 fn bad_schedules_and_unknown_things_are_usage_errors() {
-    let e = common::env();
+    let e = ipc::env();
     for (args, want) in [
         (vec!["--cron", "0 0 9 * * 1"], "6 fields"),
         (vec!["--cron", "61 * * * *"], "not valid"),
@@ -159,7 +159,7 @@ fn bad_schedules_and_unknown_things_are_usage_errors() {
 
 #[test]
 fn ipc_apply_cli_exits_4_when_something_was_rejected() {
-    let e = common::env();
+    let e = ipc::env();
     e.put(
         "fam",
         "messages",

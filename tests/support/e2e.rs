@@ -1,11 +1,15 @@
-//! Shared set-up for end-to-end tests: a temporary claw home wired to a real container runtime
-//! and the agent image built by `bin/test` (tag in CLAW_TEST_IMAGE, default `claw-agent:test`).
+//! Shared set-up for end-to-end tests: a [`TestHome`] wired to a real container runtime and the
+//! agent image built by `bin/test` (tag in CLAW_TEST_IMAGE, default `claw-agent:test`).
 //! Probe tests replace the agent with a script in the group folder (via `--entrypoint`), so the
 //! real run-group, proxy, mounts and hardening are exercised by code that tries to break out.
 #![allow(dead_code)]
 
+#[path = "home.rs"]
+pub mod home;
+
+use home::TestHome;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// The image under test.
@@ -39,66 +43,51 @@ pub fn require_image() {
     }
 }
 
-/// A temporary claw home.
+/// A [`TestHome`] whose config points at the runtime and image under test, with the knobs
+/// `write_config` turns into `claw.toml`. Derefs to the home for commands and queries.
 pub struct Env {
-    pub dir: tempfile::TempDir,
-    pub home: PathBuf,
-    pub allowlist: PathBuf,
+    pub base: TestHome,
     pub extra_config: String,
     pub entrypoint: Option<String>,
     pub anthropic_base: String,
     pub openai_base: String,
     pub max_concurrent: usize,
     pub timeout_secs: u64,
-    /// Let the steps chain (ingest → dispatch → run-group → deliver), as installed.
-    pub chain: bool,
+}
+
+impl std::ops::Deref for Env {
+    type Target = TestHome;
+    fn deref(&self) -> &TestHome {
+        &self.base
+    }
+}
+
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut TestHome {
+        &mut self.base
+    }
 }
 
 impl Env {
     /// `claw init` in a fresh temp dir (main group on `cli:local`).
     pub fn new() -> Env {
         require_image();
-        let dir = tempfile::tempdir().unwrap();
+        let mut base = TestHome::new();
         // The container user must traverse into mounted folders.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let home = dir.path().join("home");
-        let allowlist = dir.path().join("mount-allowlist.json");
+        std::fs::set_permissions(base.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        base.timeout = Some(std::time::Duration::from_secs(180));
         let env = Env {
-            dir,
-            home,
-            allowlist,
+            base,
             extra_config: String::new(),
             entrypoint: None,
             anthropic_base: "http://127.0.0.1:9".into(),
             openai_base: "http://127.0.0.1:9".into(),
             max_concurrent: 3,
             timeout_secs: 60,
-            chain: false,
         };
         env.claw().arg("init").assert().success();
         env.write_config();
         env
-    }
-
-    /// A `claw` command for this home. Steps are not chained (`CLAW_CHAIN=0`) unless
-    /// `chain` is set: most tests drive each step themselves.
-    pub fn claw(&self) -> assert_cmd::Command {
-        let mut c = assert_cmd::Command::cargo_bin("claw").unwrap();
-        c.env("CLAW_HOME", &self.home)
-            .env("CLAW_MOUNT_ALLOWLIST", &self.allowlist)
-            .env("CLAW_CHAIN", if self.chain { "1" } else { "0" })
-            .env_remove("CLAW_LOG");
-        c.timeout(std::time::Duration::from_secs(180));
-        c
-    }
-
-    /// A std Command for `claw` (for background processes).
-    pub fn claw_std(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_claw"));
-        c.env("CLAW_HOME", &self.home)
-            .env("CLAW_MOUNT_ALLOWLIST", &self.allowlist)
-            .env("CLAW_CHAIN", if self.chain { "1" } else { "0" });
-        c
     }
 
     /// Rewrite claw.toml from the fields of this struct.
@@ -137,31 +126,7 @@ base_url = "{ob}"
             ob = self.openai_base,
             extra = self.extra_config
         );
-        std::fs::write(self.home.join("claw.toml"), text).unwrap();
-    }
-
-    /// Write a secret into secrets.env.
-    pub fn set_secret(&self, name: &str, value: &str) {
-        let p = self.home.join("secrets.env");
-        let mut s = std::fs::read_to_string(&p).unwrap_or_default();
-        s.push_str(&format!("{name}={value}\n"));
-        std::fs::write(&p, s).unwrap();
-    }
-
-    /// Register a group.
-    pub fn add_group(&self, folder: &str, chat: &str) {
-        self.claw()
-            .args([
-                "group",
-                "add",
-                "--chat",
-                chat,
-                "--folder",
-                folder,
-                "--no-trigger",
-            ])
-            .assert()
-            .success();
+        std::fs::write(self.root.join("claw.toml"), text).unwrap();
     }
 
     /// Store one message for a chat.
@@ -174,7 +139,7 @@ base_url = "{ob}"
 
     /// The group's workspace on the host.
     pub fn group_dir(&self, folder: &str) -> PathBuf {
-        self.home.join("groups").join(folder)
+        self.root.join("groups").join(folder)
     }
 
     /// Put an executable probe script into a group's folder and make it the container entrypoint.
@@ -186,82 +151,9 @@ base_url = "{ob}"
         self.write_config();
     }
 
-    /// Open the database.
-    pub fn db(&self) -> rusqlite::Connection {
-        let c = rusqlite::Connection::open(self.home.join("claw.db")).unwrap();
-        c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-        c
-    }
-
-    /// Texts in the outbox for a chat, oldest first.
-    pub fn outbox(&self, chat: &str) -> Vec<String> {
-        let db = self.db();
-        let mut st = db
-            .prepare("SELECT text FROM outbox WHERE chat_id = ?1 ORDER BY id")
-            .unwrap();
-        st.query_map([chat], |r| r.get(0))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect()
-    }
-
-    /// Audit kinds and details for a group.
-    pub fn audit(&self, kind: &str) -> Vec<serde_json::Value> {
-        let db = self.db();
-        let mut st = db
-            .prepare("SELECT detail FROM audit WHERE kind = ?1 ORDER BY id")
-            .unwrap();
-        st.query_map([kind], |r| r.get::<_, String>(0))
-            .unwrap()
-            .map(|r| serde_json::from_str(&r.unwrap()).unwrap())
-            .collect()
-    }
-
-    /// Status, cursor and error of the newest run of a group.
-    pub fn last_run(&self, folder: &str) -> (String, Option<String>, Option<i64>, i64) {
-        self.db()
-            .query_row(
-                "SELECT status, error, retry_at, attempt FROM runs WHERE folder = ?1 ORDER BY id DESC LIMIT 1",
-                [folder],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .unwrap()
-    }
-
-    /// The group's cursor.
-    pub fn cursor(&self, folder: &str) -> i64 {
-        self.db()
-            .query_row("SELECT seq FROM cursors WHERE folder = ?1", [folder], |r| {
-                r.get(0)
-            })
-            .unwrap_or(0)
-    }
-
-    /// All text under the home's logs folder.
-    pub fn all_logs(&self) -> String {
-        let mut out = String::new();
-        collect(&self.home.join("logs"), &mut out);
-        out
-    }
-}
-
-fn collect(dir: &Path, out: &mut String) {
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                collect(&p, out);
-            } else if let Ok(s) = std::fs::read_to_string(&p) {
-                out.push_str(&s);
-            }
-        }
-    }
-}
-
-impl Env {
     /// Names of this home's running containers (tests run in parallel; other homes are ignored).
     pub fn containers(&self) -> Vec<String> {
-        let tag = format!("x{}", claw::paths::Home::new(&self.home).tag());
+        let tag = format!("x{}", claw::paths::Home::new(&self.root).tag());
         let out = Command::new(runtime())
             .args(["ps", "--format", "{{.Names}}"])
             .output()

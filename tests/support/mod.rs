@@ -1,5 +1,20 @@
-//! Test support: the fake LLM server and a harness that runs the real `claw-agent` binary on the
-//! host, with its proxy socket pointed at the fake server and its workspace in a temp dir.
+//! Test support. This file (`mod support;`) is the agent harness: it runs the real `claw-agent`
+//! binary on the host, with its proxy socket pointed at the fake LLM server and its workspace in a
+//! temp dir. Every other file here is included on its own, `#[path = "support/NAME.rs"] mod NAME;`,
+//! so a test binary compiles only what it uses:
+//!
+//! - `home.rs`: the one temporary claw home (`TestHome`) for tests that drive the `claw` binary:
+//!   `claw` commands pointed at it, its config, secrets and database.
+//! - `e2e.rs`: a `TestHome` wired to the real container runtime and the agent image (`Env`),
+//!   and probe scripts that replace the agent to try to break out.
+//! - `ipc.rs`: an in-process home with three groups and an open store, for IPC, task and
+//!   schedule tests that call the library directly.
+//! - `fake_llm.rs` (with `fake_wire.rs`, `fake_billing.rs`): the fake Anthropic/OpenAI server.
+//! - `fake_telegram.rs`: the fake Telegram Bot API. `fake_https.rs`: a fake HTTPS API with its
+//!   own CA, for credential tests.
+//! - `proxy_harness.rs`: a real proxy on a temp socket with fake upstreams.
+//! - `rss.rs`: a child's peak memory. `pty.rs`: a command run on a pseudo-terminal.
+//! - `systemd_box.rs`: a real systemd in a container, for the service tests.
 #![allow(dead_code)]
 
 pub mod fake_llm;

@@ -1,14 +1,23 @@
-// Shared setup for the ipc_*, schedule_* and task_* tests (included with `#[path]`).
+//! In-process set-up for the ipc_*, schedule_claim, task_cli and prune_cli tests: a [`TestHome`]
+//! initialised through the library with three groups, an open [`Store`] and the loaded config,
+//! so a test writes request files as an agent would and applies them by calling `claw::ipc`.
+//! Included with `#[path = "support/ipc.rs"] mod ipc;`.
 #![allow(dead_code)]
+
+#[path = "home.rs"]
+pub mod home;
 
 use claw::config::Config;
 use claw::groups::NewGroup;
 use claw::paths::Home;
 use claw::store::Store;
+use home::TestHome;
 use std::path::PathBuf;
 
+/// The home as the library sees it, plus the same home for driving the binary.
 pub struct Env {
-    pub _tmp: tempfile::TempDir,
+    /// Owns the temp dir; `cli.claw()` runs the binary on this home.
+    pub cli: TestHome,
     pub home: Home,
     pub store: Store,
     pub config: Config,
@@ -18,8 +27,8 @@ pub struct Env {
 
 /// A home with main (`main`, tg:1), `fam` (tg:2), `other` (tg:3) and a known unregistered chat tg:9.
 pub fn env() -> Env {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = Home::new(tmp.path().join("home"));
+    let cli = TestHome::new();
+    let home = Home::new(&cli.root);
     claw::init::init(
         &home,
         &claw::init::Options {
@@ -50,10 +59,10 @@ pub fn env() -> Env {
     }
     claw::store::messages::upsert_chat(&store.conn, "tg:9", Some("Nine"), Some(true), 1, None)
         .unwrap();
-    let outside = tmp.path().join("outside");
+    let outside = cli.scratch("outside");
     std::fs::create_dir_all(&outside).unwrap();
     Env {
-        _tmp: tmp,
+        cli,
         home,
         store,
         config,
@@ -62,6 +71,7 @@ pub fn env() -> Env {
 }
 
 impl Env {
+    /// The main group's folder.
     pub fn main_folder(&self) -> String {
         claw::store::groups::main(&self.store.conn)
             .unwrap()
@@ -78,10 +88,12 @@ impl Env {
         p
     }
 
+    /// Apply one group's requests in process, as `claw ipc-apply` would.
     pub fn apply(&mut self, folder: &str) -> claw::ipc::Report {
         claw::ipc::apply_group(&self.home, &mut self.store, &self.config, folder).unwrap()
     }
 
+    /// The reply the host wrote for request `stem` of a group.
     pub fn reply(&self, folder: &str, stem: &str) -> claw::protocol::IpcReply {
         let p = self
             .home
@@ -110,6 +122,7 @@ impl Env {
         std::fs::read_to_string(self.home.ipc_errors().join(r)).unwrap()
     }
 
+    /// Every outbox row as (chat, text, origin), oldest first.
     pub fn outbox(&self) -> Vec<(String, String, String)> {
         let mut stmt = self
             .store
@@ -122,6 +135,7 @@ impl Env {
             .unwrap()
     }
 
+    /// How many audit rows of one kind there are.
     pub fn audit_kinds(&self, kind: &str) -> usize {
         self.store
             .conn
