@@ -6,7 +6,7 @@
 
 mod support;
 
-use claw::protocol::{AgentLine, Usage};
+use claw::infra::protocol::{AgentLine, Usage};
 use serde_json::{Value, json};
 use support::fake_llm::billing::{Bill, openai_prompt, tokens};
 use support::fake_llm::{Recorded, Reply};

@@ -14,7 +14,7 @@
 
 mod support;
 
-use claw::protocol::{AgentLine, Usage};
+use claw::infra::protocol::{AgentLine, Usage};
 use serde_json::json;
 use support::fake_llm::Reply;
 use support::fake_llm::billing::Bill;

@@ -4,7 +4,7 @@
 
 mod support;
 
-use claw::protocol::{AgentLine, HostLine, IpcReply, IpcRequest};
+use claw::infra::protocol::{AgentLine, HostLine, IpcReply, IpcRequest};
 use serde_json::json;
 use std::time::Duration;
 use support::fake_llm::Reply;

@@ -113,7 +113,7 @@ fn read_file_on_an_image_shows_it_to_a_vision_model_only() {
 
 #[test]
 fn photos_in_a_follow_up_message_reach_the_model_too() {
-    use claw::protocol::HostLine;
+    use claw::infra::protocol::HostLine;
     let sb = Sandbox::new();
     photo(&sb, "inbox/d/9-photo.png", 20, 20);
     sb.llm.push(Reply::text("first"));

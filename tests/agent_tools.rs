@@ -3,7 +3,7 @@
 
 mod support;
 
-use claw::protocol::{AgentLine, HostLine};
+use claw::infra::protocol::{AgentLine, HostLine};
 use serde_json::json;
 use std::time::Duration;
 use support::fake_llm::{Part, Reply};

@@ -242,7 +242,7 @@ fn no_stuck_locks(env: &Env) {
         let p = entry.unwrap().path();
         if p.extension().is_some_and(|e| e == "lock") {
             assert!(
-                claw::lock::try_acquire(&p).unwrap().is_some(),
+                claw::infra::lock::try_acquire(&p).unwrap().is_some(),
                 "lock {} still held",
                 p.display()
             );

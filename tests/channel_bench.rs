@@ -75,10 +75,10 @@ fn bench_telegram_ingest_and_delivery() {
 
     let rows = 1_000;
     {
-        let home = claw::paths::Home::new(&h.root);
-        let store = claw::store::Store::open(&home).unwrap();
+        let home = claw::infra::paths::Home::new(&h.root);
+        let store = claw::infra::store::Store::open(&home).unwrap();
         for i in 0..rows {
-            claw::store::outbox::enqueue(
+            claw::infra::store::outbox::enqueue(
                 &store.conn,
                 &format!("tg:-{}", 1000 + i % chats),
                 &format!("**Reply {i}**: the answer is `{i}` & more"),

@@ -9,11 +9,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 fn enqueue_many(h: &TestHome, chat: &str, n: usize) -> Vec<i64> {
-    let home = claw::paths::Home::new(&h.root);
-    let store = claw::store::Store::open(&home).unwrap();
+    let home = claw::infra::paths::Home::new(&h.root);
+    let store = claw::infra::store::Store::open(&home).unwrap();
     (0..n)
         .map(|i| {
-            claw::store::outbox::enqueue(&store.conn, chat, &format!("row {i}"), "test").unwrap()
+            claw::infra::store::outbox::enqueue(&store.conn, chat, &format!("row {i}"), "test")
+                .unwrap()
         })
         .collect()
 }
@@ -144,7 +145,7 @@ fn an_unreported_claim_is_released_after_the_timeout() {
         ])
         .assert()
         .success();
-    let before = claw::time::now_ms();
+    let before = claw::infra::time::now_ms();
     h.claw()
         .args([
             "outbox",

@@ -129,17 +129,17 @@ fn receive_output_maps_text_groups_dms_replies_captions_and_skips() {
 #[test]
 fn delivery_runs_signal_cli_send_with_one_argument_per_value() {
     let (h, log) = setup();
-    let home = claw::paths::Home::new(&h.root);
+    let home = claw::infra::paths::Home::new(&h.root);
     {
-        let store = claw::store::Store::open(&home).unwrap();
-        claw::store::outbox::enqueue(
+        let store = claw::infra::store::Store::open(&home).unwrap();
+        claw::infra::store::outbox::enqueue(
             &store.conn,
             "sig:+4915100000001",
             "-v; rm -rf ~ 'quoted'",
             "test",
         )
         .unwrap();
-        claw::store::outbox::enqueue(&store.conn, GROUP, "hello group", "test").unwrap();
+        claw::infra::store::outbox::enqueue(&store.conn, GROUP, "hello group", "test").unwrap();
     }
     h.claw()
         .args(["deliver", "--channel", "sig"])

@@ -346,9 +346,9 @@ fn unknown_chats_get_one_notice_to_main_not_one_per_message() {
 }
 
 fn enqueue(h: &TestHome, chat: &str, text: &str) -> i64 {
-    let home = claw::paths::Home::new(&h.root);
-    let store = claw::store::Store::open(&home).unwrap();
-    claw::store::outbox::enqueue(&store.conn, chat, text, "test").unwrap()
+    let home = claw::infra::paths::Home::new(&h.root);
+    let store = claw::infra::store::Store::open(&home).unwrap();
+    claw::infra::store::outbox::enqueue(&store.conn, chat, text, "test").unwrap()
 }
 
 #[test]
@@ -409,7 +409,7 @@ fn rate_limit_retry_after_is_honoured() {
     let (h, fake) = setup();
     let id = enqueue(&h, "tg:-100", "hello");
     fake.script_sends(&[Some(2)]);
-    let before = claw::time::now_ms();
+    let before = claw::infra::time::now_ms();
     h.claw()
         .args(["deliver", "--channel", "tg"])
         .assert()
@@ -436,7 +436,7 @@ fn rate_limit_retry_after_is_honoured() {
         .success();
     assert!(fake.sent().is_empty());
     std::thread::sleep(Duration::from_millis(
-        (next - claw::time::now_ms()).max(0) as u64 + 100,
+        (next - claw::infra::time::now_ms()).max(0) as u64 + 100,
     ));
     h.claw()
         .args(["deliver", "--channel", "tg"])
@@ -472,8 +472,8 @@ fn a_rate_limit_mid_message_is_waited_out_without_resending_pieces() {
 #[test]
 fn typing_indicator_and_token_never_in_logs() {
     let (h, fake) = setup();
-    let config = claw::config::Config::load(&h.path("claw.toml")).unwrap();
-    let secrets = claw::secrets::Secrets::load(&h.path("secrets.env")).unwrap();
+    let config = claw::infra::config::Config::load(&h.path("claw.toml")).unwrap();
+    let secrets = claw::infra::secrets::Secrets::load(&h.path("secrets.env")).unwrap();
     claw::channels::typing(&config, &secrets, "tg:-100");
     claw::channels::typing(&config, &secrets, "wa:1@s.whatsapp.net");
     assert_eq!(

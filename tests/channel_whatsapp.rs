@@ -40,7 +40,7 @@ fn recorded_events_map_as_expected() {
                     assert_eq!(&got[k], want, "{name}: field {k}");
                 }
                 // Whatever is mapped must pass the same validation ingest applies.
-                claw::ingest::validate(&m, 65536).unwrap_or_else(|e| panic!("{name}: {e}"));
+                claw::steps::ingest::validate(&m, 65536).unwrap_or_else(|e| panic!("{name}: {e}"));
                 mapped += 1;
             }
             (Mapped::Skip(why), None, Some(want)) => {
@@ -75,21 +75,21 @@ fn bare_jids_and_person_ids() {
 fn mapped_events_store_through_ingest_and_unknown_dms_do_not() {
     // The same path `claw whatsapp run` takes: map, then the shared ingest lines.
     let dir = tempfile::tempdir().unwrap();
-    let home = claw::paths::Home::new(dir.path());
-    claw::init::init(
+    let home = claw::infra::paths::Home::new(dir.path());
+    claw::ops::init::init(
         &home,
-        &claw::init::Options {
+        &claw::ops::init::Options {
             assistant_name: "Andy".into(),
             main_chat: "cli:local".into(),
         },
     )
     .unwrap();
-    let mut store = claw::store::Store::open(&home).unwrap();
-    claw::groups::add(
+    let mut store = claw::infra::store::Store::open(&home).unwrap();
+    claw::rules::groups::add(
         &mut store,
         &home,
         "@Andy",
-        claw::groups::NewGroup {
+        claw::rules::groups::NewGroup {
             chat_id: "wa:120363012345678901@g.us".into(),
             folder: "hiking".into(),
             name: None,
@@ -109,7 +109,8 @@ fn mapped_events_store_through_ingest_and_unknown_dms_do_not() {
             lines.push('\n');
         }
     }
-    let s = claw::ingest::ingest_lines(&mut store, std::io::Cursor::new(lines), 65536).unwrap();
+    let s =
+        claw::steps::ingest::ingest_lines(&mut store, std::io::Cursor::new(lines), 65536).unwrap();
     assert_eq!(s.rejected, 0);
     assert_eq!(s.stored, 4, "the four group messages");
     assert!(

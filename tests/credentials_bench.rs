@@ -13,15 +13,15 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use claw::proxy::substitute::Credential;
-use claw::proxy::{Credentials, LlmPolicy, Provider, Proxy, ProxyConfig, Upstream};
+use claw::infra::proxy::substitute::Credential;
+use claw::infra::proxy::{Credentials, LlmPolicy, Provider, Proxy, ProxyConfig, Upstream};
 use fake_https::FakeHttps;
 
 const PH: &str = "claw-placeholder-bench-00112233445566778899aabbccddeeff";
 
 fn client_config(pem: &str) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    for der in claw::ca::pem_blocks(pem) {
+    for der in claw::infra::ca::pem_blocks(pem) {
         roots.add(der.into()).unwrap();
     }
     Arc::new(
@@ -84,10 +84,10 @@ fn bench_substituted_https_vs_plain_tunnel() {
     let bound = FakeHttps::start("127.0.0.1");
     let plain = FakeHttps::start("127.0.0.2");
     let dir = tempfile::tempdir().unwrap();
-    let home = claw::paths::Home::new(dir.path().join("home"));
+    let home = claw::infra::paths::Home::new(dir.path().join("home"));
     std::fs::create_dir_all(home.path()).unwrap();
     let t = Instant::now();
-    let ca = claw::ca::ensure(&home).unwrap();
+    let ca = claw::infra::ca::ensure(&home).unwrap();
     let ca_ms = t.elapsed().as_secs_f64() * 1000.0;
     let claw_ca = ca.cert_pem.clone();
     let t = Instant::now();
@@ -101,7 +101,7 @@ fn bench_substituted_https_vs_plain_tunnel() {
             value: "real".into(),
         }],
         ca,
-        &claw::ca::pem_blocks(&bound.ca_pem),
+        &claw::infra::ca::pem_blocks(&bound.ca_pem),
     )
     .unwrap();
     let setup_ms = t.elapsed().as_secs_f64() * 1000.0;

@@ -295,7 +295,7 @@ fn kill_nine_anywhere_loses_nothing() {
     for entry in std::fs::read_dir(env.root.join("locks")).unwrap() {
         let p = entry.unwrap().path();
         assert!(
-            claw::lock::try_acquire(&p).unwrap().is_some(),
+            claw::infra::lock::try_acquire(&p).unwrap().is_some(),
             "lock {} still held",
             p.display()
         );

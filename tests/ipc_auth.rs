@@ -3,10 +3,10 @@
 #[path = "support/ipc.rs"]
 mod ipc;
 
-use claw::store::tasks;
+use claw::infra::store::tasks;
 
 fn in_future() -> i64 {
-    claw::time::now_ms()
+    claw::infra::time::now_ms()
 }
 
 #[test]
@@ -85,7 +85,7 @@ fn non_main_group_is_confined_to_its_own_chat_and_tasks() {
             .all(|t| t.chat_id == "tg:2" && t.created_by.starts_with("ipc:fam/"))
     );
     assert!(
-        claw::store::groups::get(&e.store.conn, "sneaky")
+        claw::infra::store::groups::get(&e.store.conn, "sneaky")
             .unwrap()
             .is_none()
     );
@@ -147,7 +147,7 @@ fn main_may_act_on_any_group_and_known_chat() {
         tasks::get(&e.store.conn, fams).unwrap().unwrap().status,
         "paused"
     );
-    let nine = claw::store::groups::get(&e.store.conn, "nine")
+    let nine = claw::infra::store::groups::get(&e.store.conn, "nine")
         .unwrap()
         .unwrap();
     assert_eq!(

@@ -18,7 +18,7 @@ fn mkfifo(p: &std::path::Path) {
 }
 
 /// Apply on a thread so a FIFO that blocked would fail the test instead of hanging it.
-fn apply_with_watchdog(e: ipc::Env, folder: &'static str) -> (ipc::Env, claw::ipc::Report) {
+fn apply_with_watchdog(e: ipc::Env, folder: &'static str) -> (ipc::Env, claw::steps::ipc::Report) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut e = e;
@@ -192,7 +192,7 @@ fn a_symlinked_tasks_folder_is_not_followed() {
     assert!(planted.exists(), "a file behind the link was consumed");
     assert_eq!(std::fs::read_to_string(&planted).unwrap(), GOOD_TASK);
     assert!(
-        claw::store::tasks::list(&e.store.conn, Some("fam"), true)
+        claw::infra::store::tasks::list(&e.store.conn, Some("fam"), true)
             .unwrap()
             .is_empty()
     );

@@ -8,7 +8,7 @@ mod ipc;
 mod rss;
 
 use assert_cmd::Command;
-use claw::protocol::IpcReply;
+use claw::infra::protocol::IpcReply;
 
 fn claw(e: &ipc::Env) -> Command {
     let mut c = Command::cargo_bin("claw").unwrap();
@@ -40,7 +40,7 @@ fn notices(e: &ipc::Env, origin_like: &str) -> Vec<(String, String)> {
 }
 
 fn live_tasks(e: &ipc::Env, folder: &str) -> i64 {
-    claw::store::tasks::count_live(&e.store.conn, folder).unwrap()
+    claw::infra::store::tasks::count_live(&e.store.conn, folder).unwrap()
 }
 
 #[test]
@@ -159,7 +159,7 @@ fn an_agent_keeps_at_most_max_tasks_and_main_is_not_limited() {
 #[test]
 fn update_and_resume_cannot_make_a_task_more_frequent() {
     let mut e = ipc::env();
-    let now = claw::time::now_ms();
+    let now = claw::infra::time::now_ms();
     // The owner may set a short schedule in any group (the owner chose it).
     let owners = e.task("fam", "interval", "60", now);
     let put = |e: &ipc::Env, stem: &str, body: String| {
@@ -215,7 +215,7 @@ fn update_and_resume_cannot_make_a_task_more_frequent() {
         got[3].1.as_deref().unwrap().contains("cron `* * * * *`"),
         "{got:?}"
     );
-    let t = claw::store::tasks::get(&e.store.conn, owners)
+    let t = claw::infra::store::tasks::get(&e.store.conn, owners)
         .unwrap()
         .unwrap();
     assert_eq!((t.schedule.as_str(), t.status.as_str()), ("7200", "active"));
@@ -240,7 +240,7 @@ fn the_owner_cli_is_not_limited_by_the_minimum() {
 }
 
 fn fake_runs(e: &ipc::Env, folder: &str, n: i64, minutes_ago: i64) {
-    let now = claw::time::now_ms();
+    let now = claw::infra::time::now_ms();
     for i in 0..n {
         let t = now - minutes_ago * 60_000 - i * 1000;
         e.store
@@ -372,9 +372,9 @@ fn dispatch_skips_a_limited_queued_task_run_and_tells_the_chat_once() {
     )
     .unwrap();
     fake_runs(&e, "fam", 2, 1);
-    let now = claw::time::now_ms();
+    let now = claw::infra::time::now_ms();
     let id = e.task("fam", "interval", "3600", now - 7_200_000);
-    claw::store::tasks::set_next_run(&e.store.conn, id, Some(now - 1000)).unwrap();
+    claw::infra::store::tasks::set_next_run(&e.store.conn, id, Some(now - 1000)).unwrap();
     claw(&e).arg("schedule").assert().success();
     for _ in 0..2 {
         let out = claw(&e).args(["dispatch", "--json"]).output().unwrap();

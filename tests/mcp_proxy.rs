@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use claw::proxy::{LlmPolicy, McpRoute, Provider, Proxy, ProxyConfig, ProxyEvent, Upstream};
+use claw::infra::proxy::{LlmPolicy, McpRoute, Provider, Proxy, ProxyConfig, ProxyEvent, Upstream};
 
 fn proxy(routes: Vec<McpRoute>) -> (Proxy, mpsc::Receiver<ProxyEvent>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

@@ -192,10 +192,10 @@ fn photos_voice_and_hostile_files_land_safely_and_show_in_the_prompt() {
     );
 
     // The prompt shows each file as a reference the agent can open, and what failed.
-    let pending = claw::store::messages::since(&db, "tg:-100", 0, 50).unwrap();
+    let pending = claw::infra::store::messages::since(&db, "tg:-100", 0, 50).unwrap();
     let seqs: Vec<i64> = pending.iter().map(|m| m.seq).collect();
-    let media = claw::store::attachments::for_messages(&db, &seqs).unwrap();
-    let prompt = claw::prompt::messages_with_media(&pending, &media);
+    let media = claw::infra::store::attachments::for_messages(&db, &seqs).unwrap();
+    let prompt = claw::rules::prompt::messages_with_media(&pending, &media);
     assert!(
         prompt.contains(&format!(
             "look at this\n[photo: inbox/{date}/{photo}-photo.jpg, 40×30]"

@@ -298,7 +298,7 @@ fn a_message_left_waiting_is_flagged_by_status_doctor_and_the_tick_log() {
     env.db()
         .execute(
             "UPDATE runs SET retry_at = ?1",
-            [claw::time::now_ms() + 3_600_000],
+            [claw::infra::time::now_ms() + 3_600_000],
         )
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1_200));

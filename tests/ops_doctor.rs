@@ -219,7 +219,7 @@ fn malformed_allowlist_is_a_failure() {
 #[test]
 fn stray_container_of_this_home_is_found_and_others_are_ignored() {
     let env = healthy();
-    let tag = claw::paths::Home::new(&env.root).tag();
+    let tag = claw::infra::paths::Home::new(&env.root).tag();
     let ours = format!("claw-main-424242x{tag}");
     let other = "claw-main-424242x00000000".to_string();
     for name in [&ours, &other] {

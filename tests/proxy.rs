@@ -13,7 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::thread;
 
-use claw::proxy::{Provider, ProxyEvent};
+use claw::infra::proxy::{Provider, ProxyEvent};
 
 #[test]
 fn anthropic_key_is_added_and_client_credentials_are_replaced() {
@@ -73,7 +73,7 @@ fn anthropic_key_is_added_and_client_credentials_are_replaced() {
                 ("anthropic", "POST", "/v1/messages")
             );
             // The reply went upstream but reported no usage.
-            assert_eq!(usage, Some(claw::cost::Usage::default()));
+            assert_eq!(usage, Some(claw::rules::cost::Usage::default()));
             assert_eq!(status, 200);
             assert_eq!(bytes_up, body.len() as u64);
             assert_eq!(bytes_down, 11);

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use claw::proxy::{LlmPolicy, Provider, Proxy, ProxyConfig, ProxyEvent, Upstream};
+use claw::infra::proxy::{LlmPolicy, Provider, Proxy, ProxyConfig, ProxyEvent, Upstream};
 
 const MODEL: &str = "claude-bench";
 

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use claw::proxy::{MAX_HEAD, MAX_TUNNELS, POOL_SIZE, ProxyEvent};
+use claw::infra::proxy::{MAX_HEAD, MAX_TUNNELS, POOL_SIZE, ProxyEvent};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 

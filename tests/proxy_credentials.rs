@@ -12,9 +12,11 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use claw::proxy::ask::{Act, Asker, Decision};
-use claw::proxy::substitute::Credential;
-use claw::proxy::{Credentials, LlmPolicy, Provider, Proxy, ProxyConfig, ProxyEvent, Upstream};
+use claw::infra::proxy::ask::{Act, Asker, Decision};
+use claw::infra::proxy::substitute::Credential;
+use claw::infra::proxy::{
+    Credentials, LlmPolicy, Provider, Proxy, ProxyConfig, ProxyEvent, Upstream,
+};
 use fake_https::FakeHttps;
 
 const PH: &str = "claw-placeholder-fake-00112233445566778899aabbccddeeff";
@@ -35,11 +37,11 @@ fn world(bound: &FakeHttps, other: &FakeHttps) -> World {
 /// [`world`] with an approvals asker.
 fn world_asking(bound: &FakeHttps, other: &FakeHttps, asker: Option<Asker>) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let home = claw::paths::Home::new(dir.path().join("home"));
+    let home = claw::infra::paths::Home::new(dir.path().join("home"));
     std::fs::create_dir_all(home.path()).unwrap();
-    let ca = claw::ca::ensure(&home).unwrap();
+    let ca = claw::infra::ca::ensure(&home).unwrap();
     let claw_ca = ca.cert_pem.clone();
-    let extra = claw::ca::pem_blocks(&bound.ca_pem);
+    let extra = claw::infra::ca::pem_blocks(&bound.ca_pem);
     let creds = Credentials::new(
         vec![Credential {
             name: "fake".into(),
@@ -124,7 +126,7 @@ fn https(
     }
     let mut store = rustls::RootCertStore::empty();
     for pem in roots {
-        for der in claw::ca::pem_blocks(pem) {
+        for der in claw::infra::ca::pem_blocks(pem) {
             store.add(der.into()).unwrap();
         }
     }
@@ -274,7 +276,7 @@ fn the_bound_host_receives_the_real_value_and_nothing_else_does() {
 
     // 5. A client that does not trust the claw CA (Mozilla roots, or the API's own CA as if
     //    pinned) fails the handshake: nothing is sent.
-    let mozilla = claw::ca::bundle("");
+    let mozilla = claw::infra::ca::bundle("");
     for roots in [&mozilla, &api.ca_pem] {
         let e = https(
             &w,

@@ -14,7 +14,7 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
-use claw::proxy::{Provider, ProxyEvent};
+use claw::infra::proxy::{Provider, ProxyEvent};
 
 /// The Llm event's (status, model, model_from, max_tokens_clamped).
 fn llm_event(h: &Harness) -> (u16, String, Option<String>, bool) {

@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use claw::cost::Usage;
-use claw::cost::budget::{Budget, Limit, Period};
-use claw::cost::pricing::Prices;
-use claw::proxy::{
+use claw::infra::proxy::{
     LlmPolicy, Meter, Provider, Proxy, ProxyConfig, ProxyEvent, Upstream, UsageFormat, UsageReader,
 };
+use claw::rules::cost::Usage;
+use claw::rules::cost::budget::{Budget, Limit, Period};
+use claw::rules::cost::pricing::Prices;
 
 const WAIT: Duration = Duration::from_secs(30);
 const KEY: &str = "sk-usage-TESTKEY";
@@ -350,7 +350,7 @@ fn a_spent_budget_refuses_the_next_request_before_the_upstream() {
     let (status, _, _) = h.ask("/llm/anthropic/v1/messages", ASK);
     assert_eq!(status, 200);
     assert_eq!(h.usage().1.map(|u| u.total()), Some(9563));
-    let states = meter.states(claw::time::now_ms());
+    let states = meter.states(claw::infra::time::now_ms());
     assert_eq!(states[0].1.tokens, 9563, "the proxy added its own usage");
     let (status, body, _) = h.ask("/llm/anthropic/v1/messages", ASK);
     assert_eq!(status, 402, "{body}");

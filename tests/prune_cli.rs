@@ -84,7 +84,7 @@ fn audit_rows(e: &ipc::Env) -> i64 {
 #[test]
 fn prune_removes_old_audit_rows_and_old_rejected_files_with_their_reasons() {
     let e = ipc::env();
-    let now = claw::time::now_ms();
+    let now = claw::infra::time::now_ms();
     for (kind, days) in [
         ("test.old", 100),
         ("test.old", 91),
@@ -237,7 +237,7 @@ fn tick_runs_housekeeping_at_most_once_an_hour() {
 fn a_flood_of_rejected_files_is_pruned_by_ipc_apply_itself() {
     let mut e = ipc::env();
     config(&e, "ipc_errors_mb = 64", "ipc_errors_mb = 1");
-    e.config = claw::config::Config::load(&e.home.config()).unwrap();
+    e.config = claw::infra::config::Config::load(&e.home.config()).unwrap();
     for i in 0..600 {
         e.put(
             "fam",
@@ -262,7 +262,7 @@ fn a_flood_of_rejected_files_is_pruned_by_ipc_apply_itself() {
 fn big_rejected_files_are_not_kept_so_errors_cannot_launder_disk() {
     let mut e = ipc::env();
     config(&e, "ipc_errors_mb = 64", "ipc_errors_mb = 1");
-    e.config = claw::config::Config::load(&e.home.config()).unwrap();
+    e.config = claw::infra::config::Config::load(&e.home.config()).unwrap();
     let dir = e.home.ipc_dir("fam").join("messages");
     std::fs::create_dir_all(&dir).unwrap();
     // Refused without being read (bad names), whatever their size.

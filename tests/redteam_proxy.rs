@@ -458,7 +458,9 @@ PY
         .unwrap();
     let peak = run_group_peak_kib(&env);
     println!("request flood: {n} requests in 10 s, {rows} audit rows, run-group peak {peak} KiB");
-    let most = i64::from(2 * claw::proxy::REQUESTS_PER_SEC + 11 * claw::proxy::REQUESTS_PER_SEC);
+    let most = i64::from(
+        2 * claw::infra::proxy::REQUESTS_PER_SEC + 11 * claw::infra::proxy::REQUESTS_PER_SEC,
+    );
     assert!(n > 100 && n <= most, "{n} requests served in 10 s");
     assert_eq!(rows, n, "every request is audited");
     assert!(peak < 64 * 1024, "run-group peak RSS {peak} KiB");

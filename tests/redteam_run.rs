@@ -35,7 +35,7 @@ fn run_log(env: &Env, folder: &str) -> Vec<u8> {
 
 /// Every container of this home in any state (not only running ones).
 fn any_containers(env: &Env) -> Vec<String> {
-    let tag = format!("x{}", claw::paths::Home::new(&env.root).tag());
+    let tag = format!("x{}", claw::infra::paths::Home::new(&env.root).tag());
     let out = Command::new(e2e::runtime())
         .args(["ps", "-a", "--format", "{{.Names}}"])
         .output()

@@ -12,7 +12,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use claw::runtime::{self, ContainerSpec, Mount, Runtime, RuntimeKind, container_name, run_args};
+use claw::infra::runtime::{
+    self, ContainerSpec, Mount, Runtime, RuntimeKind, container_name, run_args,
+};
 
 const PIDS_LIMIT: u32 = 48;
 
@@ -26,7 +28,7 @@ fn runtime() -> Runtime {
     });
     let image = image();
     assert!(
-        claw::image::image_exists(kind, &image),
+        claw::ops::image::image_exists(kind, &image),
         "image {image} is missing for {kind}: run `bin/setup-runtime` (it pulls or builds it offline)"
     );
     rt

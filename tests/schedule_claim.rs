@@ -4,11 +4,11 @@
 mod ipc;
 
 use assert_cmd::Command;
-use claw::schedule::{claim_due, finish_task_run, start_task_run};
-use claw::store::tasks;
+use claw::infra::store::tasks;
+use claw::steps::schedule::{claim_due, finish_task_run, start_task_run};
 
 fn ms(s: &str) -> i64 {
-    claw::time::parse_rfc3339(s).unwrap()
+    claw::infra::time::parse_rfc3339(s).unwrap()
 }
 
 fn task_runs(e: &ipc::Env, id: i64) -> Vec<tasks::TaskRun> {
@@ -23,7 +23,7 @@ fn a_queued_or_running_task_is_never_claimed_again() {
     let r1 = claim_due(&mut e.store, t0 + 60_000).unwrap();
     assert_eq!(r1.claimed.len(), 1);
     let c = &r1.claimed[0];
-    let run = claw::store::runs::get(&e.store.conn, c.run_id)
+    let run = claw::infra::store::runs::get(&e.store.conn, c.run_id)
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -57,11 +57,11 @@ fn a_queued_or_running_task_is_never_claimed_again() {
 #[test]
 fn two_schedule_processes_at_once_queue_exactly_one_run() {
     let e = ipc::env();
-    let t0 = claw::time::now_ms();
+    let t0 = claw::infra::time::now_ms();
     let ids: Vec<i64> = (0..20)
         .map(|_| e.task("fam", "interval", "60", t0))
         .collect();
-    let later = claw::time::rfc3339(t0 + 61_000);
+    let later = claw::infra::time::rfc3339(t0 + 61_000);
     let spawn = || {
         std::process::Command::new(assert_cmd::cargo::cargo_bin("claw"))
             .args(["--home"])
@@ -97,7 +97,7 @@ fn a_paused_task_never_runs_and_resumes_from_the_next_slot() {
     let mut e = ipc::env();
     let t0 = ms("2026-06-01T12:00:00Z");
     let id = e.task("fam", "interval", "60", t0);
-    claw::tasks::pause(&e.store.conn, id, "test").unwrap();
+    claw::rules::tasks::pause(&e.store.conn, id, "test").unwrap();
     for k in 1..5 {
         assert!(
             claim_due(&mut e.store, t0 + k * 3_600_000)
@@ -108,7 +108,7 @@ fn a_paused_task_never_runs_and_resumes_from_the_next_slot() {
     }
     assert!(task_runs(&e, id).is_empty());
     let now = t0 + 5 * 3_600_000 + 30_000;
-    let t = claw::tasks::resume(&e.store.conn, id, "test", now).unwrap();
+    let t = claw::rules::tasks::resume(&e.store.conn, id, "test", now).unwrap();
     assert_eq!(t.status, "active");
     assert_eq!(
         tasks::get(&e.store.conn, id).unwrap().unwrap().next_run,
@@ -216,12 +216,12 @@ fn schedule_cli_reports_and_refuses_a_bad_now() {
 #[test]
 fn a_run_that_ended_without_reporting_stops_blocking_its_task() {
     let mut e = ipc::env();
-    let t0 = claw::time::now_ms() - 3_600_000;
+    let t0 = claw::infra::time::now_ms() - 3_600_000;
     let id = e.task("fam", "interval", "60", t0);
     let r = claim_due(&mut e.store, t0 + 60_000).unwrap();
     let c = &r.claimed[0];
     // run-group failed for good and never called finish_task_run.
-    claw::store::runs::finish(
+    claw::infra::store::runs::finish(
         &e.store.conn,
         c.run_id,
         false,
@@ -230,12 +230,12 @@ fn a_run_that_ended_without_reporting_stops_blocking_its_task() {
         None,
     )
     .unwrap();
-    let soon = claw::time::now_ms();
+    let soon = claw::infra::time::now_ms();
     assert!(
         claim_due(&mut e.store, soon).unwrap().claimed.is_empty(),
         "within the grace period"
     );
-    let later = soon + claw::schedule::ORPHAN_GRACE_MS + 1;
+    let later = soon + claw::steps::schedule::ORPHAN_GRACE_MS + 1;
     let r = claim_due(&mut e.store, later).unwrap();
     assert_eq!(r.claimed.len(), 1);
     let runs = task_runs(&e, id);

@@ -3,10 +3,10 @@
 
 use chrono::{Datelike, NaiveDate, TimeZone, Utc, Weekday};
 use chrono_tz::Tz;
-use claw::schedule::cron;
+use claw::steps::schedule::cron;
 
 fn ms(s: &str) -> i64 {
-    claw::time::parse_rfc3339(s).unwrap()
+    claw::infra::time::parse_rfc3339(s).unwrap()
 }
 
 fn firings(expr: &str, tz: Tz, from: &str, n: usize) -> Vec<i64> {
@@ -108,19 +108,20 @@ fn first_of_month_or_sunday() {
 #[test]
 fn schedules_are_checked_at_creation() {
     let now = ms("2026-06-01T12:00:00Z");
-    let c = claw::schedule::check("once", "2026-06-01 15:30", Some("Europe/Berlin"), now).unwrap();
+    let c = claw::steps::schedule::check("once", "2026-06-01 15:30", Some("Europe/Berlin"), now)
+        .unwrap();
     assert_eq!(c.first_run, ms("2026-06-01T13:30:00Z"));
     assert_eq!(c.value, "2026-06-01T13:30:00Z");
-    let c = claw::schedule::check("once", "2026-06-02T00:00:00+02:00", None, now).unwrap();
+    let c = claw::steps::schedule::check("once", "2026-06-02T00:00:00+02:00", None, now).unwrap();
     assert_eq!(c.first_run, ms("2026-06-01T22:00:00Z"));
     assert!(
-        claw::schedule::check("once", "2026-06-01 11:59", Some("UTC"), now)
+        claw::steps::schedule::check("once", "2026-06-01 11:59", Some("UTC"), now)
             .unwrap_err()
             .contains("in the past")
     );
     // 02:30 on 29 March 2026 does not exist in Berlin.
     assert!(
-        claw::schedule::check(
+        claw::steps::schedule::check(
             "once",
             "2026-03-29 02:30",
             Some("Europe/Berlin"),
@@ -129,11 +130,11 @@ fn schedules_are_checked_at_creation() {
         .unwrap_err()
         .contains("does not exist")
     );
-    let c = claw::schedule::check("interval", "90", Some("UTC"), now).unwrap();
+    let c = claw::steps::schedule::check("interval", "90", Some("UTC"), now).unwrap();
     assert_eq!(c.first_run, now + 90_000);
     for bad in ["0", "-5", "1.5", "ten"] {
         assert!(
-            claw::schedule::check("interval", bad, Some("UTC"), now).is_err(),
+            claw::steps::schedule::check("interval", bad, Some("UTC"), now).is_err(),
             "{bad}"
         );
     }

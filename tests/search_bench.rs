@@ -14,7 +14,7 @@
 #[path = "support/home.rs"]
 mod home;
 
-use claw::protocol::SearchRequest;
+use claw::infra::protocol::SearchRequest;
 use claw::search::{self, Scope};
 use home::TestHome;
 use std::time::Instant;
@@ -122,14 +122,14 @@ fn search_latency_ingest_rate_and_size() {
     {
         let mut db = h.db();
         let tx = db.transaction().unwrap();
-        let start = claw::time::parse_rfc3339("2025-12-01T00:00:00Z").unwrap();
+        let start = claw::infra::time::parse_rfc3339("2025-12-01T00:00:00Z").unwrap();
         for i in 0..total {
             let (chat, id) = (format!("tg:-{}", 1000 + i % GROUPS), format!("m{i}"));
             let (sender, name) = (format!("tg:{}", i % 500), format!("Sender {}", i % 500));
             let body = text(&mut rng, &words);
-            claw::store::messages::insert(
+            claw::infra::store::messages::insert(
                 &tx,
-                &claw::store::messages::NewMessage {
+                &claw::infra::store::messages::NewMessage {
                     chat_id: &chat,
                     msg_id: &id,
                     sender: &sender,
@@ -158,7 +158,8 @@ fn search_latency_ingest_rate_and_size() {
         total as f64 / fill
     );
 
-    let store = claw::store::Store::open(&claw::paths::Home::new(h.root.clone())).unwrap();
+    let store =
+        claw::infra::store::Store::open(&claw::infra::paths::Home::new(h.root.clone())).unwrap();
     let conn = &store.conn;
     let group = |g: usize| Scope::Group {
         folder: format!("g{g}"),

@@ -6,7 +6,7 @@
 #[path = "support/home.rs"]
 mod home;
 
-use claw::protocol::{SearchRequest, SearchResponse};
+use claw::infra::protocol::{SearchRequest, SearchResponse};
 use home::TestHome;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -104,7 +104,7 @@ fn an_old_message_is_found_by_its_words_ranked_with_the_right_snippet() {
     );
     assert_eq!(
         hits[0]["at"].as_i64(),
-        claw::time::parse_rfc3339("2026-03-14T09:30:00Z")
+        claw::infra::time::parse_rfc3339("2026-03-14T09:30:00Z")
     );
     assert_eq!(hits[1]["id"], "p2");
     assert!(
@@ -195,7 +195,7 @@ fn replies_and_archives_are_found_and_notices_are_not() {
     assert_eq!(hits[0]["id"], "2026-02-01-101500.md");
     assert_eq!(
         hits[0]["at"].as_i64(),
-        claw::time::parse_rfc3339("2026-02-01T10:15:00Z")
+        claw::infra::time::parse_rfc3339("2026-02-01T10:15:00Z")
     );
     assert!(
         search(&h, &["assistant_name"]).is_empty(),
@@ -299,7 +299,10 @@ fn a_database_from_before_the_index_is_migrated_and_searchable() {
         search(&h, &["passport", "renewal", "--group", "family"])[0]["id"],
         "p1"
     );
-    assert_eq!(h.count("PRAGMA user_version"), claw::store::SCHEMA_VERSION);
+    assert_eq!(
+        h.count("PRAGMA user_version"),
+        claw::infra::store::SCHEMA_VERSION
+    );
     h.claw().args(["search", "--check"]).assert().success();
     // New rows after the migration are indexed by the triggers.
     h.ingest(&msg(
@@ -354,24 +357,24 @@ fn post(sock: &std::path::Path, body: &str) -> (u16, String) {
 #[test]
 fn the_proxy_route_searches_only_the_runs_own_group_whatever_the_request_says() {
     let h = family_and_work();
-    let home = claw::paths::Home::new(h.root.clone());
+    let home = claw::infra::paths::Home::new(h.root.clone());
     let sock = h.dir.path().join("proxy.sock");
     let (tx, rx) = std::sync::mpsc::channel();
-    let searcher = claw::run_group::searcher_for(&home, "family");
-    let cfg = claw::proxy::ProxyConfig {
+    let searcher = claw::steps::run_group::searcher_for(&home, "family");
+    let cfg = claw::infra::proxy::ProxyConfig {
         socket_path: sock.clone(),
-        anthropic: claw::proxy::Upstream {
+        anthropic: claw::infra::proxy::Upstream {
             base_url: "http://127.0.0.1:9".into(),
             api_key: None,
         },
-        openai: claw::proxy::Upstream {
+        openai: claw::infra::proxy::Upstream {
             base_url: "http://127.0.0.1:9".into(),
             api_key: None,
         },
         egress_allow: vec![],
         folder: Some("family".into()),
-        llm: claw::proxy::LlmPolicy {
-            provider: claw::proxy::Provider::Anthropic,
+        llm: claw::infra::proxy::LlmPolicy {
+            provider: claw::infra::proxy::Provider::Anthropic,
             model: "m".into(),
             allowed_models: vec![],
             max_tokens: 1000,
@@ -383,7 +386,7 @@ fn the_proxy_route_searches_only_the_runs_own_group_whatever_the_request_says() 
         searcher: Some(searcher),
         mcp: vec![],
     };
-    let _proxy = claw::proxy::Proxy::start(cfg, tx).unwrap();
+    let _proxy = claw::infra::proxy::Proxy::start(cfg, tx).unwrap();
 
     let ask = |req: &SearchRequest| post(&sock, &serde_json::to_string(req).unwrap());
     let (status, body) = ask(&SearchRequest {
@@ -445,5 +448,5 @@ fn the_proxy_route_searches_only_the_runs_own_group_whatever_the_request_says() 
             .iter()
             .all(|e| !format!("{e:?}").contains("passport"))
     );
-    assert!(events.iter().any(|e| matches!(e, claw::proxy::ProxyEvent::Local { path, status: 200, .. } if path == "/search")));
+    assert!(events.iter().any(|e| matches!(e, claw::infra::proxy::ProxyEvent::Local { path, status: 200, .. } if path == "/search")));
 }

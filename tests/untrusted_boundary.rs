@@ -1,9 +1,9 @@
 //! The host touches agent-writable trees (`groups/F`, `sessions/F`, `ipc/F`, `groups/global`) only
-//! through `src/untrusted/`: descriptors, `O_NOFOLLOW`, `O_EXCL`, bounded reads. This test reads
+//! through `src/infra/untrusted/`: descriptors, `O_NOFOLLOW`, `O_EXCL`, bounded reads. This test reads
 //! the crate's host code and fails, naming file and line, when a file that refers to those trees
 //! also calls a path-based file-system API, which would follow whatever link an agent planted.
 //!
-//! `src/untrusted/` is the one module allowed to; `src/agent/` and `src/bin/` run inside the
+//! `src/infra/untrusted/` is the one module allowed to; `src/agent/` and `src/bin/` run inside the
 //! container, where those trees are the agent's own.
 
 use std::path::{Path, PathBuf};
@@ -41,7 +41,7 @@ const FS_CALLS: &[&str] = &[
 ];
 
 /// Code outside these folders is host code.
-const NOT_HOST: &[&str] = &["src/untrusted/", "src/agent/", "src/bin/"];
+const NOT_HOST: &[&str] = &["src/infra/untrusted/", "src/agent/", "src/bin/"];
 
 /// Lines that may call the file system although their file names a tree, each with the reason.
 /// An entry matches a line whose trimmed text is exactly the entry's (an empty entry matches the
@@ -49,7 +49,7 @@ const NOT_HOST: &[&str] = &["src/untrusted/", "src/agent/", "src/bin/"];
 const ALLOWED: &[(&str, &str, &str)] = &[
     // paths.rs only builds paths; these two calls are on the home root and on claw.toml/claw.db.
     (
-        "src/paths.rs",
+        "src/infra/paths.rs",
         "let path = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());",
         "the home's tag hashes the home root, which the owner chose",
     ),
@@ -58,32 +58,32 @@ const ALLOWED: &[(&str, &str, &str)] = &[
     // home is refused before it is resolved (see `check_extra`), so no agent-planted link is
     // ever followed to its end.
     (
-        "src/mounts/mod.rs",
+        "src/rules/mounts/mod.rs",
         "let text = match std::fs::read_to_string(path) {",
         "the owner's mount allowlist file, outside the home",
     ),
     (
-        "src/mounts/mod.rs",
+        "src/rules/mounts/mod.rs",
         "let p = p.canonicalize().unwrap_or_else(|_| p.clone());",
         "the claw home and the allowlist path, both host-owned",
     ),
     (
-        "src/mounts/mod.rs",
+        "src/rules/mounts/mod.rs",
         ".find(|a| a.canonicalize().is_ok_and(|r| r.starts_with(&p)))",
         "resolves ancestors of an owner-chosen path to refuse any that passes through the home",
     ),
     (
-        "src/mounts/mod.rs",
+        "src/rules/mounts/mod.rs",
         ".canonicalize()",
         "resolves an owner-chosen extra-mount path, after the check above",
     ),
     (
-        "src/mounts/mod.rs",
+        "src/rules/mounts/mod.rs",
         "let rp = expand(&r.path, &host.user_home).canonicalize().ok()?;",
         "an allowed root from the owner's allowlist",
     ),
     (
-        "src/mounts/tests.rs",
+        "src/rules/mounts/tests.rs",
         "",
         "unit tests building a fake owner home in a temp dir",
     ),
@@ -182,7 +182,7 @@ fn no_host_code_touches_agent_writable_trees_by_path() {
     assert!(
         problems.is_empty(),
         "host code refers to an agent-writable tree and calls a path-based fs API; go through \
-         crate::untrusted (Dir, Parents, create_group, chown_group, …) instead:\n{}",
+         crate::infra::untrusted (Dir, Parents, create_group, chown_group, …) instead:\n{}",
         problems.join("\n")
     );
     let stale: Vec<String> = ALLOWED

@@ -10,8 +10,8 @@ use serde_json::Value;
 
 /// The local day `days_ago` days before today, as the usage table keys it.
 fn day(days_ago: i64) -> String {
-    let now = claw::time::now_ms();
-    claw::cost::local_day(now - days_ago * 86_400_000)
+    let now = claw::infra::time::now_ms();
+    claw::rules::cost::local_day(now - days_ago * 86_400_000)
 }
 
 /// One usage row: (run, folder, model, day, requests, input, output, cache read, cache write).

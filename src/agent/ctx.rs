@@ -4,7 +4,7 @@
 use super::Paths;
 use super::mcp::Mcp;
 use super::transport::Http;
-use crate::protocol::{Start, Usage};
+use crate::infra::protocol::{Start, Usage};
 use std::sync::Mutex;
 
 /// What every tool may need: where things are, who we are, how to reach the proxy.

@@ -11,7 +11,7 @@ use super::providers::{self, Request, ToolSpec};
 use super::tools::{self, Output};
 use super::transcript::{Block, Message, Role, push_user_text};
 use super::transport::CallError;
-use crate::protocol::AgentLine;
+use crate::infra::protocol::AgentLine;
 
 /// The words that open the memory turn (tests look for them).
 pub const FLUSH_MARKER: &str = "Your context is nearly full";
@@ -22,7 +22,7 @@ const MEMORY_TOOLS: [&str; 3] = ["read_file", "write_file", "edit_file"];
 
 /// The instruction for the memory turn.
 pub fn flush_prompt(ctx: &Ctx) -> String {
-    let memory = ctx.paths.group().join(crate::untrusted::MEMORY_FILE);
+    let memory = ctx.paths.group().join(crate::infra::untrusted::MEMORY_FILE);
     format!(
         "[claw] {FLUSH_MARKER}: the older turns of this conversation are about to be archived to \
          conversations/ and replaced by a short summary. Before that, save what you will need later \

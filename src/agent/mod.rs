@@ -42,7 +42,7 @@ impl Paths {
     pub fn from_env() -> Paths {
         let get = |k: &str, d: &str| PathBuf::from(std::env::var_os(k).unwrap_or_else(|| d.into()));
         Paths {
-            proxy_socket: get("CLAW_PROXY_SOCKET", crate::protocol::PROXY_SOCKET),
+            proxy_socket: get("CLAW_PROXY_SOCKET", crate::infra::protocol::PROXY_SOCKET),
             workspace: get("CLAW_WORKSPACE", "/workspace"),
             state_dir: get("CLAW_STATE_DIR", "/home/agent/.claw"),
         }
@@ -71,7 +71,7 @@ pub fn log(msg: &str) {
 }
 
 /// Write one protocol line to stdout, whole, from any thread.
-pub fn emit(line: &crate::protocol::AgentLine) {
+pub fn emit(line: &crate::infra::protocol::AgentLine) {
     static OUT: OnceLock<Mutex<()>> = OnceLock::new();
     let _guard = OUT
         .get_or_init(|| Mutex::new(()))

@@ -10,7 +10,7 @@
 //! task's note) goes into that run's first user message instead ([`first_prompt`]).
 
 use super::Paths;
-use crate::protocol::Start;
+use crate::infra::protocol::Start;
 use std::path::{Path, PathBuf};
 
 /// One Agent Skill found on disk.
@@ -44,7 +44,7 @@ pub fn system(paths: &Paths, start: &Start) -> String {
         start.chat_id, start.channel
     ));
     if start.is_main {
-        let chats = paths.ipc().join(crate::protocol::IPC_CHATS_SNAPSHOT);
+        let chats = paths.ipc().join(crate::infra::protocol::IPC_CHATS_SNAPSHOT);
         p.push_str(&format!(
             "As the main group you may manage other groups: known chats are listed in {} (read_file; refresh_groups updates it).\n",
             chats.display()

@@ -78,7 +78,11 @@ impl Tagged {
             .map(|c| if c.is_control() { ' ' } else { c })
             .take(300)
             .collect();
-        let header = format!("{}: {}\r\n", crate::proxy::ask::REASON_HEADER, line.trim());
+        let header = format!(
+            "{}: {}\r\n",
+            crate::infra::proxy::ask::REASON_HEADER,
+            line.trim()
+        );
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -11,7 +11,7 @@ use super::transcript::push_user_text;
 use super::transport::Http;
 use super::turn::{self, Runner};
 use super::{Paths, emit};
-use crate::protocol::{AgentLine, HostLine, Start};
+use crate::infra::protocol::{AgentLine, HostLine, Start};
 use std::io::BufRead;
 use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, TryRecvError};

@@ -10,7 +10,7 @@ use super::session::{self, Session};
 use super::tools::{self, Output};
 use super::transcript::{Block, Message, Role, push_user_text};
 use super::transport::CallError;
-use crate::protocol::AgentLine;
+use crate::infra::protocol::AgentLine;
 use serde_json::Value;
 
 /// Who is running the loop, for progress lines and whether compaction applies.

@@ -3,13 +3,14 @@
 //!
 //! `Sender` is a trait because there are several real implementations (command, telegram, signal).
 
+pub mod chat;
 pub mod command;
 pub mod signal;
 pub mod telegram;
 pub mod whatsapp;
 
-use crate::config::Config;
-use crate::secrets::Secrets;
+use crate::infra::config::Config;
+use crate::infra::secrets::Secrets;
 
 /// The result of trying to send one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,7 +27,7 @@ pub enum Outcome {
 /// What a channel's pure mapping made of one inbound event.
 #[derive(Debug)]
 pub enum Mapped {
-    Message(Box<crate::ingest::Inbound>),
+    Message(Box<crate::steps::ingest::Inbound>),
     /// Nothing to store; the reason is for the log.
     Skip(String),
 }
@@ -76,7 +77,7 @@ pub fn sender_for(
     home: &std::path::Path,
     secrets: &Secrets,
 ) -> Result<Box<dyn Sender>, String> {
-    let name = crate::store::messages::channel_name(prefix);
+    let name = crate::infra::store::messages::channel_name(prefix);
     if let Some(argv) = config
         .send_command(name)
         .or_else(|| config.send_command(prefix))
@@ -113,7 +114,7 @@ pub const POLLABLE: [&str; 2] = ["telegram", "signal"];
 
 /// What one poll of a built-in channel did.
 pub struct Polled {
-    pub summary: crate::ingest::Summary,
+    pub summary: crate::steps::ingest::Summary,
     /// One human line: the channel's counts and the batch summary.
     pub line: String,
     /// The channel's whole report, for `--json`.
@@ -123,8 +124,8 @@ pub struct Polled {
 /// Poll the built-in channel `name` once (one of [`POLLABLE`]); telegram waits up to `wait`
 /// seconds for the first update.
 pub fn poll(
-    home: &crate::paths::Home,
-    store: &mut crate::store::Store,
+    home: &crate::infra::paths::Home,
+    store: &mut crate::infra::store::Store,
     config: &Config,
     secrets: &Secrets,
     name: &str,
@@ -160,8 +161,8 @@ pub fn poll(
                 summary: r.summary,
             })
         }
-        other => Err(crate::error::Coded::err(
-            crate::error::Code::Usage,
+        other => Err(crate::infra::error::Coded::err(
+            crate::infra::error::Code::Usage,
             format!(
                 "`{other}` cannot be polled: use one of {}",
                 POLLABLE.join(", ")

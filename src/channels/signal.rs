@@ -12,12 +12,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Mapped, Outcome, Sender};
-use crate::config::Config;
-use crate::error::{Code, Coded};
-use crate::ingest::{self, Inbound, Summary};
-use crate::paths::Home;
-use crate::secrets::Secrets;
-use crate::store::Store;
+use crate::infra::config::Config;
+use crate::infra::error::{Code, Coded};
+use crate::infra::paths::Home;
+use crate::infra::secrets::Secrets;
+use crate::infra::store::Store;
+use crate::steps::ingest::{self, Inbound, Summary};
 
 /// Longest quoted text kept with a reply.
 const QUOTE_CHARS: usize = 500;
@@ -155,7 +155,7 @@ pub fn map_line(line: &str, account: &str) -> Mapped {
         sender: format!("sig:{sender}"),
         sender_name,
         text,
-        time: Some(crate::time::rfc3339(ts)),
+        time: Some(crate::infra::time::rfc3339(ts)),
         from_me,
         is_bot: false,
         chat_name: group.as_ref().and_then(|(_, n)| n.clone()).or_else(|| {
@@ -193,7 +193,7 @@ fn attachments_of(data: &Value) -> Vec<crate::media::AttachmentIn> {
         return vec![];
     };
     list.iter()
-        .take(crate::ingest::MAX_ATTACHMENTS)
+        .take(crate::steps::ingest::MAX_ATTACHMENTS)
         .filter_map(|x| {
             let id = x.get("id").and_then(Value::as_str)?.to_string();
             let ct = x.get("contentType").and_then(Value::as_str).unwrap_or("");
@@ -232,7 +232,7 @@ fn default_attachments_dir() -> PathBuf {
 }
 
 /// Opens attachments from signal-cli's folder by id: one plain name, never followed through a
-/// link, regular files only (`crate::untrusted::Dir`, since that folder is another program's).
+/// link, regular files only (`crate::infra::untrusted::Dir`, since that folder is another program's).
 pub struct SignalSource {
     dir: PathBuf,
 }
@@ -259,7 +259,7 @@ impl crate::media::fetch::Source for SignalSource {
                 "attachment id {id:?} is not a plain file name"
             )));
         }
-        let dir = crate::untrusted::Dir::open(&self.dir).map_err(|e| {
+        let dir = crate::infra::untrusted::Dir::open(&self.dir).map_err(|e| {
             Fail::Failed(format!(
                 "cannot open signal-cli's attachment folder {}: {e} (set attachments_dir under [channels.signal])",
                 self.dir.display()
@@ -291,7 +291,8 @@ pub fn poll(
     secrets: &Secrets,
 ) -> Result<PollReport> {
     let settings = Settings::load(config, secrets)?;
-    let Some(_lock) = crate::lock::try_acquire(&home.locks().join("poll-signal.lock"))? else {
+    let Some(_lock) = crate::infra::lock::try_acquire(&home.locks().join("poll-signal.lock"))?
+    else {
         return Err(Coded::err(
             Code::Busy,
             "another `claw ingest --from signal` is receiving; try again when it finishes",

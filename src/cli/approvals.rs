@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use super::Ctx;
-use crate::error::{Code, Coded};
+use crate::infra::error::{Code, Coded};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -38,12 +38,12 @@ pub struct ListArgs {
 pub fn decide(ctx: &Ctx, a: DecideArgs, approve: bool) -> Result<()> {
     let mut store = ctx.store()?;
     let tx = store.write()?;
-    let now = crate::time::now_ms();
-    crate::store::approvals::expire_due(&tx, now)?;
-    let r = crate::approvals::answer::answer(&tx, a.id, approve, None, "cli", now)?;
+    let now = crate::infra::time::now_ms();
+    crate::infra::store::approvals::expire_due(&tx, now)?;
+    let r = crate::rules::approvals::answer::answer(&tx, a.id, approve, None, "cli", now)?;
     tx.commit()?;
     if a.json {
-        crate::output::json(&serde_json::json!({
+        crate::infra::output::json(&serde_json::json!({
             "decided": r.decided, "message": r.message, "approval": r.row,
         }))?;
     } else {
@@ -62,14 +62,14 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
     {
         // Rows past their deadline show as what they are: expired.
         let tx = store.write()?;
-        let now = crate::time::now_ms();
-        crate::store::approvals::expire_due(&tx, now)?;
-        crate::approvals::answer::expire_orphans(&tx, now)?;
+        let now = crate::infra::time::now_ms();
+        crate::infra::store::approvals::expire_due(&tx, now)?;
+        crate::rules::approvals::answer::expire_orphans(&tx, now)?;
         tx.commit()?;
     }
-    let rows = crate::store::approvals::list(&store.conn, a.all, a.limit)?;
+    let rows = crate::infra::store::approvals::list(&store.conn, a.all, a.limit)?;
     if a.json {
-        return crate::output::json(&rows);
+        return crate::infra::output::json(&rows);
     }
     if rows.is_empty() {
         println!(
@@ -87,16 +87,19 @@ pub fn list(ctx: &Ctx, a: ListArgs) -> Result<()> {
         .map(|r| {
             vec![
                 r.id.to_string(),
-                crate::time::local_short(r.requested_at),
+                crate::infra::time::local_short(r.requested_at),
                 r.folder.clone(),
                 r.status.clone(),
-                crate::output::clip(&crate::approvals::describe(&r.kind, &r.detail), 60),
-                crate::output::clip(r.reason.as_deref().unwrap_or("-"), 40),
+                crate::infra::output::clip(
+                    &crate::rules::approvals::describe(&r.kind, &r.detail),
+                    60,
+                ),
+                crate::infra::output::clip(r.reason.as_deref().unwrap_or("-"), 40),
                 r.decided_by.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    crate::output::table(
+    crate::infra::output::table(
         &["ID", "ASKED", "GROUP", "STATUS", "WHAT", "REASON", "BY"],
         table,
     );

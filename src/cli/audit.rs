@@ -1,7 +1,7 @@
 use anyhow::Result;
 
 use super::Ctx;
-use crate::error::{Code, Coded};
+use crate::infra::error::{Code, Coded};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "--since takes an RFC 3339 time or a duration like 30m, 2h, 7d.")]
@@ -25,7 +25,7 @@ pub struct Args {
 
 /// Parse `30m`, `2h`, `7d`, `45s` or an RFC 3339 time into epoch milliseconds.
 pub fn parse_since(s: &str) -> Option<i64> {
-    if let Some(t) = crate::time::parse_rfc3339(s) {
+    if let Some(t) = crate::infra::time::parse_rfc3339(s) {
         return Some(t);
     }
     let (num, unit) = s.split_at(s.len().checked_sub(1)?);
@@ -37,7 +37,7 @@ pub fn parse_since(s: &str) -> Option<i64> {
         "d" => n * 86_400,
         _ => return None,
     };
-    Some(crate::time::now_ms() - secs * 1000)
+    Some(crate::infra::time::now_ms() - secs * 1000)
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
@@ -51,25 +51,26 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         })?),
         None => None,
     };
-    let mut rows = crate::store::audit::list(&store.conn, a.group.as_deref(), since, a.limit)?;
+    let mut rows =
+        crate::infra::store::audit::list(&store.conn, a.group.as_deref(), since, a.limit)?;
     if let Some(k) = &a.kind {
         rows.retain(|r| &r.kind == k);
     }
     if a.json {
-        return crate::output::json(&rows);
+        return crate::infra::output::json(&rows);
     }
     let table = rows
         .iter()
         .map(|r| {
             vec![
-                crate::time::local_short(r.at),
+                crate::infra::time::local_short(r.at),
                 r.folder.clone().unwrap_or_default(),
                 r.run_id.map(|i| i.to_string()).unwrap_or_default(),
                 r.kind.clone(),
-                crate::output::clip(&r.detail.to_string(), 90),
+                crate::infra::output::clip(&r.detail.to_string(), 90),
             ]
         })
         .collect();
-    crate::output::table(&["WHEN", "GROUP", "RUN", "WHAT", "DETAIL"], table);
+    crate::infra::output::table(&["WHEN", "GROUP", "RUN", "WHAT", "DETAIL"], table);
     Ok(())
 }

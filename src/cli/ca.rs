@@ -20,38 +20,38 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
     ctx.config()?;
     match cmd {
         Cmd::Show { json } => {
-            let ca = crate::ca::ensure(&ctx.home)?;
-            let cert = crate::ca::cert_path(&ctx.home);
-            let key = crate::ca::key_path(&ctx.home);
+            let ca = crate::infra::ca::ensure(&ctx.home)?;
+            let cert = crate::infra::ca::cert_path(&ctx.home);
+            let key = crate::infra::ca::key_path(&ctx.home);
             if json {
-                return crate::output::json(&serde_json::json!({
+                return crate::infra::output::json(&serde_json::json!({
                     "certificate": cert, "key": key, "pem": ca.cert_pem,
-                    "lifetime_years": crate::ca::CA_YEARS,
+                    "lifetime_years": crate::infra::ca::CA_YEARS,
                 }));
             }
             println!("certificate: {}", cert.display());
             println!("key:         {} (mode 0600, never mounted)", key.display());
             println!(
                 "valid for {} years from creation; replace with `claw ca rotate`",
-                crate::ca::CA_YEARS
+                crate::infra::ca::CA_YEARS
             );
             print!("{}", ca.cert_pem);
             Ok(())
         }
         Cmd::Rotate => {
-            crate::ca::generate(&ctx.home)?;
+            crate::infra::ca::generate(&ctx.home)?;
             if let Ok(store) = ctx.store() {
-                let _ = crate::store::audit::record(
+                let _ = crate::infra::store::audit::record(
                     &store.conn,
                     None,
                     None,
                     "ca.rotated",
-                    serde_json::json!({"certificate": crate::ca::cert_path(&ctx.home)}),
+                    serde_json::json!({"certificate": crate::infra::ca::cert_path(&ctx.home)}),
                 );
             }
             println!(
                 "new CA in {}; the next run of each group trusts it (runs already going keep the old one)",
-                crate::ca::dir(&ctx.home).display()
+                crate::infra::ca::dir(&ctx.home).display()
             );
             Ok(())
         }

@@ -3,7 +3,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
 use super::Ctx;
-use crate::chat::{Chat, Event};
+use crate::channels::chat::{Chat, Event};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -39,13 +39,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             let line = match e {
                 Event::Tool { tool, detail } => format!(
                     "{dim}  ⚙ {} {}{dim:#}",
-                    crate::output::clip(&tool, 40),
-                    crate::output::clip(&detail, 80)
+                    crate::infra::output::clip(&tool, 40),
+                    crate::infra::output::clip(&detail, 80)
                 ),
-                Event::Reply(text) => crate::output::clean(&text).into_owned(),
+                Event::Reply(text) => crate::infra::output::clean(&text).into_owned(),
                 Event::Problem(p) => {
                     failed = true;
-                    format!("{dim}  ! {}{dim:#}", crate::output::clean(&p))
+                    format!("{dim}  ! {}{dim:#}", crate::infra::output::clean(&p))
                 }
             };
             match &spinner {
@@ -64,8 +64,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         chat.finish();
         r?;
         if failed {
-            return Err(crate::error::Coded::err(
-                crate::error::Code::Failure,
+            return Err(crate::infra::error::Coded::err(
+                crate::infra::error::Code::Failure,
                 "the agent reported a problem",
             ));
         }
@@ -92,7 +92,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             continue;
         }
         if let Err(e) = say(&mut chat, line) {
-            eprintln!("claw: {}", crate::output::clean(&format!("{e:#}")));
+            eprintln!("claw: {}", crate::infra::output::clean(&format!("{e:#}")));
         }
     }
     chat.finish();

@@ -1,7 +1,7 @@
 use anyhow::Result;
 
 use super::Ctx;
-use crate::error::{Code, Coded};
+use crate::infra::error::{Code, Coded};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,7 +17,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let config = ctx.config()?;
     let secrets = ctx.secrets()?;
     let mut store = ctx.store()?;
-    let report = crate::deliver::deliver(
+    let report = crate::steps::deliver::deliver(
         &ctx.home,
         &mut store,
         &config,
@@ -25,14 +25,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         a.channel.as_deref(),
     )?;
     if a.json {
-        crate::output::json(&report)?;
+        crate::infra::output::json(&report)?;
     } else {
         println!(
             "sent {}, failed {}, released {}",
             report.sent, report.failed, report.released
         );
         for (ch, why) in &report.skipped {
-            println!("skipped {ch}: {}", crate::output::clean(why));
+            println!("skipped {ch}: {}", crate::infra::output::clean(why));
         }
     }
     if report.failed > 0 {

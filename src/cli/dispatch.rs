@@ -20,17 +20,17 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let config = ctx.config()?;
-    let report = crate::dispatch::dispatch(
+    let report = crate::steps::dispatch::dispatch(
         &ctx.home,
         &config,
-        &crate::dispatch::Options {
+        &crate::steps::dispatch::Options {
             dry_run: a.dry_run,
             wait: a.wait,
             groups: a.groups,
         },
     )?;
     if a.json {
-        return crate::output::json(&report);
+        return crate::infra::output::json(&report);
     }
     for id in &report.recovered_runs {
         println!("recovered run {id}: its run-group had died; marked failed");
@@ -53,7 +53,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             d.folder,
             d.kind,
             d.run_id.map(|i| format!(" run {i}")).unwrap_or_default(),
-            crate::output::clean(&d.reason)
+            crate::infra::output::clean(&d.reason)
         );
     }
     for (id, code) in &report.waited {
@@ -63,7 +63,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         );
     }
     for n in &report.notes {
-        println!("note: {}", crate::output::clean(n));
+        println!("note: {}", crate::infra::output::clean(n));
     }
     if report.decisions.is_empty() && report.recovered_runs.is_empty() {
         println!("nothing to dispatch");

@@ -2,8 +2,8 @@ use anyhow::Result;
 use std::path::PathBuf;
 
 use super::Ctx;
-use crate::doctor::{self, Level};
-use crate::error::{Code, Coded};
+use crate::infra::error::{Code, Coded};
+use crate::ops::doctor::{self, Level};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Exit code 1 when any check fails; warnings alone exit 0.")]
@@ -29,7 +29,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         },
     );
     if a.json {
-        crate::output::json(&report)?;
+        crate::infra::output::json(&report)?;
     } else {
         for c in &report.checks {
             let mark = match c.level {
@@ -37,9 +37,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 Level::Warn => "warn",
                 Level::Fail => "FAIL",
             };
-            println!("{mark} {:<13} {}", c.name, crate::output::clean(&c.message));
+            println!(
+                "{mark} {:<13} {}",
+                c.name,
+                crate::infra::output::clean(&c.message)
+            );
             if let Some(fix) = &c.fix {
-                println!("     {:<13} fix: {}", "", crate::output::clean(fix));
+                println!("     {:<13} fix: {}", "", crate::infra::output::clean(fix));
             }
         }
     }

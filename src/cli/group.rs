@@ -1,9 +1,9 @@
 use anyhow::Result;
 
 use super::Ctx;
-use crate::error::{Code, Coded};
-use crate::groups::NewGroup;
-use crate::store::groups as q;
+use crate::infra::error::{Code, Coded};
+use crate::infra::store::groups as q;
+use crate::rules::groups::NewGroup;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
@@ -146,7 +146,7 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
         Cmd::Set(a) => set(ctx, *a),
         Cmd::Rm { folder } => {
             let mut store = ctx.store()?;
-            let g = crate::groups::remove(&mut store, &folder)?;
+            let g = crate::rules::groups::remove(&mut store, &folder)?;
             println!(
                 "removed group `{}` (chat {}); its files stay in {}",
                 g.folder,
@@ -161,7 +161,7 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
 fn add(ctx: &Ctx, a: AddArgs) -> Result<()> {
     let config = ctx.config()?;
     let mut store = ctx.store()?;
-    let g = crate::groups::add(
+    let g = crate::rules::groups::add(
         &mut store,
         &ctx.home,
         &config.default_trigger(),
@@ -198,7 +198,7 @@ fn list(ctx: &Ctx, json: bool) -> Result<()> {
     let store = ctx.store()?;
     let groups = q::list(&store.conn)?;
     if json {
-        return crate::output::json(&groups);
+        return crate::infra::output::json(&groups);
     }
     if groups.is_empty() {
         println!("no groups; register one with `claw group add --chat ID --folder NAME`");
@@ -219,16 +219,16 @@ fn list(ctx: &Ctx, json: bool) -> Result<()> {
                     "(every message)".into()
                 },
                 g.allowed_senders.as_ref().map_or("everyone".into(), |s| {
-                    crate::output::clean_line(&s.join(", "))
+                    crate::infra::output::clean_line(&s.join(", "))
                 }),
             ]
         })
         .collect();
-    crate::output::table(&["FOLDER", "CHAT", "NAME", "TRIGGER", "SENDERS"], rows);
+    crate::infra::output::table(&["FOLDER", "CHAT", "NAME", "TRIGGER", "SENDERS"], rows);
     Ok(())
 }
 
-fn get(store: &crate::store::Store, folder: &str) -> Result<q::Group> {
+fn get(store: &crate::infra::store::Store, folder: &str) -> Result<q::Group> {
     q::get(&store.conn, folder)?.ok_or_else(|| {
         Coded::err(
             Code::Usage,
@@ -241,10 +241,10 @@ fn show(ctx: &Ctx, folder: &str, json: bool) -> Result<()> {
     let store = ctx.store()?;
     let g = get(&store, folder)?;
     if json {
-        return crate::output::json(&g);
+        return crate::infra::output::json(&g);
     }
     // The name comes from the chat app and senders from its users: clean them for the terminal.
-    use crate::output::clean_line;
+    use crate::infra::output::clean_line;
     println!("folder:           {}", g.folder);
     println!("chat:             {}", clean_line(&g.chat_id));
     println!("name:             {}", clean_line(&g.name));
@@ -269,13 +269,13 @@ fn show(ctx: &Ctx, folder: &str, json: bool) -> Result<()> {
         }
     );
     if let Ok(c) = ctx.config() {
-        let policies: Vec<String> = crate::approvals::policy::KINDS
+        let policies: Vec<String> = crate::rules::approvals::policy::KINDS
             .iter()
             .map(|k| {
                 format!(
                     "{}={}",
                     k.as_str(),
-                    crate::approvals::policy::for_group(&c, &g, *k).as_str()
+                    crate::rules::approvals::policy::for_group(&c, &g, *k).as_str()
                 )
             })
             .collect();
@@ -312,7 +312,7 @@ fn show(ctx: &Ctx, folder: &str, json: bool) -> Result<()> {
     let caps = g.config.budget.list();
     let prices = ctx
         .config()
-        .map(|c| crate::cost::pricing::Prices::new(&c.pricing))
+        .map(|c| crate::rules::cost::pricing::Prices::new(&c.pricing))
         .unwrap_or_default();
     println!(
         "budget:           {}",
@@ -321,7 +321,7 @@ fn show(ctx: &Ctx, folder: &str, json: bool) -> Result<()> {
         } else {
             caps.iter()
                 .map(|(period, limit)| {
-                    let b = crate::cost::budget::Budget {
+                    let b = crate::rules::cost::budget::Budget {
                         folder: Some(g.folder.clone()),
                         name: String::new(),
                         period: *period,
@@ -349,7 +349,7 @@ fn show(ctx: &Ctx, folder: &str, json: bool) -> Result<()> {
         println!(
             "credential:       {} (container sees ${})",
             c.spec(),
-            crate::credentials::env_var(&c.name)
+            crate::rules::credentials::env_var(&c.name)
         );
     }
     println!(
@@ -361,7 +361,7 @@ fn show(ctx: &Ctx, folder: &str, json: bool) -> Result<()> {
 
 fn set(ctx: &Ctx, a: SetArgs) -> Result<()> {
     let b = a.budget;
-    let change = crate::groups::change::Change {
+    let change = crate::rules::groups::change::Change {
         name: a.name,
         trigger: a.trigger,
         requires_trigger: a.requires_trigger,
@@ -377,7 +377,7 @@ fn set(ctx: &Ctx, a: SetArgs) -> Result<()> {
         no_allow_model: a.no_allow_model,
         disk_mb: a.disk_mb,
         runs_per_hour: a.runs_per_hour,
-        budget: crate::groups::change::BudgetChange {
+        budget: crate::rules::groups::change::BudgetChange {
             daily: b.budget_daily,
             monthly: b.budget_monthly,
             daily_tokens: b.budget_daily_tokens,
@@ -388,7 +388,7 @@ fn set(ctx: &Ctx, a: SetArgs) -> Result<()> {
         unmount: a.unmount,
         credential: a.credential,
     };
-    let g = crate::groups::change::change(&mut ctx.store()?, &a.folder, change)?;
+    let g = crate::rules::groups::change::change(&mut ctx.store()?, &a.folder, change)?;
     println!("updated group `{}`", g.folder);
     Ok(())
 }

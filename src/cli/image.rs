@@ -3,7 +3,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use super::Ctx;
-use crate::error::{Code, Coded};
+use crate::infra::error::{Code, Coded};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
@@ -33,8 +33,8 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
     let config = ctx.config().unwrap_or_default();
     let tag = a.tag.unwrap_or_else(|| config.runtime.image.clone());
     let choice = a.runtime.unwrap_or_else(|| config.runtime.kind.clone());
-    let rt =
-        crate::runtime::detect(&choice).map_err(|e| Coded::err(Code::Runtime, e.to_string()))?;
+    let rt = crate::infra::runtime::detect(&choice)
+        .map_err(|e| Coded::err(Code::Runtime, e.to_string()))?;
     let agent = match a.agent_bin {
         Some(p) => p,
         None => std::env::current_exe()?.with_file_name("claw-agent"),
@@ -48,14 +48,16 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
             ),
         ));
     }
-    let context = a.context.unwrap_or_else(crate::image::default_context_dir);
+    let context = a
+        .context
+        .unwrap_or_else(crate::ops::image::default_context_dir);
     eprintln!(
         "building {tag} with {} from {} and {}",
         rt.kind.program(),
         context.display(),
         agent.display()
     );
-    let report = crate::image::build(
+    let report = crate::ops::image::build(
         rt.kind,
         &tag,
         &agent,

@@ -2,7 +2,7 @@ use anyhow::Result;
 use std::io::BufReader;
 
 use super::Ctx;
-use crate::error::{Code, Coded};
+use crate::infra::error::{Code, Coded};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -39,7 +39,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     }
     let summary = match (&a.chat, &a.text) {
         (Some(chat), Some(text)) => {
-            crate::ingest::one_shot(&mut store, chat, text, a.sender.as_deref(), max)?
+            crate::steps::ingest::one_shot(&mut store, chat, text, a.sender.as_deref(), max)?
         }
         _ => {
             // Attachments in the lines are fetched (path or URL) and voice notes transcribed.
@@ -56,7 +56,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 &source,
                 transcriber.as_ref(),
             )?;
-            crate::ingest::ingest_lines_with(
+            crate::steps::ingest::ingest_lines_with(
                 &mut store,
                 BufReader::with_capacity(256 * 1024, std::io::stdin().lock()),
                 max,
@@ -72,10 +72,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         );
     }
     for r in &summary.errors {
-        eprintln!("line {}: {}", r.line, crate::output::clean(&r.reason));
+        eprintln!(
+            "line {}: {}",
+            r.line,
+            crate::infra::output::clean(&r.reason)
+        );
     }
     if a.json {
-        crate::output::json(&summary)?;
+        crate::infra::output::json(&summary)?;
     } else {
         println!("{}", summary.line());
     }
@@ -90,8 +94,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
 
 fn poll(
     ctx: &Ctx,
-    config: &crate::config::Config,
-    store: &mut crate::store::Store,
+    config: &crate::infra::config::Config,
+    store: &mut crate::infra::store::Store,
     from: &str,
     wait: Option<u64>,
     json: bool,
@@ -100,7 +104,7 @@ fn poll(
     let polled = crate::channels::poll(&ctx.home, store, config, &secrets, from, wait)?;
     let summary = polled.summary;
     if json {
-        crate::output::json(&polled.report)?;
+        crate::infra::output::json(&polled.report)?;
     }
     chain(ctx, config, store, &summary);
     if !json {
@@ -115,24 +119,26 @@ fn poll(
     Ok(())
 }
 
-/// Start the next step for what was stored (`crate::chain`). What it cannot start, the timer
+/// Start the next step for what was stored (`crate::steps::chain`). What it cannot start, the timer
 /// does: a failure here is logged, never the ingest's failure.
 fn chain(
     ctx: &Ctx,
-    config: &crate::config::Config,
-    store: &crate::store::Store,
-    summary: &crate::ingest::Summary,
+    config: &crate::infra::config::Config,
+    store: &crate::infra::store::Store,
+    summary: &crate::steps::ingest::Summary,
 ) {
-    if let Err(e) = crate::chain::after_ingest(&ctx.home, store, config, &summary.stored_chats) {
+    if let Err(e) =
+        crate::steps::chain::after_ingest(&ctx.home, store, config, &summary.stored_chats)
+    {
         tracing::warn!(error = %format!("{e:#}"), "could not chain dispatch; the timer will dispatch");
     }
     // Answers to approvals queued an acknowledgement in the main chat: send it now.
     if summary.answers > 0
         && let Ok(secrets) = ctx.secrets()
-        && let Ok(prefixes) = crate::chain::channels_due(store)
+        && let Ok(prefixes) = crate::steps::chain::channels_due(store)
     {
         for p in prefixes {
-            crate::chain::deliver(&ctx.home, config, &secrets, &p);
+            crate::steps::chain::deliver(&ctx.home, config, &secrets, &p);
         }
     }
 }

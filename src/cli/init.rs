@@ -13,9 +13,9 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
-    let created = crate::init::init(
+    let created = crate::ops::init::init(
         &ctx.home,
-        &crate::init::Options {
+        &crate::ops::init::Options {
             assistant_name: a.assistant_name,
             main_chat: a.main_chat,
         },

@@ -1,7 +1,7 @@
 use anyhow::Result;
 
 use super::Ctx;
-use crate::error::{Code, Coded};
+use crate::infra::error::{Code, Coded};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,18 +17,18 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let config = ctx.config()?;
     let mut store = ctx.store()?;
     let report = match &a.group {
-        Some(f) => crate::ipc::apply_group(&ctx.home, &mut store, &config, f)?,
-        None => crate::ipc::apply_all(&ctx.home, &mut store, &config)?,
+        Some(f) => crate::steps::ipc::apply_group(&ctx.home, &mut store, &config, f)?,
+        None => crate::steps::ipc::apply_all(&ctx.home, &mut store, &config)?,
     };
     if a.json {
-        crate::output::json(&report)?;
+        crate::infra::output::json(&report)?;
     } else {
         for e in report.entries.iter().filter(|e| !e.ok) {
             println!(
                 "rejected ipc/{}/{}: {}{}",
                 e.folder,
-                crate::output::clean_line(&e.file),
-                crate::output::clean(e.reason.as_deref().unwrap_or("")),
+                crate::infra::output::clean_line(&e.file),
+                crate::infra::output::clean(e.reason.as_deref().unwrap_or("")),
                 e.moved_to
                     .as_deref()
                     .map(|m| format!(" (moved to ipc/errors/{m})"))

@@ -1,7 +1,7 @@
 use anyhow::Result;
 
 use super::Ctx;
-use crate::error::{Code, Coded};
+use crate::infra::error::{Code, Coded};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -26,16 +26,17 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let store = ctx.store()?;
-    let runs = crate::store::runs::recent(&store.conn, a.folder.as_deref(), a.limit)?;
+    let runs = crate::infra::store::runs::recent(&store.conn, a.folder.as_deref(), a.limit)?;
     let show = match (a.run, &a.folder, a.list || a.json) {
-        (Some(id), _, _) => Some(crate::store::runs::get(&store.conn, id)?.ok_or_else(|| {
-            Coded::err(Code::Usage, format!("no run #{id}; see `claw logs --list`"))
-        })?),
+        (Some(id), _, _) => Some(crate::infra::store::runs::get(&store.conn, id)?.ok_or_else(
+            || Coded::err(Code::Usage, format!("no run #{id}; see `claw logs --list`")),
+        )?),
         (None, Some(_), false) => runs.first().cloned(),
         _ => None,
     };
     if let Some(r) = show {
-        let path = crate::run_group::log::RunLog::path_for(&ctx.home.logs(), &r.folder, r.id);
+        let path =
+            crate::steps::run_group::log::RunLog::path_for(&ctx.home.logs(), &r.folder, r.id);
         let text = std::fs::read_to_string(&path).map_err(|e| {
             Coded::err(
                 Code::Failure,
@@ -43,11 +44,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             )
         })?;
         // The log quotes the agent; it is host-written but may still carry what the agent sent.
-        print!("{}", crate::output::clean(&text));
+        print!("{}", crate::infra::output::clean(&text));
         return Ok(());
     }
     if a.json {
-        return crate::output::json(&runs);
+        return crate::infra::output::json(&runs);
     }
     let rows = runs
         .iter()
@@ -58,7 +59,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 r.kind.clone(),
                 r.status.clone(),
                 r.attempt.to_string(),
-                crate::time::ago(r.started_at.unwrap_or(r.queued_at)),
+                crate::infra::time::ago(r.started_at.unwrap_or(r.queued_at)),
                 match (r.started_at, r.ended_at) {
                     (Some(s), Some(e)) => format!("{:.1}s", (e - s) as f64 / 1000.0),
                     _ => String::new(),
@@ -66,12 +67,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 format!("{}/{}", r.input_tokens, r.output_tokens),
                 r.error
                     .as_deref()
-                    .map(|e| crate::output::clip(e, 50))
+                    .map(|e| crate::infra::output::clip(e, 50))
                     .unwrap_or_default(),
             ]
         })
         .collect();
-    crate::output::table(
+    crate::infra::output::table(
         &[
             "RUN",
             "GROUP",

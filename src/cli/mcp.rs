@@ -1,7 +1,7 @@
 use anyhow::Result;
 
 use super::Ctx;
-use crate::error::{Code, Coded};
+use crate::infra::error::{Code, Coded};
 use crate::mcp::{self, Entry};
 
 #[derive(Debug, clap::Subcommand)]
@@ -75,7 +75,7 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
 
 fn known_group(ctx: &Ctx, group: &str) -> Result<()> {
     let store = ctx.store()?;
-    if crate::store::groups::get(&store.conn, group)?.is_none() {
+    if crate::infra::store::groups::get(&store.conn, group)?.is_none() {
         return Err(Coded::err(
             Code::Usage,
             format!("no group `{group}`; see `claw group list`"),
@@ -127,7 +127,7 @@ fn add(ctx: &Ctx, a: AddArgs) -> Result<()> {
         a.replace,
     )?;
     let store = ctx.store()?;
-    crate::store::audit::record(
+    crate::infra::store::audit::record(
         &store.conn,
         Some(&a.group),
         None,
@@ -148,7 +148,7 @@ fn list(ctx: &Ctx, group: Option<String>, json: bool) -> Result<()> {
         .filter(|e| group.as_ref().is_none_or(|g| &e.group == g))
         .collect();
     if json {
-        return crate::output::json(&rows);
+        return crate::infra::output::json(&rows);
     }
     if rows.is_empty() {
         println!("no MCP servers; add one with `claw mcp add G NAME -- CMD ARGS…` or `--url URL`");
@@ -170,11 +170,11 @@ fn list(ctx: &Ctx, group: Option<String>, json: bool) -> Result<()> {
             e.group.clone(),
             e.name.clone(),
             kind.to_string(),
-            crate::output::clip(&target, 80),
+            crate::infra::output::clip(&target, 80),
             e.timeout_secs.unwrap_or(60).to_string(),
         ]
     };
-    crate::output::table(
+    crate::infra::output::table(
         &["GROUP", "NAME", "KIND", "COMMAND / URL", "TIMEOUT"],
         rows.iter().map(cells).collect(),
     );
@@ -185,11 +185,11 @@ fn tools(ctx: &Ctx, group: &str, name: Option<&str>, json: bool) -> Result<()> {
     let config = ctx.config()?;
     let secrets = ctx.secrets()?;
     let listing =
-        crate::run_group::mcp_probe::list_tools(&ctx.home, &config, &secrets, group, name)?;
+        crate::steps::run_group::mcp_probe::list_tools(&ctx.home, &config, &secrets, group, name)?;
     let servers = listing["servers"].as_array().cloned().unwrap_or_default();
     let failed = servers.iter().filter(|s| s["ok"] != true).count();
     if json {
-        crate::output::json(&listing)?;
+        crate::infra::output::json(&listing)?;
     } else if servers.is_empty() {
         println!("group `{group}` has no MCP servers; add one with `claw mcp add`");
     } else {
@@ -200,7 +200,7 @@ fn tools(ctx: &Ctx, group: &str, name: Option<&str>, json: bool) -> Result<()> {
                 rows.push(vec![
                     server,
                     "(unavailable)".into(),
-                    crate::output::clip(s["error"].as_str().unwrap_or(""), 100),
+                    crate::infra::output::clip(s["error"].as_str().unwrap_or(""), 100),
                 ]);
                 continue;
             }
@@ -208,11 +208,11 @@ fn tools(ctx: &Ctx, group: &str, name: Option<&str>, json: bool) -> Result<()> {
                 rows.push(vec![
                     server.clone(),
                     t["name"].as_str().unwrap_or("").to_string(),
-                    crate::output::clip(t["description"].as_str().unwrap_or(""), 100),
+                    crate::infra::output::clip(t["description"].as_str().unwrap_or(""), 100),
                 ]);
             }
         }
-        crate::output::table(&["SERVER", "TOOL", "DESCRIPTION"], rows);
+        crate::infra::output::table(&["SERVER", "TOOL", "DESCRIPTION"], rows);
     }
     if failed > 0 {
         return Err(Coded::err(

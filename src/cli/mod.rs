@@ -35,10 +35,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-use crate::config::Config;
-use crate::paths::Home;
-use crate::secrets::Secrets;
-use crate::store::Store;
+use crate::infra::config::Config;
+use crate::infra::paths::Home;
+use crate::infra::secrets::Secrets;
+use crate::infra::store::Store;
 
 /// claw: a personal AI assistant, one sandboxed container per chat group, no daemon.
 #[derive(Debug, Parser)]
@@ -151,8 +151,8 @@ impl Ctx {
     /// Load `claw.toml`.
     pub fn config(&self) -> Result<Config> {
         if !self.home.root.is_dir() {
-            return Err(crate::error::Coded::err(
-                crate::error::Code::NotInitialised,
+            return Err(crate::infra::error::Coded::err(
+                crate::infra::error::Code::NotInitialised,
                 format!(
                     "no claw home at {}: run `claw init` first (or pass --home)",
                     self.home.root.display()

@@ -5,8 +5,8 @@
 use anyhow::Result;
 
 use super::Ctx;
-use crate::error::{Code, Coded};
-use crate::store::outbox;
+use crate::infra::error::{Code, Coded};
+use crate::infra::store::outbox;
 
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -110,7 +110,7 @@ fn not_claimed(id: i64, claimer: &str) -> anyhow::Error {
 fn claim(ctx: &Ctx, c: ClaimArgs) -> Result<()> {
     let config = ctx.config()?;
     let mut store = ctx.store()?;
-    let rows = crate::deliver::claim_for_bridge(
+    let rows = crate::steps::deliver::claim_for_bridge(
         &mut store, &config, &c.channel, &c.claimer, c.limit, c.timeout,
     )?;
     let mut out = std::io::stdout().lock();
@@ -126,7 +126,7 @@ fn list(ctx: &Ctx, a: Args) -> Result<()> {
     let store = ctx.store()?;
     let rows = outbox::list(&store.conn, a.status.as_deref(), a.limit)?;
     if a.json {
-        return crate::output::json(&rows);
+        return crate::infra::output::json(&rows);
     }
     let table = rows
         .iter()
@@ -136,16 +136,16 @@ fn list(ctx: &Ctx, a: Args) -> Result<()> {
                 r.chat_id.clone(),
                 r.status.clone(),
                 r.attempts.to_string(),
-                crate::output::clip(&r.text, 40),
+                crate::infra::output::clip(&r.text, 40),
                 r.last_error
                     .as_deref()
-                    .map(|e| crate::output::clip(e, 40))
+                    .map(|e| crate::infra::output::clip(e, 40))
                     .unwrap_or_default(),
-                crate::time::ago(r.sent_at.unwrap_or(r.created_at)),
+                crate::infra::time::ago(r.sent_at.unwrap_or(r.created_at)),
             ]
         })
         .collect();
-    crate::output::table(
+    crate::infra::output::table(
         &["ID", "CHAT", "STATE", "TRIES", "TEXT", "LAST ERROR", "WHEN"],
         table,
     );

@@ -1,7 +1,7 @@
 use anyhow::Result;
 
 use super::Ctx;
-use crate::housekeeping::{self, Options, Report};
+use crate::steps::housekeeping::{self, Options, Report};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -23,11 +23,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let mut store = ctx.store()?;
     let opts = Options {
         dry_run: a.dry_run,
-        now: crate::time::now_ms(),
+        now: crate::infra::time::now_ms(),
     };
     let r = housekeeping::run(&ctx.home, &mut store, &config, &opts)?;
     if a.json {
-        return crate::output::json(&r);
+        return crate::infra::output::json(&r);
     }
     print(&r);
     Ok(())

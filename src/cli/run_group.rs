@@ -1,7 +1,7 @@
 use anyhow::Result;
 
 use super::Ctx;
-use crate::error::{Code, Coded};
+use crate::infra::error::{Code, Coded};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -24,28 +24,32 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let config = ctx.config()?;
     let secrets = ctx.secrets()?;
-    let outcome = crate::run_group::run_group(
+    let outcome = crate::steps::run_group::run_group(
         &ctx.home,
         &config,
         &secrets,
         &a.folder,
-        &crate::run_group::Options {
+        &crate::steps::run_group::Options {
             run_id: a.run,
             task_id: a.task,
             ..Default::default()
         },
     )?;
     if a.json {
-        crate::output::json(&outcome)?;
+        crate::infra::output::json(&outcome)?;
     } else {
         match outcome.run_id {
             Some(id) => println!(
                 "run {id} of `{}`: {} — {}",
                 a.folder,
                 outcome.status,
-                crate::output::clean(&outcome.detail)
+                crate::infra::output::clean(&outcome.detail)
             ),
-            None => println!("`{}`: {}", a.folder, crate::output::clean(&outcome.detail)),
+            None => println!(
+                "`{}`: {}",
+                a.folder,
+                crate::infra::output::clean(&outcome.detail)
+            ),
         }
         if let Some(l) = &outcome.log {
             println!("log: {l}");

@@ -1,7 +1,7 @@
 use anyhow::Result;
 
 use super::Ctx;
-use crate::error::{Code, Coded};
+use crate::infra::error::{Code, Coded};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -14,12 +14,12 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
-    let now =
-        crate::schedule::now_from(a.now.as_deref()).map_err(|e| Coded::err(Code::Usage, e))?;
+    let now = crate::steps::schedule::now_from(a.now.as_deref())
+        .map_err(|e| Coded::err(Code::Usage, e))?;
     let mut store = ctx.store()?;
-    let report = crate::schedule::claim_due(&mut store, now)?;
+    let report = crate::steps::schedule::claim_due(&mut store, now)?;
     if a.json {
-        return crate::output::json(&report);
+        return crate::infra::output::json(&report);
     }
     for c in &report.claimed {
         println!(
@@ -28,14 +28,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             c.folder,
             c.run_id,
             c.next_run
-                .map_or("never (once)".into(), crate::time::local_short)
+                .map_or("never (once)".into(), crate::infra::time::local_short)
         );
     }
     for id in &report.skipped_busy {
         println!("task {id} is still running from its last slot; this slot is skipped");
     }
     for (id, e) in &report.broken {
-        println!("task {id} paused: {}", crate::output::clean(e));
+        println!("task {id} paused: {}", crate::infra::output::clean(e));
     }
     if report.claimed.is_empty() && report.skipped_busy.is_empty() && report.broken.is_empty() {
         println!("no task is due");

@@ -1,8 +1,8 @@
 use anyhow::Result;
 
 use super::Ctx;
-use crate::error::{Code, Coded};
-use crate::protocol::SearchRequest;
+use crate::infra::error::{Code, Coded};
+use crate::infra::protocol::SearchRequest;
 use crate::search::{self, Asker, Refusal};
 
 #[derive(Debug, clap::Args)]
@@ -49,7 +49,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         if a.reindex {
             let r = search::reindex(&mut store, &ctx.home)?;
             if a.json {
-                crate::output::json(&r)?;
+                crate::infra::output::json(&r)?;
             } else {
                 println!(
                     "reindexed {} messages, {} replies, {} archives",
@@ -57,13 +57,16 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 );
                 for (folder, rep) in &r.folders {
                     for s in &rep.skipped {
-                        println!("  {folder}: skipped {}", crate::output::clean_line(s));
+                        println!(
+                            "  {folder}: skipped {}",
+                            crate::infra::output::clean_line(s)
+                        );
                     }
                 }
             }
         }
         if a.check {
-            crate::store::history::integrity_check(&store.conn)?;
+            crate::infra::store::history::integrity_check(&store.conn)?;
             if !a.json {
                 println!("the search index matches the stored rows");
             }
@@ -86,7 +89,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         Err(Refusal::Failed(e)) => return Err(e),
     };
     if a.json {
-        return crate::output::json(&hits);
+        return crate::infra::output::json(&hits);
     }
     if let Some(n) = note {
         eprintln!("note: {n}");
@@ -95,7 +98,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         .iter()
         .map(|h| {
             vec![
-                crate::time::local_short(h.at),
+                crate::infra::time::local_short(h.at),
                 h.group
                     .clone()
                     .unwrap_or_else(|| h.chat_id.clone().unwrap_or_default()),
@@ -103,12 +106,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default(),
-                crate::output::clip(&h.sender, 24),
-                crate::output::clip(&h.id, 24),
-                crate::output::clip(&h.snippet.replace('\n', " "), 100),
+                crate::infra::output::clip(&h.sender, 24),
+                crate::infra::output::clip(&h.id, 24),
+                crate::infra::output::clip(&h.snippet.replace('\n', " "), 100),
             ]
         })
         .collect();
-    crate::output::table(&["WHEN", "GROUP", "KIND", "SENDER", "ID", "MATCH"], rows);
+    crate::infra::output::table(&["WHEN", "GROUP", "KIND", "SENDER", "ID", "MATCH"], rows);
     Ok(())
 }

@@ -5,8 +5,8 @@ use anyhow::Result;
 use std::io::{IsTerminal, Read};
 
 use super::Ctx;
-use crate::error::{Code, Coded};
-use crate::secrets;
+use crate::infra::error::{Code, Coded};
+use crate::infra::secrets;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
@@ -31,7 +31,8 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
     let path = ctx.home.secrets();
     match cmd {
         Cmd::Set { name } => {
-            crate::credentials::validate_name(&name).map_err(|e| Coded::err(Code::Usage, e))?;
+            crate::rules::credentials::validate_name(&name)
+                .map_err(|e| Coded::err(Code::Usage, e))?;
             let stdin = std::io::stdin();
             if stdin.is_terminal() {
                 eprintln!("type the value of `{name}`, then Enter and Ctrl-D:");
@@ -58,7 +59,7 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
             let s = secrets::Secrets::load(&path)?;
             let groups = ctx
                 .store()
-                .and_then(|st| crate::store::groups::list(&st.conn))
+                .and_then(|st| crate::infra::store::groups::list(&st.conn))
                 .unwrap_or_default();
             let rows: Vec<serde_json::Value> = s
                 .names()
@@ -72,7 +73,7 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
                 })
                 .collect();
             if json {
-                return crate::output::json(&rows);
+                return crate::infra::output::json(&rows);
             }
             if rows.is_empty() {
                 println!("no secrets; add one with `printf %s VALUE | claw secret set NAME`");
@@ -97,7 +98,7 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
                     ]
                 })
                 .collect();
-            crate::output::table(&["NAME", "BOUND IN GROUPS"], table);
+            crate::infra::output::table(&["NAME", "BOUND IN GROUPS"], table);
             Ok(())
         }
         Cmd::Rm { name } => {
@@ -117,7 +118,7 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
 /// Records the act (the name only) when the database is there.
 fn audit(ctx: &Ctx, kind: &str, name: &str) {
     if let Ok(store) = ctx.store() {
-        let _ = crate::store::audit::record(
+        let _ = crate::infra::store::audit::record(
             &store.conn,
             None,
             None,

@@ -2,8 +2,8 @@ use anyhow::Result;
 use std::path::PathBuf;
 
 use super::Ctx;
-use crate::error::{Code, Coded};
-use crate::service::{self, Platform, Spec};
+use crate::infra::error::{Code, Coded};
+use crate::ops::service::{self, Platform, Spec};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
@@ -89,7 +89,7 @@ fn install(ctx: &Ctx, a: InstallArgs) -> Result<()> {
     let runtime = if choice == "none" {
         None
     } else {
-        crate::runtime::detect(&choice).ok()
+        crate::infra::runtime::detect(&choice).ok()
     };
     let home = user_home();
     let claw = std::env::current_exe()?;
@@ -146,13 +146,15 @@ fn status(ctx: &Ctx, a: StatusArgs) -> Result<()> {
     let runs = ctx
         .store()
         .ok()
-        .and_then(|s| crate::store::runs::recent(&s.conn, None, 5).ok())
+        .and_then(|s| crate::infra::store::runs::recent(&s.conn, None, 5).ok())
         .unwrap_or_default();
     if a.json {
-        return crate::output::json(&serde_json::json!({"service": st, "recent_runs": runs}));
+        return crate::infra::output::json(
+            &serde_json::json!({"service": st, "recent_runs": runs}),
+        );
     }
     println!("units in {}", st.unit_dir.display());
-    crate::output::table(
+    crate::infra::output::table(
         &["UNIT", "INSTALLED", "STATE", "DETAIL"],
         st.units
             .iter()
@@ -169,7 +171,7 @@ fn status(ctx: &Ctx, a: StatusArgs) -> Result<()> {
     if runs.is_empty() {
         println!("no runs yet");
     } else {
-        crate::output::table(
+        crate::infra::output::table(
             &["RUN", "GROUP", "STATUS", "WHEN", "ERROR"],
             runs.iter()
                 .map(|r| {
@@ -177,8 +179,8 @@ fn status(ctx: &Ctx, a: StatusArgs) -> Result<()> {
                         format!("#{}", r.id),
                         r.folder.clone(),
                         r.status.clone(),
-                        crate::time::ago(r.ended_at.or(r.started_at).unwrap_or(r.queued_at)),
-                        crate::output::clip(r.error.as_deref().unwrap_or(""), 50),
+                        crate::infra::time::ago(r.ended_at.or(r.started_at).unwrap_or(r.queued_at)),
+                        crate::infra::output::clip(r.error.as_deref().unwrap_or(""), 50),
                     ]
                 })
                 .collect(),

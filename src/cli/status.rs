@@ -18,14 +18,14 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let config = ctx.config()?;
     let store = ctx.store()?;
-    let report = crate::status::status(&ctx.home, &store, &config)?;
+    let report = crate::ops::status::status(&ctx.home, &store, &config)?;
     if a.problems {
         return problems(&store, &config, &report, a.json);
     }
     if a.json {
-        return crate::output::json(&report);
+        return crate::infra::output::json(&report);
     }
-    let prices = crate::cost::pricing::Prices::new(&config.pricing);
+    let prices = crate::rules::cost::pricing::Prices::new(&config.pricing);
     let rows = report
         .groups
         .iter()
@@ -46,7 +46,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                         "#{} {} {}",
                         r.id,
                         r.status,
-                        crate::time::ago(r.ended_at.or(r.started_at).unwrap_or(r.queued_at))
+                        crate::infra::time::ago(r.ended_at.or(r.started_at).unwrap_or(r.queued_at))
                     )
                 }),
                 g.outbox_backlog.to_string(),
@@ -56,7 +56,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             ]
         })
         .collect();
-    crate::output::table(
+    crate::infra::output::table(
         &[
             "GROUP", "PENDING", "RUN NOW", "WHY", "LAST RUN", "OUTBOX", "TASKS", "INBOX", "TODAY",
         ],
@@ -86,23 +86,27 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
 }
 
 /// A day's spend in a cell: the cost, or the tokens when nothing has a price.
-fn spend(l: &crate::cost::report::Line, prices: &crate::cost::pricing::Prices) -> String {
+fn spend(
+    l: &crate::rules::cost::report::Line,
+    prices: &crate::rules::cost::pricing::Prices,
+) -> String {
     if l.cost.is_none() && l.tokens() > 0 {
-        format!("{} tok", crate::cost::budget::thousands(l.tokens()))
+        format!("{} tok", crate::rules::cost::budget::thousands(l.tokens()))
     } else {
         l.cost_text(prices)
     }
 }
 
 fn problems(
-    store: &crate::store::Store,
-    config: &crate::config::Config,
-    report: &crate::status::Report,
+    store: &crate::infra::store::Store,
+    config: &crate::infra::config::Config,
+    report: &crate::ops::status::Report,
     json: bool,
 ) -> Result<()> {
-    let list = crate::problems::list(&store.conn, config, report, crate::time::now_ms())?;
+    let list =
+        crate::ops::problems::list(&store.conn, config, report, crate::infra::time::now_ms())?;
     if json {
-        crate::output::json(&list)?;
+        crate::infra::output::json(&list)?;
     } else if list.is_empty() {
         println!("no problems");
     } else {
@@ -112,17 +116,17 @@ fn problems(
                 vec![
                     p.kind.to_string(),
                     p.group.clone().unwrap_or_else(|| "-".into()),
-                    crate::time::ago(p.since),
-                    crate::output::clip(&p.detail, 100),
+                    crate::infra::time::ago(p.since),
+                    crate::infra::output::clip(&p.detail, 100),
                     p.fix.clone(),
                 ]
             })
             .collect();
-        crate::output::table(&["PROBLEM", "GROUP", "SINCE", "WHAT", "FIX"], rows);
+        crate::infra::output::table(&["PROBLEM", "GROUP", "SINCE", "WHAT", "FIX"], rows);
     }
     if !list.is_empty() {
-        return Err(crate::error::Coded::err(
-            crate::error::Code::Failure,
+        return Err(crate::infra::error::Coded::err(
+            crate::infra::error::Code::Failure,
             format!("{} problem(s)", list.len()),
         ));
     }

@@ -1,9 +1,9 @@
 use anyhow::Result;
 
 use super::Ctx;
-use crate::error::{Code, Coded};
-use crate::store::tasks::{self as q, Task};
-use crate::tasks::{Changes, NewTask};
+use crate::infra::error::{Code, Coded};
+use crate::infra::store::tasks::{self as q, Task};
+use crate::rules::tasks::{Changes, NewTask};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
@@ -143,7 +143,7 @@ pub struct UpdateArgs {
 }
 
 pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
-    let now = crate::time::now_ms();
+    let now = crate::infra::time::now_ms();
     match cmd {
         Cmd::Add(a) => {
             let Some((kind, value)) = a.when.pair() else {
@@ -153,7 +153,7 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
                 ));
             };
             let t = write(ctx, |tx| {
-                crate::tasks::create(
+                crate::rules::tasks::create(
                     tx,
                     NewTask {
                         folder: a.group,
@@ -175,7 +175,7 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
             let store = ctx.store()?;
             let list = q::list(&store.conn, group.as_deref(), all)?;
             if json {
-                return crate::output::json(&list);
+                return crate::infra::output::json(&list);
             }
             if list.is_empty() {
                 println!(
@@ -191,12 +191,14 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
                         t.folder.clone(),
                         t.status.clone(),
                         format!("{} {}", t.kind, t.schedule),
-                        t.next_run.map(crate::time::local_short).unwrap_or_default(),
-                        crate::output::clip(&t.prompt, 40),
+                        t.next_run
+                            .map(crate::infra::time::local_short)
+                            .unwrap_or_default(),
+                        crate::infra::output::clip(&t.prompt, 40),
                     ]
                 })
                 .collect();
-            crate::output::table(
+            crate::infra::output::table(
                 &["ID", "GROUP", "STATE", "SCHEDULE", "NEXT", "PROMPT"],
                 rows,
             );
@@ -204,39 +206,39 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
         }
         Cmd::Show { id, json } => {
             let store = ctx.store()?;
-            let t = crate::tasks::get(&store.conn, id)?;
+            let t = crate::rules::tasks::get(&store.conn, id)?;
             let check = q::check(&store.conn, id)?;
             if json {
                 let mut v = serde_json::to_value(&t)?;
                 v["check"] = serde_json::to_value(&check)?;
-                return crate::output::json(&v);
+                return crate::infra::output::json(&v);
             }
             print_one(&t, false, "")?;
             if let Some(c) = check {
                 println!(
                     "check:    {} (timeout {}s)",
-                    crate::output::clean_line(&c.command),
+                    crate::infra::output::clean_line(&c.command),
                     c.timeout_secs
                 );
             }
             Ok(())
         }
         Cmd::Pause { id, json } => {
-            let t = write(ctx, |tx| crate::tasks::pause(tx, id, "cli"))?;
+            let t = write(ctx, |tx| crate::rules::tasks::pause(tx, id, "cli"))?;
             print_one(&t, json, "paused")
         }
         Cmd::Resume { id, json } => {
-            let t = write(ctx, |tx| crate::tasks::resume(tx, id, "cli", now))?;
+            let t = write(ctx, |tx| crate::rules::tasks::resume(tx, id, "cli", now))?;
             print_one(&t, json, "resumed")
         }
         Cmd::Cancel { id, json } => {
-            let t = write(ctx, |tx| crate::tasks::cancel(tx, id, "cli"))?;
+            let t = write(ctx, |tx| crate::rules::tasks::cancel(tx, id, "cli"))?;
             print_one(&t, json, "cancelled")
         }
         Cmd::Update(a) => {
             let (kind, value) = a.when.pair().unzip();
             let t = write(ctx, |tx| {
-                crate::tasks::update(
+                crate::rules::tasks::update(
                     tx,
                     a.id,
                     Changes {
@@ -260,10 +262,10 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
         }
         Cmd::Runs { id, limit, json } => {
             let store = ctx.store()?;
-            crate::tasks::get(&store.conn, id)?;
+            crate::rules::tasks::get(&store.conn, id)?;
             let runs = q::runs(&store.conn, id, limit)?;
             if json {
-                return crate::output::json(&runs);
+                return crate::infra::output::json(&runs);
             }
             let rows = runs
                 .iter()
@@ -271,34 +273,36 @@ pub fn run(ctx: &Ctx, cmd: Cmd) -> Result<()> {
                     vec![
                         r.id.to_string(),
                         r.status.clone(),
-                        crate::time::local_short(r.scheduled_for),
-                        r.ended_at.map(crate::time::local_short).unwrap_or_default(),
-                        crate::output::clip(
+                        crate::infra::time::local_short(r.scheduled_for),
+                        r.ended_at
+                            .map(crate::infra::time::local_short)
+                            .unwrap_or_default(),
+                        crate::infra::output::clip(
                             r.error.as_deref().or(r.result.as_deref()).unwrap_or(""),
                             50,
                         ),
                     ]
                 })
                 .collect();
-            crate::output::table(&["RUN", "STATE", "DUE", "ENDED", "RESULT / ERROR"], rows);
+            crate::infra::output::table(&["RUN", "STATE", "DUE", "ENDED", "RESULT / ERROR"], rows);
             Ok(())
         }
     }
 }
 
-/// One task change as the owner, through the same rule as IPC (`crate::tasks::change`).
+/// One task change as the owner, through the same rule as IPC (`crate::rules::tasks::change`).
 fn write(ctx: &Ctx, f: impl FnOnce(&rusqlite::Connection) -> Result<Task>) -> Result<Task> {
-    crate::tasks::change(&ctx.home, &mut ctx.store()?, f)
+    crate::rules::tasks::change(&ctx.home, &mut ctx.store()?, f)
 }
 
 fn print_one(t: &Task, json: bool, verb: &str) -> Result<()> {
     if json {
-        return crate::output::json(t);
+        return crate::infra::output::json(t);
     }
     if !verb.is_empty() {
         println!("{verb} task {}", t.id);
     }
-    use crate::output::{clean, clean_line};
+    use crate::infra::output::{clean, clean_line};
     println!("group:    {} (chat {})", t.folder, clean_line(&t.chat_id));
     println!("state:    {}", t.status);
     println!(
@@ -310,12 +314,13 @@ fn print_one(t: &Task, json: bool, verb: &str) -> Result<()> {
     println!("context:  {}", t.context_mode);
     println!(
         "next run: {}",
-        t.next_run.map_or("none".into(), crate::time::local_short)
+        t.next_run
+            .map_or("none".into(), crate::infra::time::local_short)
     );
     if let Some(l) = t.last_run {
         println!(
             "last run: {} {}",
-            crate::time::local_short(l),
+            crate::infra::time::local_short(l),
             clean(t.last_result.as_deref().unwrap_or(""))
         );
     }

@@ -1,7 +1,7 @@
 use anyhow::Result;
 
 use super::Ctx;
-use crate::error::{Code, Coded};
+use crate::infra::error::{Code, Coded};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -16,9 +16,9 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let config = ctx.config()?;
     let secrets = ctx.secrets()?;
-    let r = crate::tick::tick(&ctx.home, &config, &secrets)?;
+    let r = crate::steps::tick::tick(&ctx.home, &config, &secrets)?;
     if a.json {
-        crate::output::json(&r)?;
+        crate::infra::output::json(&r)?;
     } else {
         println!(
             "ipc applied {} rejected {} · tasks queued {} · runs started {} recovered {} · delivered {} failed {}",
@@ -37,7 +37,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             super::prune::print(h);
         }
         for (step, e) in &r.errors {
-            eprintln!("claw: {step} failed: {}", crate::output::clean(e));
+            eprintln!("claw: {step} failed: {}", crate::infra::output::clean(e));
         }
     }
     if !r.errors.is_empty() {

@@ -1,10 +1,10 @@
 use anyhow::Result;
 
 use super::Ctx;
-use crate::cost::budget::thousands;
-use crate::cost::pricing::Prices;
-use crate::cost::report::{self, By, Line, Options};
-use crate::error::{Code, Coded};
+use crate::infra::error::{Code, Coded};
+use crate::rules::cost::budget::thousands;
+use crate::rules::cost::pricing::Prices;
+use crate::rules::cost::report::{self, By, Line, Options};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,11 +25,11 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let config = ctx.config()?;
     let store = ctx.store()?;
-    let now = crate::time::now_ms();
+    let now = crate::infra::time::now_ms();
     let from = report::parse_since(&a.since, now).map_err(|e| Coded::err(Code::Usage, e))?;
     if let Some(g) = &a.group
-        && crate::store::groups::get(&store.conn, g)?.is_none()
-        && !crate::store::usage::has_folder(&store.conn, g)?
+        && crate::infra::store::groups::get(&store.conn, g)?.is_none()
+        && !crate::infra::store::usage::has_folder(&store.conn, g)?
     {
         return Err(Coded::err(
             Code::Usage,
@@ -48,7 +48,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         now,
     )?;
     if a.json {
-        return crate::output::json(&r);
+        return crate::infra::output::json(&r);
     }
     let head = match r.by {
         By::Day => "DAY",
@@ -68,7 +68,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     };
     let mut rows: Vec<Vec<String>> = r.lines.iter().map(cells).collect();
     rows.push(cells(&r.total));
-    crate::output::table(
+    crate::infra::output::table(
         &[
             head,
             "REQUESTS",
@@ -93,7 +93,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     if !r.unpriced_models.is_empty() {
         println!(
             "— no price for {}: tokens only (add [pricing.models.\"NAME\"] to claw.toml)",
-            crate::output::clean_line(&r.unpriced_models.join(", "))
+            crate::infra::output::clean_line(&r.unpriced_models.join(", "))
         );
     }
     Ok(())

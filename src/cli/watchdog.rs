@@ -2,7 +2,7 @@ use anyhow::Result;
 use std::os::fd::AsFd;
 
 use super::Ctx;
-use crate::error::{Code, Coded};
+use crate::infra::error::{Code, Coded};
 
 /// `claw watchdog --help`: what the internal subcommand does and why it exists.
 pub const LONG_ABOUT: &str = "Internal: started by `claw run-group` for each container it starts, \
@@ -29,7 +29,7 @@ pub struct Args {
 
 /// Guard one container until run-group says `done`, dies, or the deadline passes.
 pub fn run(_ctx: &Ctx, a: Args) -> Result<()> {
-    let kind = crate::runtime::RuntimeKind::parse(&a.runtime)
+    let kind = crate::infra::runtime::RuntimeKind::parse(&a.runtime)
         .map_err(|e| Coded::err(Code::Usage, e.to_string()))?
         .ok_or_else(|| {
             Coded::err(
@@ -37,14 +37,15 @@ pub fn run(_ctx: &Ctx, a: Args) -> Result<()> {
                 "--runtime must name one: podman, docker or container",
             )
         })?;
-    crate::runtime::validate_name(&a.name).map_err(|e| Coded::err(Code::Usage, e.to_string()))?;
-    let watch = crate::watchdog::Watch {
+    crate::infra::runtime::validate_name(&a.name)
+        .map_err(|e| Coded::err(Code::Usage, e.to_string()))?;
+    let watch = crate::steps::watchdog::Watch {
         program: kind.program().to_string(),
         kind,
         name: a.name,
         deadline_ms: a.deadline_ms,
     };
     let stdin = std::io::stdin();
-    crate::watchdog::run(&watch, stdin.as_fd(), &mut std::io::stderr());
+    crate::steps::watchdog::run(&watch, stdin.as_fd(), &mut std::io::stderr());
     Ok(())
 }

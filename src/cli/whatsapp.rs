@@ -31,8 +31,8 @@ pub fn run(ctx: &Ctx, c: Cmd) -> Result<()> {
 
 #[cfg(not(feature = "whatsapp"))]
 pub fn run(_ctx: &Ctx, _c: Cmd) -> Result<()> {
-    Err(crate::error::Coded::err(
-        crate::error::Code::Usage,
+    Err(crate::infra::error::Coded::err(
+        crate::infra::error::Code::Usage,
         "this claw was built without WhatsApp: rebuild with `cargo install --path . --features whatsapp` (docs/channels/whatsapp.md)",
     ))
 }

@@ -14,10 +14,10 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-use crate::error::{Code, Coded};
-use crate::paths::Home;
-use crate::protocol::{McpServer, McpTransport};
-use crate::proxy::McpRoute;
+use crate::infra::error::{Code, Coded};
+use crate::infra::paths::Home;
+use crate::infra::protocol::{McpServer, McpTransport};
+use crate::infra::proxy::McpRoute;
 
 /// Servers one group may have: each is started (or connected) at every run.
 pub const MAX_PER_GROUP: usize = 16;
@@ -85,7 +85,7 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 32 || !first || !rest {
         return Err(format!(
             "MCP server name `{}` is not allowed: use 1–32 lowercase letters, digits or `-`, starting with a letter or digit",
-            crate::output::clip(name, 40)
+            crate::infra::output::clip(name, 40)
         ));
     }
     Ok(())
@@ -96,7 +96,7 @@ pub fn validate_url(url: &str) -> Result<(), String> {
     let bad = |why: &str| {
         Err(format!(
             "MCP server URL `{}` {why}; give a URL like https://example.com/mcp",
-            crate::output::clip(url, 200)
+            crate::infra::output::clip(url, 200)
         ))
     };
     if url.len() > 2048 || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
@@ -124,7 +124,7 @@ pub fn validate_url(url: &str) -> Result<(), String> {
 
 /// Check one entry completely (the same rules for the CLI, IPC and a hand-edited file).
 pub fn validate(e: &Entry) -> Result<(), String> {
-    crate::groups::validate_folder(&e.group)?;
+    crate::rules::groups::validate_folder(&e.group)?;
     validate_name(&e.name)?;
     match (&e.command, &e.url) {
         (Some(c), None) => {
@@ -148,7 +148,7 @@ pub fn validate(e: &Entry) -> Result<(), String> {
                     return Err(format!(
                         "MCP server `{}`: environment variable `{}` is not a plain NAME=value",
                         e.name,
-                        crate::output::clip(k, 40)
+                        crate::infra::output::clip(k, 40)
                     ));
                 }
             }
@@ -299,7 +299,7 @@ pub fn remove(home: &Home, group: &str, name: &str) -> Result<()> {
 /// lose each other's edits.
 fn edit(home: &Home, change: impl FnOnce(&mut Vec<Entry>) -> Result<()>) -> Result<()> {
     std::fs::create_dir_all(home.locks()).ok();
-    let _held = crate::lock::acquire(&home.locks().join("mcp.lock"))?;
+    let _held = crate::infra::lock::acquire(&home.locks().join("mcp.lock"))?;
     let mut servers = list(home)?;
     change(&mut servers)?;
     let text = format!(

@@ -2,7 +2,7 @@
 //!
 //! Owns what an attachment is (its kind, its safe name, its status), the `[media]` settings, and
 //! the step between a channel and the store: each file a message carries is streamed into the
-//! group's `inbox/<date>/<msg id>-<name>` through `crate::untrusted` (the group folder is
+//! group's `inbox/<date>/<msg id>-<name>` through `crate::infra::untrusted` (the group folder is
 //! agent-writable), typed by its content, and recorded whether it was saved or not. It never
 //! holds a database transaction across a download, and one bad file never stops a batch.
 
@@ -294,9 +294,9 @@ pub fn vision_default(model: &str) -> bool {
 /// The saved photos among `media` to hand a vision model, oldest first (at most
 /// [`MAX_IMAGES_PER_PROMPT`]); none when the group's model takes no images.
 pub fn images_for_model(
-    config: &crate::config::Config,
-    group: &crate::store::groups::Group,
-    media: &std::collections::HashMap<i64, Vec<crate::store::attachments::Attachment>>,
+    config: &crate::infra::config::Config,
+    group: &crate::infra::store::groups::Group,
+    media: &std::collections::HashMap<i64, Vec<crate::infra::store::attachments::Attachment>>,
 ) -> Vec<String> {
     let model = group
         .config

@@ -25,7 +25,7 @@ pub fn build(
 ) -> Body {
     let boundary = format!(
         "claw-{:016x}{:08x}",
-        crate::time::now_ms(),
+        crate::infra::time::now_ms(),
         std::process::id()
     );
     let mut head = String::new();

@@ -1,6 +1,6 @@
 //! `send_file`: copying a file out of a group's folder into host-owned `media-out/`, at
 //! ipc-apply time, so what is delivered is what the agent pointed at then (it cannot swap the
-//! file afterwards). The walk goes one component at a time through `crate::untrusted`: no
+//! file afterwards). The walk goes one component at a time through `crate::infra::untrusted`: no
 //! symlink is followed, only a regular, singly-linked file is read, and the copy is capped.
 
 use std::ffi::OsStr;
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::image_info::{self, HEAD_BYTES};
 use super::{Kind, MediaConfig, name};
-use crate::untrusted::{Copied, Dir, copy_capped};
+use crate::infra::untrusted::{Copied, Dir, copy_capped};
 
 /// Deepest path accepted for `send_file`.
 const MAX_DEPTH: usize = 16;

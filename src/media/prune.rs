@@ -1,5 +1,5 @@
 //! Inbox retention: saved attachments older than `media.inbox_max_age_days` are deleted from the
-//! group folders (through `crate::untrusted`: the folders are agent-writable, so each part of
+//! group folders (through `crate::infra::untrusted`: the folders are agent-writable, so each part of
 //! `inbox/<date>/<file>` is opened without following links and only the entry itself is
 //! removed). Their rows stay, marked as deleted, so history still says a file was there. Files
 //! copied out for `send_file` are removed once their outbox row is settled.
@@ -8,10 +8,10 @@ use anyhow::Result;
 use serde::Serialize;
 use std::ffi::OsStr;
 
-use crate::config::Config;
-use crate::paths::Home;
-use crate::store::{Store, attachments};
-use crate::untrusted::{Dir, Kind};
+use crate::infra::config::Config;
+use crate::infra::paths::Home;
+use crate::infra::store::{Store, attachments};
+use crate::infra::untrusted::{Dir, Kind};
 
 /// Most inbox files removed per call (the next call does the rest).
 pub const MAX_PER_CALL: usize = 10_000;

@@ -12,8 +12,8 @@ use super::image_info::{self, HEAD_BYTES};
 use super::name;
 use super::transcribe::Transcriber;
 use super::{AttachmentIn, Kind, MediaConfig, Saved, Status};
-use crate::ingest::Inbound;
-use crate::untrusted::{Copied, Dir, ensure_subdir};
+use crate::infra::untrusted::{Copied, Dir, ensure_subdir};
+use crate::steps::ingest::Inbound;
 
 /// Everything saving needs, built once per ingest batch.
 pub struct Ctx<'a> {
@@ -30,12 +30,12 @@ impl<'a> Ctx<'a> {
     /// A context for the registered groups in `conn`.
     pub fn new(
         conn: &rusqlite::Connection,
-        home: &crate::paths::Home,
+        home: &crate::infra::paths::Home,
         config: &'a MediaConfig,
         source: &'a dyn Source,
         transcriber: Option<&'a Transcriber>,
     ) -> anyhow::Result<Ctx<'a>> {
-        let folders = crate::store::groups::list(conn)?
+        let folders = crate::infra::store::groups::list(conn)?
             .into_iter()
             .map(|g| (g.chat_id, g.folder))
             .collect();
@@ -63,7 +63,7 @@ pub fn prepare(ctx: &Ctx, conn: &rusqlite::Connection, items: &mut [(Inbound, i6
         if already_stored(conn, &m.chat, &m.id) {
             continue;
         }
-        let date = crate::time::local_date(*at);
+        let date = crate::infra::time::local_date(*at);
         let id = name::safe_id(&m.id);
         let mut notes = Vec::new();
         for a in m.attachments.iter_mut() {

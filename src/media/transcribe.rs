@@ -9,7 +9,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use super::TranscriptionConfig;
-use crate::secrets::Secrets;
+use crate::infra::secrets::Secrets;
 
 /// Longest transcript kept (the rest is cut with a marker).
 pub const MAX_TRANSCRIPT_BYTES: usize = 16 * 1024;

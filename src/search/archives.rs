@@ -1,6 +1,6 @@
 //! Indexing the compaction archives an agent writes to `groups/FOLDER/conversations/*.md`.
 //!
-//! The folder is agent-writable, so it is read only through `crate::untrusted` (no link
+//! The folder is agent-writable, so it is read only through `crate::infra::untrusted` (no link
 //! followed, regular files only, every read bounded), and what is read is only ever text to
 //! index: a file's name is its key (so indexing it again replaces it), never a path to open
 //! elsewhere. Files are read one at a time, each outside any write transaction.
@@ -10,9 +10,9 @@ use serde::Serialize;
 use std::ffi::OsStr;
 use std::io;
 
-use crate::paths::Home;
-use crate::store::{Store, history};
-use crate::untrusted::{Kind, Parents};
+use crate::infra::paths::Home;
+use crate::infra::store::{Store, history};
+use crate::infra::untrusted::{Kind, Parents};
 
 /// Largest archive indexed; a bigger file is skipped and reported.
 pub const MAX_ARCHIVE_BYTES: u64 = 4 * 1024 * 1024;
@@ -100,7 +100,7 @@ enum Outcome {
 
 fn index_one(
     store: &mut Store,
-    dir: &crate::untrusted::Dir,
+    dir: &crate::infra::untrusted::Dir,
     folder: &str,
     name: &str,
     budget: &mut u64,
@@ -150,7 +150,7 @@ fn index_one(
 
 /// Index every registered group's archives (for `claw search --reindex`).
 pub fn index_all(store: &mut Store, home: &Home) -> Result<Vec<(String, Report)>> {
-    let folders: Vec<String> = crate::store::groups::list(&store.conn)?
+    let folders: Vec<String> = crate::infra::store::groups::list(&store.conn)?
         .into_iter()
         .map(|g| g.folder)
         .collect();
@@ -180,7 +180,7 @@ mod tests {
     fn archive_names_carry_their_time() {
         assert_eq!(
             super::stamp_of("2026-03-01-101500.md"),
-            crate::time::parse_rfc3339("2026-03-01T10:15:00Z")
+            crate::infra::time::parse_rfc3339("2026-03-01T10:15:00Z")
         );
         assert_eq!(
             super::stamp_of("2026-03-01-101500-2.md"),

@@ -1,6 +1,6 @@
 //! Searching the history: who may search what ([`decide`]), what a request may contain
 //! (`query`), and one entry point ([`run`]) shared by `claw search` and the agent's
-//! `search_history` tool (which reaches it through the proxy, see `crate::proxy::search`).
+//! `search_history` tool (which reaches it through the proxy, see `crate::infra::proxy::search`).
 //!
 //! The boundary: a group searches only its own chat and its own archives; main may search every
 //! group's; the owner at the terminal may search everything. The asking group is known from which
@@ -14,8 +14,8 @@ use anyhow::Result;
 use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::protocol::{SearchHit, SearchRequest, SearchResponse};
-use crate::store::{groups, history};
+use crate::infra::protocol::{SearchHit, SearchRequest, SearchResponse};
+use crate::infra::store::{groups, history};
 
 /// Hits returned when the request names no limit.
 pub const DEFAULT_LIMIT: usize = 10;
@@ -195,7 +195,7 @@ pub fn wire(h: &history::Hit) -> SearchHit {
             .unwrap_or_default(),
         group: h.group.clone(),
         id: h.id.clone(),
-        date: crate::time::rfc3339(h.at),
+        date: crate::infra::time::rfc3339(h.at),
         sender: h.sender.clone(),
         snippet: h.snippet.clone(),
     }
@@ -212,7 +212,10 @@ pub struct Reindexed {
 
 /// Rebuild every index from its rows and re-read every group's archives. Idempotent: running it
 /// twice leaves the same index as once.
-pub fn reindex(store: &mut crate::store::Store, home: &crate::paths::Home) -> Result<Reindexed> {
+pub fn reindex(
+    store: &mut crate::infra::store::Store,
+    home: &crate::infra::paths::Home,
+) -> Result<Reindexed> {
     let folders = archives::index_all(store, home)?;
     let tx = store.write()?;
     history::rebuild(&tx)?;
@@ -240,7 +243,7 @@ fn clip_snippet(s: &str) -> String {
 pub fn parse_when(s: &str, end: bool) -> Result<i64, String> {
     use chrono::{Local, NaiveDate, TimeZone};
     let s = s.trim();
-    if let Some(t) = crate::time::parse_rfc3339(s) {
+    if let Some(t) = crate::infra::time::parse_rfc3339(s) {
         return Ok(t);
     }
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
@@ -268,7 +271,7 @@ pub fn parse_when(s: &str, end: bool) -> Result<i64, String> {
         _ => return Err(bad()),
     };
     let back = n.checked_mul(secs * 1000).ok_or_else(bad)?;
-    Ok(crate::time::now_ms().saturating_sub(back))
+    Ok(crate::infra::time::now_ms().saturating_sub(back))
 }
 
 #[cfg(test)]
@@ -327,9 +330,9 @@ mod tests {
         assert_eq!(end - day, 86_400_000);
         assert_eq!(
             parse_when("2026-03-01T10:00:00Z", false).unwrap(),
-            crate::time::parse_rfc3339("2026-03-01T10:00:00Z").unwrap()
+            crate::infra::time::parse_rfc3339("2026-03-01T10:00:00Z").unwrap()
         );
-        let now = crate::time::now_ms();
+        let now = crate::infra::time::now_ms();
         let d = parse_when("30d", false).unwrap();
         assert!((now - d - 30 * 86_400_000).abs() < 5_000);
         for bad in ["", "yesterday", "30x", "d", "99999999999999999999d"] {

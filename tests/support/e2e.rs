@@ -153,7 +153,7 @@ base_url = "{ob}"
 
     /// Names of this home's running containers (tests run in parallel; other homes are ignored).
     pub fn containers(&self) -> Vec<String> {
-        let tag = format!("x{}", claw::paths::Home::new(&self.root).tag());
+        let tag = format!("x{}", claw::infra::paths::Home::new(&self.root).tag());
         let out = Command::new(runtime())
             .args(["ps", "--format", "{{.Names}}"])
             .output()

@@ -1,16 +1,16 @@
 //! In-process set-up for the ipc_*, schedule_claim, task_cli and prune_cli tests: a [`TestHome`]
 //! initialised through the library with three groups, an open [`Store`] and the loaded config,
-//! so a test writes request files as an agent would and applies them by calling `claw::ipc`.
+//! so a test writes request files as an agent would and applies them by calling `claw::steps::ipc`.
 //! Included with `#[path = "support/ipc.rs"] mod ipc;`.
 #![allow(dead_code)]
 
 #[path = "home.rs"]
 pub mod home;
 
-use claw::config::Config;
-use claw::groups::NewGroup;
-use claw::paths::Home;
-use claw::store::Store;
+use claw::infra::config::Config;
+use claw::infra::paths::Home;
+use claw::infra::store::Store;
+use claw::rules::groups::NewGroup;
 use home::TestHome;
 use std::path::PathBuf;
 
@@ -29,9 +29,9 @@ pub struct Env {
 pub fn env() -> Env {
     let cli = TestHome::new();
     let home = Home::new(&cli.root);
-    claw::init::init(
+    claw::ops::init::init(
         &home,
-        &claw::init::Options {
+        &claw::ops::init::Options {
             assistant_name: "Andy".into(),
             main_chat: "tg:1".into(),
         },
@@ -40,7 +40,7 @@ pub fn env() -> Env {
     let config = Config::load(&home.config()).unwrap();
     let mut store = Store::open(&home).unwrap();
     for (chat, folder) in [("tg:2", "fam"), ("tg:3", "other")] {
-        claw::groups::add(
+        claw::rules::groups::add(
             &mut store,
             &home,
             "@Andy",
@@ -57,8 +57,15 @@ pub fn env() -> Env {
         )
         .unwrap();
     }
-    claw::store::messages::upsert_chat(&store.conn, "tg:9", Some("Nine"), Some(true), 1, None)
-        .unwrap();
+    claw::infra::store::messages::upsert_chat(
+        &store.conn,
+        "tg:9",
+        Some("Nine"),
+        Some(true),
+        1,
+        None,
+    )
+    .unwrap();
     let outside = cli.scratch("outside");
     std::fs::create_dir_all(&outside).unwrap();
     Env {
@@ -73,7 +80,7 @@ pub fn env() -> Env {
 impl Env {
     /// The main group's folder.
     pub fn main_folder(&self) -> String {
-        claw::store::groups::main(&self.store.conn)
+        claw::infra::store::groups::main(&self.store.conn)
             .unwrap()
             .unwrap()
             .folder
@@ -89,12 +96,12 @@ impl Env {
     }
 
     /// Apply one group's requests in process, as `claw ipc-apply` would.
-    pub fn apply(&mut self, folder: &str) -> claw::ipc::Report {
-        claw::ipc::apply_group(&self.home, &mut self.store, &self.config, folder).unwrap()
+    pub fn apply(&mut self, folder: &str) -> claw::steps::ipc::Report {
+        claw::steps::ipc::apply_group(&self.home, &mut self.store, &self.config, folder).unwrap()
     }
 
     /// The reply the host wrote for request `stem` of a group.
-    pub fn reply(&self, folder: &str, stem: &str) -> claw::protocol::IpcReply {
+    pub fn reply(&self, folder: &str, stem: &str) -> claw::infra::protocol::IpcReply {
         let p = self
             .home
             .ipc_dir(folder)
@@ -147,9 +154,9 @@ impl Env {
 
     /// Create a task directly (as the owner would), returning its id.
     pub fn task(&self, folder: &str, kind: &str, value: &str, now: i64) -> i64 {
-        claw::tasks::create(
+        claw::rules::tasks::create(
             &self.store.conn,
-            claw::tasks::NewTask {
+            claw::rules::tasks::NewTask {
                 folder: folder.into(),
                 prompt: format!("task for {folder}"),
                 kind: kind.into(),

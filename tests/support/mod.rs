@@ -19,7 +19,7 @@
 
 pub mod fake_llm;
 
-use claw::protocol::{AgentLimits, AgentLine, HostLine, ModelSettings, Start};
+use claw::infra::protocol::{AgentLimits, AgentLine, HostLine, ModelSettings, Start};
 use fake_llm::FakeLlm;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;

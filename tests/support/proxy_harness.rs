@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use claw::proxy::{LlmPolicy, Provider, Proxy, ProxyConfig, ProxyEvent, Upstream};
+use claw::infra::proxy::{LlmPolicy, Provider, Proxy, ProxyConfig, ProxyEvent, Upstream};
 
 pub const ANT_KEY: &str = "sk-ant-TESTKEY-9f3a7c";
 pub const OAI_KEY: &str = "sk-oai-TESTKEY-41b2e8";

@@ -72,7 +72,7 @@ pub fn render_value(server: &str, v: &Value, save_dir: &Path) -> Output {
             ),
             other => format!(
                 "[content of type `{}` from MCP server `{server}` is not supported]",
-                crate::output::clip(other, 40)
+                crate::infra::output::clip(other, 40)
             ),
         };
         parts.push(part);
@@ -133,7 +133,7 @@ fn binary(
         _ => "bin",
     };
     let folder = dir.join("mcp-files");
-    let name = format!("{server}-{}-{}.{ext}", crate::time::now_ms(), *files);
+    let name = format!("{server}-{}-{}.{ext}", crate::infra::time::now_ms(), *files);
     let path = folder.join(&name);
     let saved = std::fs::create_dir_all(&folder).and_then(|_| std::fs::write(&path, &bytes));
     match saved {

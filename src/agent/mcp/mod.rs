@@ -5,7 +5,7 @@
 //! the URL and the egress decision stay on the host).
 //!
 //! Promises: every server is started (and its tools listed) within
-//! [`crate::protocol::MCP_START_SECS`], every call within the server's timeout; a server that
+//! [`crate::infra::protocol::MCP_START_SECS`], every call within the server's timeout; a server that
 //! fails to start, hangs, exits or answers junk becomes a tool error the model reads, never a
 //! stuck or crashed run. Everything read from a server is bounded: a JSON-RPC line or event is at
 //! most 16 MiB (rmcp's limits), tools per server, names, descriptions and schemas are capped
@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::providers::ToolSpec;
 use super::tools::output::Output;
-use crate::protocol::{MCP_START_SECS, McpServer, McpTransport};
+use crate::infra::protocol::{MCP_START_SECS, McpServer, McpTransport};
 
 /// Tools taken from one server; the rest are left out (and logged).
 pub const MAX_TOOLS: usize = 128;
@@ -299,19 +299,19 @@ fn describe_error(server: &str, e: &rmcp::ServiceError) -> String {
     match e {
         E::McpError(err) => format!(
             "MCP server `{server}` refused the call: {} (code {})",
-            crate::output::clip(&err.message, 2000),
+            crate::infra::output::clip(&err.message, 2000),
             err.code.0
         ),
         E::TransportClosed | E::TransportSend(_) => format!(
             "MCP server `{server}` is gone (its process exited or its connection closed): {}. It stays unavailable for this run.",
-            crate::output::clip(&e.to_string(), 500)
+            crate::infra::output::clip(&e.to_string(), 500)
         ),
         E::UnexpectedResponse => {
             format!("MCP server `{server}` answered with something that is not a tool result")
         }
         other => format!(
             "MCP server `{server}` failed: {}",
-            crate::output::clip(&other.to_string(), 500)
+            crate::infra::output::clip(&other.to_string(), 500)
         ),
     }
 }
@@ -356,7 +356,7 @@ async fn connect(
             client_info().serve(child).await.map_err(|e| {
                 format!(
                     "`{command}` did not complete the MCP handshake (it exited or wrote something that is not MCP): {}",
-                    crate::output::clip(&e.to_string(), 300)
+                    crate::infra::output::clip(&e.to_string(), 300)
                 )
             })?
         }
@@ -371,7 +371,7 @@ async fn connect(
             client_info().serve(t).await.map_err(|e| {
                 format!(
                     "the remote server (through the host's proxy) did not complete the MCP handshake: {}",
-                    crate::output::clip(&e.to_string(), 500)
+                    crate::infra::output::clip(&e.to_string(), 500)
                 )
             })?
         }
@@ -379,7 +379,7 @@ async fn connect(
     let tools = service.peer().list_all_tools().await.map_err(|e| {
         format!(
             "could not list its tools: {}",
-            crate::output::clip(&e.to_string(), 300)
+            crate::infra::output::clip(&e.to_string(), 300)
         )
     })?;
     Ok((service, tools))

@@ -39,7 +39,7 @@ pub fn offer(
         if !taken.insert(offered.clone()) {
             crate::agent::log(&format!(
                 "MCP server `{server}`: tool `{}` left out, its name clashes as `{offered}`",
-                crate::output::clip(&t.name, 80)
+                crate::infra::output::clip(&t.name, 80)
             ));
             continue;
         }

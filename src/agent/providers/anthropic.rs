@@ -7,7 +7,7 @@ use super::{Reply, Request, cache, parse_args};
 use crate::agent::sse;
 use crate::agent::transcript::{Block, Role};
 use crate::agent::transport::{CallError, Http, classify};
-use crate::protocol::Usage;
+use crate::infra::protocol::Usage;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::io::{BufReader, Read};
@@ -318,8 +318,8 @@ mod tests {
         );
     }
 
-    fn settings() -> crate::protocol::ModelSettings {
-        crate::protocol::ModelSettings {
+    fn settings() -> crate::infra::protocol::ModelSettings {
+        crate::infra::protocol::ModelSettings {
             provider: "anthropic".into(),
             model: "m".into(),
             max_tokens: 10,

@@ -9,7 +9,7 @@ pub mod openai;
 
 use super::transcript::{Block, Message};
 use super::transport::{CallError, Http};
-use crate::protocol::{ModelSettings, Usage};
+use crate::infra::protocol::{ModelSettings, Usage};
 use serde_json::Value;
 use std::time::Duration;
 

@@ -337,7 +337,7 @@ mod tests {
     #[test]
     fn a_longer_transcript_only_appends_bytes() {
         use crate::agent::transcript::Message;
-        let settings = crate::protocol::ModelSettings {
+        let settings = crate::infra::protocol::ModelSettings {
             provider: "openai".into(),
             model: "m".into(),
             max_tokens: 10,
@@ -376,7 +376,7 @@ mod tests {
 
     #[test]
     fn tool_results_become_tool_messages_in_order() {
-        let settings = crate::protocol::ModelSettings {
+        let settings = crate::infra::protocol::ModelSettings {
             provider: "openai".into(),
             model: "m".into(),
             max_tokens: 10,

@@ -3,7 +3,7 @@
 //! searched from which run asked, so this side sends only the request and shows the answer.
 
 use super::{Ctx, Output, arg_str};
-use crate::protocol::{SEARCH_PATH, SearchRequest, SearchResponse};
+use crate::infra::protocol::{SEARCH_PATH, SearchRequest, SearchResponse};
 use serde_json::Value;
 
 /// Largest answer read from the host (50 hits of at most 400 characters fit many times over).

@@ -5,7 +5,7 @@
 //! boundary.
 
 use super::{Ctx, Output};
-use crate::protocol::{
+use crate::infra::protocol::{
     IPC_MESSAGES_DIR, IPC_REPLIES_DIR, IPC_TASKS_DIR, IPC_TASKS_SNAPSHOT, IpcReply, IpcRequest,
 };
 use serde_json::Value;

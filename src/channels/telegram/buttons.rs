@@ -2,14 +2,14 @@
 //! `callback_query` updates a press produces.
 //!
 //! A press counts only if it comes from a card in the main chat and carries the row's nonce
-//! (`crate::approvals::answer`); it is decided in the same transaction that moves the update
+//! (`crate::rules::approvals::answer`); it is decided in the same transaction that moves the update
 //! offset, and answered (`answerCallbackQuery`, which stops the button's spinner) after commit.
 
 use anyhow::Result;
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use crate::approvals::answer;
+use crate::rules::approvals::answer;
 
 /// A press read from one update, decided in the poll's transaction.
 pub struct Press {
@@ -45,13 +45,13 @@ pub fn take_press(tx: &Connection, raw: &Value, now: i64) -> Result<Option<Press
         .and_then(Value::as_i64)
         .map(super::map::chat_id);
     let data = q.get("data").and_then(Value::as_str).unwrap_or("");
-    let main = crate::store::groups::main(tx)?;
+    let main = crate::infra::store::groups::main(tx)?;
     let text = match (answer::parse_callback(data), chat, main) {
         (Some((id, nonce, approve)), Some(chat), Some(main)) if chat == main.chat_id => {
             let by = format!("telegram:{from}");
             let a = answer::answer(tx, id, approve, Some(&nonce), &by, now)?;
             if a.decided {
-                crate::store::outbox::enqueue(
+                crate::infra::store::outbox::enqueue(
                     tx,
                     &chat,
                     &a.message,

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use std::collections::HashMap;
 
 use crate::channels::Mapped;
-use crate::ingest::Inbound;
 use crate::media::{AttachmentIn, Kind};
+use crate::steps::ingest::Inbound;
 
 /// Longest quoted text kept with a reply; the full message is already in the chat's history.
 const QUOTE_CHARS: usize = 500;
@@ -164,7 +164,7 @@ fn map_message(msg: &Message, triggers: &Triggers) -> Result<Inbound, String> {
         sender: sender_id,
         sender_name: Some(sender_name),
         text,
-        time: Some(crate::time::rfc3339(msg.date.saturating_mul(1000))),
+        time: Some(crate::infra::time::rfc3339(msg.date.saturating_mul(1000))),
         from_me: false,
         is_bot,
         chat_name,

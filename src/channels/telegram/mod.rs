@@ -17,12 +17,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::{Outcome, Sender};
-use crate::config::Config;
-use crate::error::{Code, Coded};
-use crate::ingest::{self, Inbound, Summary};
-use crate::paths::Home;
-use crate::secrets::Secrets;
-use crate::store::Store;
+use crate::infra::config::Config;
+use crate::infra::error::{Code, Coded};
+use crate::infra::paths::Home;
+use crate::infra::secrets::Secrets;
+use crate::infra::store::Store;
+use crate::steps::ingest::{self, Inbound, Summary};
 use api::{Api, ApiError};
 
 /// Default long-poll wait, in seconds.
@@ -116,7 +116,8 @@ pub fn poll(
     let settings = Settings::load(config, secrets)?;
     let wait = wait_secs.unwrap_or(settings.poll_secs);
     // Two pollers would each make Telegram answer 409; one at a time.
-    let Some(_lock) = crate::lock::try_acquire(&home.locks().join("poll-telegram.lock"))? else {
+    let Some(_lock) = crate::infra::lock::try_acquire(&home.locks().join("poll-telegram.lock"))?
+    else {
         return Err(Coded::err(
             Code::Busy,
             "another `claw ingest --from telegram` is polling; try again when it finishes",
@@ -143,7 +144,7 @@ pub fn poll(
             },
         },
     };
-    let groups = crate::store::groups::list(&store.conn)?;
+    let groups = crate::infra::store::groups::list(&store.conn)?;
     let by_chat: HashMap<String, String> = groups
         .iter()
         .map(|g| (g.chat_id.clone(), g.trigger.clone()))
@@ -220,7 +221,7 @@ pub fn poll(
         let presses = ingest::store_batch(store, &items, &mut report.summary, |tx| {
             let mut presses = Vec::new();
             for raw in press_updates {
-                if let Some(p) = buttons::take_press(tx, raw, crate::time::now_ms())? {
+                if let Some(p) = buttons::take_press(tx, raw, crate::infra::time::now_ms())? {
                     presses.push(p);
                 }
             }

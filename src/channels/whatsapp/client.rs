@@ -15,10 +15,10 @@ use whatsapp_rust::prelude::*;
 
 use super::map::{self, Event, Info};
 use crate::channels::Mapped;
-use crate::config::Config;
-use crate::ingest;
-use crate::paths::Home;
-use crate::store::{Store, outbox};
+use crate::infra::config::Config;
+use crate::infra::paths::Home;
+use crate::infra::store::{Store, outbox};
+use crate::steps::ingest;
 
 /// The claimer name `run` uses on outbox rows.
 pub const CLAIMER: &str = "whatsapp-run";
@@ -153,7 +153,7 @@ pub fn run(home: &Home, config: &Config) -> Result<()> {
         {
             let store = Store::open(&home2)?;
             // Claims of a previous `run` that died are ours to release (other bridges' are not).
-            crate::store::outbox::release_claims_of(&store.conn, CLAIMER, None)?;
+            crate::infra::store::outbox::release_claims_of(&store.conn, CLAIMER, None)?;
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot watch for SIGTERM")?;

@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 
 use crate::channels::Mapped;
-use crate::ingest::Inbound;
+use crate::steps::ingest::Inbound;
 
 /// Longest quoted text kept with a reply.
 const QUOTE_CHARS: usize = 500;
@@ -102,7 +102,9 @@ pub fn map_event(ev: &Event, lids: &HashMap<String, String>) -> Mapped {
         sender: format!("wa:{sender}"),
         sender_name: name.clone(),
         text: text.to_string(),
-        time: Some(crate::time::rfc3339(info.timestamp.saturating_mul(1000))),
+        time: Some(crate::infra::time::rfc3339(
+            info.timestamp.saturating_mul(1000),
+        )),
         from_me: info.is_from_me,
         is_bot: false,
         chat_name: if info.is_group {
