@@ -125,11 +125,6 @@ pub fn mark_pruned(conn: &Connection, id: i64) -> Result<()> {
     Ok(())
 }
 
-/// Whether a status word means the file is on disk.
-pub fn is_saved(status: &str) -> bool {
-    status == Status::Ok.as_str()
-}
-
 /// Attach a copied-out file to an outbox row (`send_file`).
 pub fn insert_outbox_file(
     conn: &Connection,

@@ -261,16 +261,6 @@ pub fn backlog(conn: &Connection) -> Result<std::collections::HashMap<String, i6
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Channels that have due rows.
-pub fn channels_with_due(conn: &Connection) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT DISTINCT substr(chat_id, 1, instr(chat_id, ':') - 1) FROM outbox
-         WHERE status IN ('pending', 'sending') AND instr(chat_id, ':') > 1",
-    )?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
