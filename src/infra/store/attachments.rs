@@ -6,7 +6,7 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 use std::collections::HashMap;
 
-use crate::media::{Kind, Saved, Status};
+use crate::media::{Kind, Saved};
 
 /// One attachment as read back.
 #[derive(Debug, Clone, Serialize, PartialEq)]
