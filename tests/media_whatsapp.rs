@@ -20,6 +20,16 @@ use std::sync::{Arc, Mutex};
 
 const GROUP: &str = "wa:120363012345678901@g.us";
 
+/// msg id, kind, status, path, error, mime of one attachment row.
+type Row = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 /// Serves files by CDN path, as WhatsApp's CDN would after decryption; records each request.
 struct FakeCdn {
     files: HashMap<String, Vec<u8>>,
@@ -206,14 +216,7 @@ fn whatsapp_media_lands_safely_and_bad_files_are_recorded() {
     assert_eq!(asked.len(), 5, "{asked:?}");
 
     let db = h.db();
-    let rows: Vec<(
-        String,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    )> = db
+    let rows: Vec<Row> = db
         .prepare(
             "SELECT m.msg_id, a.kind, a.status, a.path, a.error, a.mime FROM attachments a
              JOIN messages m ON m.seq = a.message_seq ORDER BY a.id",
