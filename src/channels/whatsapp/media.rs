@@ -394,6 +394,96 @@ mod tests {
     }
 
     #[test]
+    fn descriptors_are_checked_before_any_download() {
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let good = WaMedia {
+            kind: Some(WaKind::Image),
+            direct_path: Some("/v/t62/a.enc".into()),
+            media_key: Some(key.clone()),
+            file_sha256: Some(key.clone()),
+            file_enc_sha256: Some(key.clone()),
+            file_length: Some(10),
+            ..Default::default()
+        };
+        let f = good.fetch().unwrap();
+        assert_eq!(
+            (f.direct_path.as_str(), f.media_key),
+            ("/v/t62/a.enc", [7u8; 32])
+        );
+        let only_url = WaMedia {
+            direct_path: None,
+            url: Some("https://mmg.whatsapp.net/v/t62/b.enc?x=1".into()),
+            ..good.clone()
+        };
+        assert_eq!(only_url.fetch().unwrap().direct_path, "/v/t62/b.enc?x=1");
+        let bad = |m: WaMedia, want: &str| {
+            let e = m.fetch().unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
+        };
+        bad(
+            WaMedia {
+                media_key: None,
+                ..good.clone()
+            },
+            "no media key",
+        );
+        bad(
+            WaMedia {
+                media_key: Some("!!".into()),
+                ..good.clone()
+            },
+            "not base64",
+        );
+        bad(
+            WaMedia {
+                file_sha256: Some("AAAA".into()),
+                ..good.clone()
+            },
+            "3 bytes, not 32",
+        );
+        bad(
+            WaMedia {
+                direct_path: Some("../x".into()),
+                ..good.clone()
+            },
+            "not a CDN path",
+        );
+        bad(
+            WaMedia {
+                direct_path: None,
+                url: Some("http://evil/x".into()),
+                ..good.clone()
+            },
+            "not an https URL",
+        );
+        bad(
+            WaMedia {
+                direct_path: None,
+                url: None,
+                ..good.clone()
+            },
+            "no media path",
+        );
+        bad(
+            WaMedia {
+                kind: None,
+                ..good.clone()
+            },
+            "no kind",
+        );
+        // The reference round-trips through the attachment, and only through it.
+        let a = attachment_of(&serde_json::json!({"audioMessage": {
+            "ptt": true, "fileLength": "99", "directPath": "/v/t62/a.enc", "mediaKey": key}}))
+        .unwrap();
+        assert_eq!(a.kind, Some(Kind::Voice));
+        assert_eq!(a.size, Some(99));
+        let back = WaMedia::from_ref(a.channel_ref.as_deref()).unwrap();
+        assert_eq!(back.kind, Some(WaKind::Audio));
+        assert!(WaMedia::from_ref(None).is_err());
+        assert!(attachment_of(&serde_json::json!({"reactionMessage": {}})).is_none());
+    }
+
+    #[test]
     fn capped_file_refuses_the_write_that_crosses_the_cap() {
         let d = tempfile::tempdir().unwrap();
         let f = anonymous_file(d.path()).unwrap();
