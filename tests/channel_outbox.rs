@@ -198,3 +198,50 @@ fn the_default_claim_timeout_comes_from_config() {
     let rows: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(rows[0]["claimed_by"], "two");
 }
+
+#[test]
+fn a_claimed_send_file_row_carries_the_host_copy() {
+    // The agent's send_file is copied out at ipc-apply time; a bridge gets that copy to upload.
+    let h = TestHome::init();
+    h.add_group("wa:120363012345678901@g.us", "hiking", &[]);
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::RgbImage::new(4, 3)
+        .write_to(&mut png, image::ImageFormat::Png)
+        .unwrap();
+    let png = png.into_inner();
+    std::fs::write(h.path("groups/hiking/chart.png"), &png).unwrap();
+    let req = h.path("ipc/hiking/messages");
+    std::fs::create_dir_all(&req).unwrap();
+    std::fs::write(
+        req.join("1.json"),
+        serde_json::json!({"type": "send_file", "path": "chart.png", "caption": "the climb"})
+            .to_string(),
+    )
+    .unwrap();
+    h.claw().arg("ipc-apply").assert().success();
+    enqueue_many(&h, "wa:1@s.whatsapp.net", 1);
+    let rows = claim(&h, "bridge", &[]);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let with_file: Vec<_> = rows.iter().filter(|r| r.get("file").is_some()).collect();
+    assert_eq!(
+        with_file.len(),
+        1,
+        "only the send_file row has a file: {rows:?}"
+    );
+    let r = with_file[0];
+    assert_eq!(r["text"], "the climb");
+    let f = &r["file"];
+    assert_eq!(f["name"], "chart.png");
+    assert_eq!(f["mime"], "image/png");
+    assert_eq!(f["kind"], "photo");
+    assert_eq!(f["size"], png.len() as u64);
+    let path = std::path::PathBuf::from(f["path"].as_str().unwrap());
+    assert!(
+        path.is_absolute() && !path.starts_with(h.path("groups")),
+        "{path:?}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), png, "the copy is the file");
+    // The agent changing its file afterwards does not change what is sent.
+    std::fs::write(h.path("groups/hiking/chart.png"), b"swapped").unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), png);
+}

@@ -25,7 +25,7 @@ fn fixtures() -> Vec<(String, Value)> {
 #[test]
 fn recorded_events_map_as_expected() {
     let all = fixtures();
-    assert!(all.len() >= 12, "fixtures missing");
+    assert!(all.len() >= 17, "fixtures missing");
     let (mut mapped, mut skipped) = (0, 0);
     for (name, fx) in all {
         let ev: Event =
@@ -50,7 +50,10 @@ fn recorded_events_map_as_expected() {
             (got, _, _) => panic!("{name}: unexpected {got:?}"),
         }
     }
-    assert!(mapped >= 9 && skipped >= 3);
+    assert!(
+        mapped >= 16 && skipped >= 1,
+        "{mapped} mapped, {skipped} skipped"
+    );
 }
 
 #[test]
@@ -110,9 +113,25 @@ fn mapped_events_store_through_ingest_and_unknown_dms_do_not() {
         }
     }
     let s =
-        claw::steps::ingest::ingest_lines(&mut store, std::io::Cursor::new(lines), 65536).unwrap();
+        claw::steps::ingest::ingest_lines(&mut store, std::io::Cursor::new(lines.clone()), 65536)
+            .unwrap();
     assert_eq!(s.rejected, 0);
-    assert_eq!(s.stored, 4, "the four group messages");
+    assert_eq!(
+        s.stored, 10,
+        "the ten group messages, media without captions included"
+    );
+    // This path (JSON lines) downloads nothing: each WhatsApp file is recorded as not saved, so
+    // the prompt still says it was there. The descriptor never travels in JSON.
+    let not_saved: i64 = store
+        .conn
+        .query_row(
+            "SELECT count(*) FROM attachments WHERE status = 'failed' AND error LIKE 'not downloaded%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(not_saved, 7);
+    assert!(!lines.contains("mediaKey") && !lines.contains("media_key"));
     assert!(
         s.unregistered >= 5,
         "DMs from unregistered chats are not stored"

@@ -116,10 +116,31 @@ fn claim(ctx: &Ctx, c: ClaimArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     for r in rows {
         use std::io::Write;
-        let line = serde_json::json!({"id": r.id, "chat": r.chat_id, "text": r.text, "attempts": r.attempts});
-        writeln!(out, "{line}")?;
+        let file = crate::infra::store::attachments::outbox_file(&store.conn, r.id)?;
+        writeln!(out, "{}", claim_line(&r, file.as_ref()))?;
     }
     Ok(())
+}
+
+/// One claimed row for a bridge. A `send_file` row adds `file`: the host-owned copy made at
+/// ipc-apply time (absolute path, the name the recipient sees, MIME type from the content, size,
+/// kind); its `text` is the caption. A copy already removed by `claw prune` has an empty path.
+pub fn claim_line(
+    r: &outbox::Row,
+    file: Option<&crate::media::outfile::OutFile>,
+) -> serde_json::Value {
+    let mut line =
+        serde_json::json!({"id": r.id, "chat": r.chat_id, "text": r.text, "attempts": r.attempts});
+    if let Some(f) = file {
+        line["file"] = serde_json::json!({
+            "path": f.path.to_string_lossy(),
+            "name": f.name,
+            "mime": f.mime,
+            "size": f.size,
+            "kind": f.kind.as_str(),
+        });
+    }
+    line
 }
 
 fn list(ctx: &Ctx, a: Args) -> Result<()> {

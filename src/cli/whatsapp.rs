@@ -24,7 +24,9 @@ pub fn run(ctx: &Ctx, c: Cmd) -> Result<()> {
         Cmd::Pair { phone } => client::pair(&ctx.home, phone),
         Cmd::Run => {
             let config = ctx.config()?;
-            client::run(&ctx.home, &config)
+            // The transcription key, if any; WhatsApp itself needs no secret from the file.
+            let secrets = ctx.secrets().unwrap_or_default();
+            client::run(&ctx.home, &config, &secrets)
         }
     }
 }

@@ -3,7 +3,8 @@
 //! The event shape (`Event`) mirrors what the WhatsApp Web client reports (message info plus the
 //! protobuf message in its JSON form), so recorded events in tests/fixtures/whatsapp/ exercise
 //! exactly this code. Owns: which jid becomes the chat and sender id (phone numbers preferred over
-//! LIDs), what counts as text, and what a reply keeps. Never decides who is allowed in.
+//! LIDs), what counts as text, what a reply keeps, and which media a message carries (read by
+//! `super::media`). Never decides who is allowed in.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -83,15 +84,21 @@ pub fn map_event(ev: &Event, lids: &HashMap<String, String>) -> Mapped {
         person(&info.chat, info.sender_alt.as_deref(), lids)
     };
     let chat = format!("wa:{chat_jid}");
-    let Some(text) = text_of(msg).filter(|t| !t.trim().is_empty()) else {
-        let kind = msg
-            .as_object()
-            .and_then(|o| o.keys().next().cloned())
-            .unwrap_or_else(|| "empty".into());
-        return Mapped::Skip(format!(
-            "message {} in {chat} has no text ({kind}); skipped",
-            info.id
-        ));
+    let attachment = super::media::attachment_of(msg);
+    let text = match text_of(msg).filter(|t| !t.trim().is_empty()) {
+        Some(t) => t,
+        // A photo, voice note or sticker without a caption is still a message.
+        None if attachment.is_some() => "",
+        None => {
+            let kind = msg
+                .as_object()
+                .and_then(|o| o.keys().next().cloned())
+                .unwrap_or_else(|| "empty".into());
+            return Mapped::Skip(format!(
+                "message {} in {chat} has no text or media ({kind}); skipped",
+                info.id
+            ));
+        }
     };
     let ctx = context_info(msg);
     let quoted = ctx.and_then(|c| c.get("quotedMessage"));
@@ -126,8 +133,8 @@ pub fn map_event(ev: &Event, lids: &HashMap<String, String>) -> Mapped {
         reply_to_text: quoted
             .and_then(|q| text_of(unwrap(q)))
             .map(|t| t.chars().take(QUOTE_CHARS).collect()),
-        // WhatsApp media is not downloaded yet (docs/channels/whatsapp.md).
-        attachments: vec![],
+        // Downloaded by `claw whatsapp run` through `media::WaSource` before the message is stored.
+        attachments: attachment.into_iter().collect(),
     }))
 }
 
@@ -172,6 +179,8 @@ fn context_info(msg: &Value) -> Option<&Value> {
         "imageMessage",
         "videoMessage",
         "documentMessage",
+        "audioMessage",
+        "stickerMessage",
     ]
     .iter()
     .find_map(|k| msg.get(*k).and_then(|m| m.get("contextInfo")))
