@@ -219,24 +219,24 @@ impl Dir {
 
     /// What `name` is, without following it. `None` if it does not exist.
     pub fn kind(&self, name: &OsStr) -> io::Result<Option<Kind>> {
-        let c = cstr(name)?;
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        let rc = unsafe {
-            libc::fstatat(
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                &mut st,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::NotFound {
-                return Ok(None);
-            }
-            return Err(e);
+        Ok(self.stat(name)?.map(|s| s.kind))
+    }
+
+    /// Open `name` for reading without following a link or blocking on a FIFO, and stat the
+    /// descriptor: callers re-check its type there, since the name may have been swapped.
+    fn open_nofollow(&self, name: &OsStr) -> Result<(OwnedFd, libc::stat), String> {
+        let c = cstr(name).map_err(|e| e.to_string())?;
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        let fd = unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(format!("cannot open file: {}", io::Error::last_os_error()));
         }
-        Ok(Some(kind_of(&st)))
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
+            return Err(format!("cannot stat file: {}", io::Error::last_os_error()));
+        }
+        Ok((fd, st))
     }
 
     /// Read a regular file of at most `max` bytes. Anything else is refused without being read
@@ -251,18 +251,8 @@ impl Dir {
             Ok(None) => return Err("file vanished before it could be read".into()),
             Err(e) => return Err(format!("cannot inspect file: {e}")),
         }
-        let c = cstr(name).map_err(|e| e.to_string())?;
-        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
-        let fd = unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags) };
-        if fd < 0 {
-            return Err(format!("cannot open file: {}", io::Error::last_os_error()));
-        }
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // Re-check on the descriptor: the name may have been swapped since the fstatat.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
-            return Err(format!("cannot stat file: {}", io::Error::last_os_error()));
-        }
+        let (fd, st) = self.open_nofollow(name)?;
         match kind_of(&st) {
             Kind::File { size } if size > max => {
                 return Err(format!("file is {size} bytes; the limit is {max}"));

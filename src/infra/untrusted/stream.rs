@@ -70,17 +70,7 @@ impl Dir {
             Ok(None) => return Err("no such file".into()),
             Err(e) => return Err(format!("cannot inspect file: {e}")),
         }
-        let c = cstr(name).map_err(|e| e.to_string())?;
-        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
-        let fd = unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags) };
-        if fd < 0 {
-            return Err(format!("cannot open file: {}", io::Error::last_os_error()));
-        }
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
-            return Err(format!("cannot stat file: {}", io::Error::last_os_error()));
-        }
+        let (fd, st) = self.open_nofollow(name)?;
         let size = match kind_of(&st) {
             Kind::File { size } => size,
             k => return Err(format!("not a regular file but a {}", k.describe())),
